@@ -1,0 +1,231 @@
+"""The command line (SPEC §5). Nothing else in the package knows about argv.
+
+Exit codes: 0 ok, 1 the work failed, 2 usage or configuration error.
+Each command is one `cmd_*` function over the parsed arguments; the work itself lives in
+the package (`pipeline`, `api`, `check`, `emulator`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import NoReturn
+
+from . import __version__
+from .config import PURPOSES, Config, ConfigError, config_from_env, load_config, redacted_dict, resolve_api_key
+
+EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
+
+
+class UsageError(Exception):
+    """Bad arguments or configuration: exit 2 with the message."""
+
+
+def _fail_usage(message: str) -> NoReturn:
+    raise UsageError(message)
+
+
+def _load_config(args: argparse.Namespace) -> Config:
+    try:
+        if getattr(args, "config", None):
+            return load_config(args.config)
+        return config_from_env()
+    except ConfigError as exc:
+        _fail_usage(str(exc))
+
+
+# --- inboxd config check ----------------------------------------------------------------
+
+
+def cmd_config_check(args: argparse.Namespace) -> int:
+    config = _load_config(args)
+    try:
+        _, key_source = resolve_api_key(config.api)
+        key = {"api_key": "<redacted>", "api_key_source": key_source}
+    except ConfigError as exc:
+        key = {"api_key": None, "api_key_problem": str(exc)}
+    data = {**redacted_dict(config), "resolved": key}
+    if args.json:
+        print(json.dumps(data, indent=2))
+    else:
+        print(f"# effective configuration of {args.config} (the key is never shown)")
+        _print_toml(data)
+    return EXIT_OK
+
+
+def _print_toml(data: dict) -> None:
+    def value(v: object) -> str:
+        return json.dumps(v) if v is not None else '""  # not set'
+
+    def table(name: str, body: dict) -> None:
+        print(f"\n[{name}]")
+        for k, v in body.items():
+            print(f"{k} = {value(v)}")
+
+    for name, body in data.items():
+        if name == "inboxes":
+            for inbox in body:
+                print("\n[[inboxes]]")
+                for k, v in inbox.items():
+                    print(f"{k} = {value(v)}")
+        elif name == "resolved":
+            print("\n# resolved at start")
+            for k, v in body.items():
+                print(f"# {k} = {value(v)}")
+        else:
+            table(name, body)
+
+
+# --- inboxd emulator --------------------------------------------------------------------
+
+
+def cmd_emulator(args: argparse.Namespace) -> int:
+    from .emulator import EmulatorSettings, Faults, serve_forever
+
+    faults = Faults(
+        error_rate=args.fail_rate,
+        part_error_rate=args.part_fail_rate,
+        rate_limit_rate=args.rate_limit_rate,
+        retry_after_seconds=args.retry_after,
+        drop_rate=args.drop_rate,
+        slow_seconds=args.slow_seconds,
+    )
+    settings = EmulatorSettings(
+        host=args.host,
+        port=args.port,
+        data_dir=Path(args.data_dir) if args.data_dir else None,
+        key=args.key,
+        url_ttl_seconds=args.url_ttl,
+        processing_delay_seconds=args.processing_delay,
+        faults=faults,
+    )
+    return serve_forever(settings)
+
+
+def _add_emulator_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, default=0, help="0 picks a free port")
+    p.add_argument("--data-dir", metavar="DIR", help="where uploads are kept (default: a temp dir)")
+    p.add_argument("--key", default="emulator-key", help="the one API key it accepts")
+    p.add_argument("--url-ttl", type=float, default=900.0, metavar="SECONDS", help="presigned url lifetime")
+    p.add_argument("--processing-delay", type=float, default=0.2, metavar="SECONDS")
+    g = p.add_argument_group("fault injection (rates are 0..1)")
+    g.add_argument("--fail-rate", type=float, default=0.0, help="HTTP 500 on API calls")
+    g.add_argument("--part-fail-rate", type=float, default=0.0, help="HTTP 503 on upload PUTs")
+    g.add_argument("--rate-limit-rate", type=float, default=0.0, help="HTTP 429 with Retry-After")
+    g.add_argument("--retry-after", type=float, default=1.0, metavar="SECONDS")
+    g.add_argument("--drop-rate", type=float, default=0.0, help="connections cut mid-body on PUTs")
+    g.add_argument("--slow-seconds", type=float, default=0.0, help="delay before every answer")
+
+
+# --- inboxd upload ----------------------------------------------------------------------
+
+
+def cmd_upload(args: argparse.Namespace) -> int:
+    from .api.command import upload_command
+
+    config = _load_config(args)
+    try:
+        key, _ = resolve_api_key(config.api)
+    except ConfigError as exc:
+        _fail_usage(str(exc))
+    return upload_command(config, key, Path(args.file), args.purpose, as_json=args.json, wait=args.wait)
+
+
+# --- inboxd validate --------------------------------------------------------------------
+
+
+def cmd_validate(args: argparse.Namespace) -> int:
+    from .check.command import validate_command
+
+    config = _load_config(args)
+    return validate_command(config, [Path(f) for f in args.files], args.purpose, args.mode, as_json=args.json)
+
+
+# --- inboxd run / status ----------------------------------------------------------------
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from .pipeline.command import run_command
+
+    if not args.config:
+        _fail_usage("inboxd run: --config PATH is required")
+    config = _load_config(args)
+    return run_command(config, Path(args.config), emulator=args.emulator, once=args.once)
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    from .pipeline.command import status_command
+
+    config = _load_config(args)
+    return status_command(config, as_json=args.json)
+
+
+# --- the parser -------------------------------------------------------------------------
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="inboxd",
+        description="Watch inbox folders and upload JSONL files to the Together Files API.",
+    )
+    parser.add_argument("--version", action="version", version=f"inboxd {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    p = sub.add_parser("run", help="run the daemon in the foreground")
+    p.add_argument("--config", metavar="PATH", required=True)
+    p.add_argument("--emulator", action="store_true", help="start the embedded emulator and use it")
+    p.add_argument("--once", action="store_true", help="handle what is in the inboxes now, then exit")
+    p.set_defaults(func=cmd_run)
+
+    p = sub.add_parser("upload", help="upload one file")
+    p.add_argument("file", metavar="FILE")
+    p.add_argument("--purpose", required=True, choices=PURPOSES)
+    p.add_argument("--config", metavar="PATH")
+    p.add_argument("--json", action="store_true", help="print the file object as JSON")
+    p.add_argument("--wait", action="store_true", help="wait until the server has processed the file")
+    p.set_defaults(func=cmd_upload)
+
+    p = sub.add_parser("validate", help="check files the way the daemon does before upload")
+    p.add_argument("files", metavar="FILE", nargs="+")
+    p.add_argument("--purpose", required=True, choices=PURPOSES)
+    p.add_argument("--mode", choices=("off", "basic", "strict"), default="basic")
+    p.add_argument("--config", metavar="PATH")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_validate)
+
+    p = sub.add_parser("status", help="counts, in flight and recent failures, from the journal")
+    p.add_argument("--config", metavar="PATH", required=True)
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_status)
+
+    p = sub.add_parser("config", help="configuration commands")
+    csub = p.add_subparsers(dest="config_command", metavar="SUBCOMMAND", required=True)
+    c = csub.add_parser("check", help="print the effective configuration, secrets redacted")
+    c.add_argument("--config", metavar="PATH", required=True)
+    c.add_argument("--json", action="store_true")
+    c.set_defaults(func=cmd_config_check)
+
+    p = sub.add_parser("emulator", help="serve a local Files API on loopback")
+    _add_emulator_args(p)
+    p.set_defaults(func=cmd_emulator)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args.func(args))
+    except UsageError as exc:
+        print(f"inboxd: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

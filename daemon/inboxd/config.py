@@ -1,0 +1,365 @@
+"""The configuration file (SPEC §4): pydantic models of every key, read with tomllib.
+
+`load_config(path)` returns a validated `Config` or raises `ConfigError`, whose message
+names the key path and what was expected (``inboxes[1].purpose: expected one of ...``).
+The API key is never part of the file: `resolve_api_key` finds it, in this order:
+
+1. ``$CREDENTIALS_DIRECTORY/together-api-key`` (systemd ``LoadCredential=``),
+2. ``api.api_key_file``,
+3. the environment variable named by ``api.api_key_env`` (default ``TOGETHER_API_KEY``).
+
+The most deliberate source wins: a credential handed over by systemd beats a file named in
+the config, which beats whatever happens to be in the environment.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+import re
+import tomllib
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Annotated, Any, Literal
+from urllib.parse import urlsplit
+
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+
+PURPOSES = ("fine-tune", "batch-api", "eval", "calibration")
+Purpose = Literal["fine-tune", "batch-api", "eval", "calibration"]
+ValidateMode = Literal["off", "basic", "strict"]
+CREDENTIAL_NAME = "together-api-key"
+DEFAULT_BASE_URL = "https://api.together.xyz/v1"
+
+
+class ConfigError(Exception):
+    """A configuration that cannot be used; the message names the key and what was expected."""
+
+
+# --- sizes ------------------------------------------------------------------------------
+
+_UNITS = {
+    "": 1, "B": 1,
+    "KB": 10**3, "MB": 10**6, "GB": 10**9, "TB": 10**12,
+    "KIB": 2**10, "MIB": 2**20, "GIB": 2**30, "TIB": 2**40,
+    "K": 2**10, "M": 2**20, "G": 2**30, "T": 2**40,
+}
+_SIZE_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([A-Za-z]*)\s*$")
+
+
+def parse_size(value: Any) -> int:
+    """An integer number of bytes, or a string such as ``"250MiB"``, ``"5GiB"``, ``"100MB"``."""
+    if isinstance(value, bool):
+        raise ValueError("expected a size: integer bytes or a string like \"250MiB\"")
+    if isinstance(value, int):
+        if value < 0:
+            raise ValueError("expected a size >= 0")
+        return value
+    if isinstance(value, str):
+        m = _SIZE_RE.match(value)
+        if m and m.group(2).upper() in _UNITS:
+            return int(float(m.group(1)) * _UNITS[m.group(2).upper()])
+    raise ValueError(
+        "expected a size: integer bytes or a string with a unit (B, KB, MB, GB, KiB, MiB, GiB, TiB)"
+    )
+
+
+Size = Annotated[int, BeforeValidator(parse_size)]
+
+
+def format_size(n: int) -> str:
+    for unit, factor in (("TiB", 2**40), ("GiB", 2**30), ("MiB", 2**20), ("KiB", 2**10)):
+        if n >= factor and n % factor == 0:
+            return f"{n // factor}{unit}"
+    return str(n)
+
+
+# --- sections ---------------------------------------------------------------------------
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, validate_default=True)
+
+
+def is_loopback_host(host: str | None) -> bool:
+    if not host:
+        return False
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+class ApiConfig(_Section):
+    base_url: str = DEFAULT_BASE_URL
+    api_key_env: str = Field("TOGETHER_API_KEY", min_length=1)
+    api_key_file: Path | None = None
+    timeout_seconds: float = Field(600, gt=0)
+    max_retries: int = Field(5, ge=0, le=100)
+
+    @field_validator("base_url")
+    @classmethod
+    def _check_base_url(cls, v: str) -> str:
+        parts = urlsplit(v)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ValueError("expected an http(s) url such as https://api.together.xyz/v1")
+        if parts.scheme == "http" and not is_loopback_host(parts.hostname):
+            raise ValueError("http:// is refused unless the host is loopback; use https://")
+        if parts.query or parts.fragment or parts.username or parts.password:
+            raise ValueError("expected a url without query, fragment or credentials")
+        return v.rstrip("/")
+
+
+class UploadConfig(_Section):
+    multipart_threshold: Size = 5 * 2**30
+    part_size: Size = 250 * 2**20
+    max_parts: int = Field(250, ge=1, le=10_000)
+    part_concurrency: int = Field(4, ge=1, le=64)
+    wait_for_processing: bool = False
+    processing_timeout_seconds: float = Field(900, gt=0)
+    dedupe: bool = True
+
+    @field_validator("part_size")
+    @classmethod
+    def _check_part_size(cls, v: int) -> int:
+        if v < 5 * 2**20:
+            raise ValueError("expected at least 5MiB (the storage's minimum part size)")
+        return v
+
+
+class CheckConfig(_Section):
+    """Limits of the validation pass (not in SPEC §4; issue 5 asks for both to be settable)."""
+
+    max_line_bytes: Size = 64 * 2**20
+    max_errors: int = Field(20, ge=1, le=10_000)
+
+
+class DaemonConfig(_Section):
+    state_dir: Path = Path("/var/lib/inboxd")
+    workers: int = Field(4, ge=1, le=256)
+    settle_seconds: float = Field(1.0, ge=0)
+    rescan_seconds: float = Field(60, gt=0)
+    max_attempts: int = Field(0, ge=0)
+    log_format: Literal["auto", "json", "console"] = "auto"
+    log_level: Literal["debug", "info", "warning", "error"] = "info"
+    metrics_address: str = "127.0.0.1:9464"
+    # not in SPEC §4: how long SIGTERM waits for in-flight uploads before leaving them claimed
+    stop_grace_seconds: float = Field(30, ge=0)
+    # not in SPEC §4: /healthz turns 503 when work waits and nothing succeeded for this long
+    health_stale_seconds: float = Field(900, gt=0)
+
+    @field_validator("log_level", mode="before")
+    @classmethod
+    def _lower(cls, v: Any) -> Any:
+        return v.lower() if isinstance(v, str) else v
+
+    @field_validator("metrics_address")
+    @classmethod
+    def _check_address(cls, v: str) -> str:
+        if v == "":
+            return v
+        host, sep, port = v.rpartition(":")
+        if not sep or not port.isdigit() or not (0 <= int(port) <= 65535) or not host:
+            raise ValueError('expected "host:port" (for example "127.0.0.1:9464") or "" for off')
+        return v
+
+    @property
+    def metrics_host_port(self) -> tuple[str, int] | None:
+        if not self.metrics_address:
+            return None
+        host, _, port = self.metrics_address.rpartition(":")
+        return host.strip("[]"), int(port)
+
+
+class InboxConfig(_Section):
+    path: Path
+    purpose: Purpose
+    validate_mode: ValidateMode = Field("basic", alias="validate")
+    on_success: Literal["move", "delete", "keep"] = "move"
+    patterns: list[str] = Field(default_factory=lambda: ["*.jsonl"], min_length=1)
+    observer: Literal["inotify", "polling"] = "inotify"
+    done_dir: Path | None = None
+    failed_dir: Path | None = None
+
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+    @field_validator("path", "done_dir", "failed_dir")
+    @classmethod
+    def _absolute(cls, v: Path | None) -> Path | None:
+        if v is not None and not v.is_absolute():
+            raise ValueError("expected an absolute path")
+        return Path(os.path.normpath(v)) if v is not None else None
+
+    @field_validator("patterns")
+    @classmethod
+    def _check_patterns(cls, v: list[str]) -> list[str]:
+        for p in v:
+            if not p or "/" in p:
+                raise ValueError(f"expected file name patterns without '/'; got {p!r}")
+        return v
+
+    @property
+    def work(self) -> Path:
+        return self.path / ".inboxd"
+
+    @property
+    def done(self) -> Path:
+        return self.done_dir or self.path / "done"
+
+    @property
+    def failed(self) -> Path:
+        return self.failed_dir or self.path / "failed"
+
+
+class Config(_Section):
+    api: ApiConfig = Field(default_factory=ApiConfig)
+    upload: UploadConfig = Field(default_factory=UploadConfig)
+    check: CheckConfig = Field(default_factory=CheckConfig)
+    daemon: DaemonConfig = Field(default_factory=DaemonConfig)
+    inboxes: list[InboxConfig] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _inboxes_apart(self) -> Config:
+        seen: list[tuple[int, Path]] = []
+        for i, inbox in enumerate(self.inboxes):
+            for j, other in seen:
+                if inbox.path == other:
+                    raise _KeyError(f"inboxes[{i}].path", f"duplicate of inboxes[{j}].path ({other})")
+                if inbox.path.is_relative_to(other) or other.is_relative_to(inbox.path):
+                    raise _KeyError(
+                        f"inboxes[{i}].path",
+                        f"an inbox may not lie inside another (inboxes[{j}].path is {other})",
+                    )
+            seen.append((i, inbox.path))
+        return self
+
+
+class _KeyError(ValueError):
+    """A model-level error that knows which key it belongs to."""
+
+    def __init__(self, key: str, message: str) -> None:
+        super().__init__(f"{key}: {message}")
+
+
+# --- loading ----------------------------------------------------------------------------
+
+# values under these keys are never echoed back in an error message
+_SECRET_ISH = re.compile(r"key|secret|token|password|credential", re.I)
+
+
+def _format_loc(loc: tuple[Any, ...]) -> str:
+    out = ""
+    for part in loc:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        else:
+            out += ("." if out else "") + str(part)
+    return out or "(top level)"
+
+
+def _describe(err: Mapping[str, Any]) -> str:
+    loc = _format_loc(tuple(err.get("loc", ())))
+    kind = err.get("type", "")
+    value = err.get("input")
+    echo = not _SECRET_ISH.search(loc) or loc.endswith("api_key_env")
+    got = f"; got {value!r}" if echo and isinstance(value, (str, int, float, bool)) and len(repr(value)) <= 80 else ""
+    if kind == "extra_forbidden":
+        return f"{loc}: unknown key"
+    if kind == "missing":
+        return f"{loc}: required key is missing"
+    if kind == "literal_error":
+        expected = err.get("ctx", {}).get("expected", "")
+        expected = expected.replace("'", "").replace(" or ", ", ")
+        return f"{loc}: expected one of {expected}{got}"
+    msg = str(err.get("msg", "invalid value"))
+    msg = msg.removeprefix("Value error, ")
+    if msg.startswith(tuple(f"{k}" for k in ("inboxes[",))):
+        return msg
+    return f"{loc}: {msg[0].lower() + msg[1:] if msg else msg}{got}"
+
+
+def parse_config(data: Mapping[str, Any]) -> Config:
+    try:
+        return Config.model_validate(data)
+    except ValidationError as exc:
+        lines = [_describe(e) for e in exc.errors(include_url=False)]
+        raise ConfigError("\n".join(lines)) from None
+
+
+def load_config(path: str | os.PathLike[str]) -> Config:
+    path = Path(path)
+    try:
+        raw = path.read_bytes()
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read the configuration: {exc.strerror}") from None
+    try:
+        data = tomllib.loads(raw.decode("utf-8"))
+    except UnicodeDecodeError:
+        raise ConfigError(f"{path}: not UTF-8 text") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: not valid TOML: {exc}") from None
+    try:
+        return parse_config(data)
+    except ConfigError as exc:
+        raise ConfigError(f"{path}: {exc}") from None
+
+
+def config_from_env(env: Mapping[str, str] | None = None) -> Config:
+    """The configuration with no file: defaults, and ``TOGETHER_BASE_URL`` if set (like the clients)."""
+    env = os.environ if env is None else env
+    data: dict[str, Any] = {}
+    if env.get("TOGETHER_BASE_URL"):
+        data["api"] = {"base_url": env["TOGETHER_BASE_URL"]}
+    return parse_config(data)
+
+
+def resolve_api_key(
+    api: ApiConfig, env: Mapping[str, str] | None = None
+) -> tuple[SecretStr, str]:
+    """The API key and a description of where it came from (never the key itself)."""
+    env = os.environ if env is None else env
+    sources: list[tuple[str, Path | None, str | None]] = []
+    cred_dir = env.get("CREDENTIALS_DIRECTORY")
+    if cred_dir:
+        sources.append((f"credential {CREDENTIAL_NAME}", Path(cred_dir) / CREDENTIAL_NAME, None))
+    if api.api_key_file is not None:
+        sources.append((f"file {api.api_key_file}", api.api_key_file, None))
+    sources.append((f"environment variable {api.api_key_env}", None, env.get(api.api_key_env)))
+    for where, file, value in sources:
+        if file is not None:
+            try:
+                value = file.read_text(encoding="utf-8")
+            except FileNotFoundError:
+                if file == api.api_key_file:
+                    raise ConfigError(f"api.api_key_file: file not found: {file}") from None
+                continue
+            except (OSError, UnicodeDecodeError) as exc:
+                raise ConfigError(f"api key {where}: cannot read it: {getattr(exc, 'strerror', exc)}") from None
+        value = (value or "").strip()
+        if value:
+            if any(c.isspace() or not c.isprintable() for c in value):
+                raise ConfigError(f"api key from {where}: contains whitespace or control characters")
+            return SecretStr(value), where
+    raise ConfigError(
+        f"no API key: set {api.api_key_env}, api.api_key_file, or a systemd credential {CREDENTIAL_NAME}"
+    )
+
+
+def redacted_dict(config: Config) -> dict[str, Any]:
+    """The effective configuration as plain data, for `inboxd config check`."""
+    data = config.model_dump(mode="json", by_alias=True)
+    for key in ("multipart_threshold", "part_size"):
+        data["upload"][key] = format_size(data["upload"][key])
+    data["check"]["max_line_bytes"] = format_size(data["check"]["max_line_bytes"])
+    return data

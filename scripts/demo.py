@@ -1,0 +1,57 @@
+"""`make run`: the daemon on a demo inbox against the embedded emulator.
+
+Makes ./demo/ (an inbox, a state dir, a config), drops a sample batch file into the inbox
+the way producers should (write elsewhere, then rename), runs `inboxd run --emulator --once`,
+and prints the manifest that appears in done/.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1] / "demo"
+INBOX = ROOT / "inbox" / "batch-api"
+CONFIG = ROOT / "inboxd.toml"
+
+
+def main() -> int:
+    INBOX.mkdir(parents=True, exist_ok=True)
+    (ROOT / "state").mkdir(exist_ok=True)
+    CONFIG.write_text(
+        f"""[daemon]
+state_dir = "{ROOT / 'state'}"
+metrics_address = ""
+log_format = "console"
+
+[[inboxes]]
+path = "{INBOX}"
+purpose = "batch-api"
+validate = "strict"
+"""
+    )
+    n = len(list((INBOX / "done").glob("*.manifest.json"))) if (INBOX / "done").exists() else 0
+    staging = ROOT / f"batch_input_{n + 1}.jsonl.tmp"
+    with staging.open("w") as f:
+        for i in range(1000):
+            body = {"model": "demo-model", "messages": [{"role": "user", "content": f"Say hello #{i}"}]}
+            f.write(json.dumps({"custom_id": f"req-{n + 1}-{i}", "body": body}) + "\n")
+    os.rename(staging, INBOX / f"batch_input_{n + 1}.jsonl")
+    print(f"dropped {INBOX / f'batch_input_{n + 1}.jsonl'}; running the daemon once against the emulator", flush=True)
+    rc = subprocess.call(
+        [sys.executable, "-m", "inboxd", "run", "--config", str(CONFIG), "--emulator", "--once"]
+    )
+    manifests = sorted((INBOX / "done").glob("*.manifest.json"), key=lambda p: p.stat().st_mtime)
+    if rc != 0 or not manifests:
+        print(f"inboxd run exited {rc}; no manifest", file=sys.stderr)
+        return rc or 1
+    print(f"\n{manifests[-1]}:")
+    print(manifests[-1].read_text())
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
