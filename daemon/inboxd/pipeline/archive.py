@@ -1,0 +1,165 @@
+"""The last steps of a file: done/ with its manifest, or failed/ with its error sidecar.
+
+Everything needed to write the sidecar is read from the journal row, so a restart that
+finds a file already uploaded finishes it the same way. The sidecar is stored in the row
+(with the target path) before the data file moves, so a crash between the move and the
+sidecar write is finished on the next start (`finish_orphan`).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+import structlog
+
+from ..config import InboxConfig
+from .fsutil import free_name, fsync_dir, place, same_file, write_atomic
+from .journal import Journal, Row
+from .sidecars import ERROR_SUFFIX, MANIFEST_SUFFIX, error_sidecar, manifest, write_sidecar
+
+log = structlog.get_logger("inboxd.pipeline")
+
+
+def manifest_from_row(row: Row, inbox: InboxConfig, path: Path | None) -> dict[str, Any]:
+    return manifest(
+        file_object=row.file_object or {},
+        inbox=inbox.path,
+        name=row.name,
+        path=path,
+        size=row.bytes or 0,
+        sha256=row.sha256 or "",
+        mtime_ns=row.mtime_ns or 0,
+        validation=json.loads(row.validation) if row.validation else {"mode": inbox.validate_mode, "passed": True},
+        method=row.method or "single",
+        parts=row.parts or 0,
+        attempts=row.attempts,
+        started_at=row.started_at or row.claimed_at,
+        finished_at=row.finished_at or time.time(),
+    )
+
+
+def archive(journal: Journal, inbox: InboxConfig, row: Row) -> Path:
+    """Move (or delete, or keep) an uploaded claimed file and write its manifest; return the manifest path."""
+    claim = Path(row.claim)
+    done = inbox.done
+    done.mkdir(parents=True, exist_ok=True)
+    resumed = _resume(row, claim, inbox)
+    if resumed is not None:
+        target = resumed
+    else:
+        target = _move(journal, inbox, row, claim, done)
+    row = journal.get(row.claim) or row
+    manifest_path = target.with_name(target.name + MANIFEST_SUFFIX)
+    if not manifest_path.exists():
+        write_atomic(manifest_path, (row.sidecar or "{}").encode("utf-8") + b"\n")
+    if inbox.on_success == "delete" and os.path.lexists(claim):
+        os.unlink(claim)
+        fsync_dir(claim.parent)
+    journal.update(row.claim, stage="archived")
+    return manifest_path
+
+
+def _resume(row: Row, claim: Path, inbox: InboxConfig) -> Path | None:
+    """An earlier run reserved a target and may have moved the file: finish that, not a new one."""
+    if not (row.target and row.sidecar):
+        return None
+    target = Path(row.target)
+    if inbox.on_success == "delete":
+        return target
+    data_path = json.loads(row.sidecar).get("source", {}).get("path")
+    if data_path and same_file(claim, Path(data_path)):
+        os.unlink(claim)  # moved by a hard link, not yet unlinked
+        return target
+    return None
+
+
+def _move(journal: Journal, inbox: InboxConfig, row: Row, claim: Path, done: Path) -> Path:
+    def reserve(target: Path, data_path: Path | None) -> None:
+        sidecar = manifest_from_row(row, inbox, data_path)
+        journal.update(row.claim, target=str(target), sidecar=json.dumps(sidecar))
+
+    if inbox.on_success == "keep" and row.sha256 and row.bytes is not None and row.mtime_ns is not None:
+        original = inbox.path / row.name
+        journal.remember_kept(str(original), row.bytes, row.mtime_ns, row.sha256)
+        target = done / free_name(done, row.name, MANIFEST_SUFFIX)
+        reserve(target, original)
+        if _give_back(claim, original):
+            fsync_dir(inbox.path)
+            return target
+        # a new file of that name arrived meanwhile: archive this one in done/ instead
+        return place(claim, done, row.name, MANIFEST_SUFFIX, on_reserved=lambda d: reserve(d, d))
+    if inbox.on_success == "delete":
+        target = done / free_name(done, row.name, MANIFEST_SUFFIX)
+        reserve(target, None)
+        return target
+    return place(claim, done, row.name, MANIFEST_SUFFIX, on_reserved=lambda d: reserve(d, d))
+
+
+def _give_back(claim: Path, original: Path) -> bool:
+    try:
+        os.link(claim, original, follow_symlinks=False)
+    except FileExistsError:
+        return False
+    os.unlink(claim)
+    return True
+
+
+def fail(
+    journal: Journal,
+    inbox: InboxConfig,
+    row: Row,
+    *,
+    kind: str,
+    stage: str,
+    error_kind: str,
+    message: str,
+    line: int | None = None,
+    status: int | None = None,
+    validation: dict[str, Any] | None = None,
+    attempts: int = 0,
+) -> Path:
+    """Move a claimed file to failed/ and write `<name>.error.json`; return the sidecar path."""
+    claim = Path(row.claim)
+    failed = inbox.failed
+    now = time.time()
+
+    def reserve(target: Path) -> None:
+        sidecar = error_sidecar(
+            inbox=inbox.path, name=row.name, path=target, kind=kind, stage=stage, error_kind=error_kind,
+            message=message, line=line, status=status, size=row.bytes, sha256=row.sha256,
+            mtime_ns=row.mtime_ns, validation=validation, attempts=attempts, when=now,
+        )
+        journal.update(row.claim, target=str(target), sidecar=json.dumps(sidecar), error=json.dumps(sidecar["error"]))
+
+    if row.target and row.sidecar and row.error and same_file(claim, Path(row.target)):
+        os.unlink(claim)
+        target = Path(row.target)
+    else:
+        target = place(claim, failed, row.name, ERROR_SUFFIX, on_reserved=reserve)
+    row = journal.get(row.claim) or row
+    sidecar_path = target.with_name(target.name + ERROR_SUFFIX)
+    write_atomic(sidecar_path, (row.sidecar or "{}").encode("utf-8") + b"\n")
+    journal.update(row.claim, stage="failed")
+    return sidecar_path
+
+
+def finish_orphan(journal: Journal, row: Row) -> str:
+    """A row whose claimed file is gone: finish its sidecar if the move already happened.
+
+    Returns the stage the row ends in: "archived", "failed", or "lost" (row forgotten).
+    A reserved target with the claimed file gone means the move (or the delete) happened.
+    """
+    if row.target and row.sidecar:
+        suffix = ERROR_SUFFIX if row.error else MANIFEST_SUFFIX
+        sidecar_path = Path(row.target + suffix)
+        if not sidecar_path.exists():
+            write_sidecar(sidecar_path, json.loads(row.sidecar))
+        stage = "failed" if row.error else "archived"
+        journal.update(row.claim, stage=stage)
+        return stage
+    journal.forget(row.claim)
+    return "lost"

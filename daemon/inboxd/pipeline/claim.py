@@ -1,0 +1,166 @@
+"""Claiming: whoever wins the atomic rename into `.inboxd/` owns the file (SPEC §2).
+
+Each daemon claims into its own folder `.inboxd/<claimer>/`, where `<claimer>` is
+host-pid-token, and holds an exclusive `flock` on `.inboxd/<claimer>.lock` while it lives.
+A claim folder whose lock can be taken belongs to a daemon that is gone: its files are
+taken over (renamed into our folder, again atomically, so one taker wins each file).
+Claim names are `<n>.<original name>`, unique within the folder, so a second `x.jsonl`
+never replaces a first one still in flight.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import itertools
+import os
+import re
+import secrets
+import socket
+from dataclasses import dataclass
+from pathlib import Path
+
+_counter = itertools.count(1)
+_CLAIM_NAME = re.compile(r"^(\d+)\.(.+)$")
+
+
+def new_claimer() -> str:
+    host = re.sub(r"[^A-Za-z0-9_-]", "_", socket.gethostname())[:40] or "host"
+    return f"{host}-{os.getpid()}-{secrets.token_hex(4)}"
+
+
+def original_name(claim_name: str) -> str:
+    m = _CLAIM_NAME.match(claim_name)
+    return m.group(2) if m else claim_name
+
+
+@dataclass
+class Takeover:
+    old: Path
+    new: Path
+    name: str
+
+
+class ClaimArea:
+    """Our claim folder in one inbox's `.inboxd/`, and the lock that says we are alive."""
+
+    def __init__(self, work: Path, claimer: str) -> None:
+        self.work = work
+        self.claimer = claimer
+        self.folder = work / claimer
+        self._lock_fd: int | None = None
+
+    def ensure(self) -> None:
+        """Create (or re-create, if the inbox was deleted) the folder and hold our lock."""
+        if self._lock_fd is not None and self.folder.is_dir() and (self.work / f"{self.claimer}.lock").exists():
+            return
+        self.release()
+        self.work.mkdir(parents=True, exist_ok=True)
+        fd = os.open(self.work / f"{self.claimer}.lock", os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o644)
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        self._lock_fd = fd
+        self.folder.mkdir(exist_ok=True)
+
+    def release(self) -> None:
+        if self._lock_fd is not None:
+            os.close(self._lock_fd)
+            self._lock_fd = None
+
+    def remove(self) -> None:
+        """On a clean exit with nothing left claimed: remove our folder and lock file."""
+        try:
+            self.folder.rmdir()
+            os.unlink(self.work / f"{self.claimer}.lock")
+        except OSError:
+            pass
+        self.release()
+
+    def claim(self, path: Path) -> Path | None:
+        """Rename `path` into our folder; None when someone else got it first (or it is gone)."""
+        dst = self.folder / f"{next(_counter)}.{path.name}"
+        try:
+            os.rename(path, dst)
+        except FileNotFoundError:
+            return None
+        except OSError:
+            # on NFS a rename that reports an error may still have happened: look at both
+            if os.path.lexists(dst) and not os.path.lexists(path):
+                return dst
+            raise
+        return dst
+
+    def unclaim(self, claim: Path, inbox: Path, name: str) -> bool:
+        """Give a claimed file back to the inbox (not started at shutdown); False if the name is taken."""
+        try:
+            os.link(claim, inbox / name, follow_symlinks=False)
+        except FileExistsError:
+            return False
+        except OSError:
+            if os.path.lexists(inbox / name):
+                return False
+            os.rename(claim, inbox / name)
+            return True
+        os.unlink(claim)
+        return True
+
+    def mine(self) -> list[Path]:
+        try:
+            return sorted(self.folder.iterdir())
+        except OSError:
+            return []
+
+    def take_over_stale(self) -> list[Takeover]:
+        """Move the files of every dead claimer's folder into ours."""
+        out: list[Takeover] = []
+        try:
+            entries = list(os.scandir(self.work))
+        except OSError:
+            return out
+        for d in entries:
+            if not d.is_dir(follow_symlinks=False) or d.name == self.claimer:
+                continue
+            lock = self.work / f"{d.name}.lock"
+            fd = _lock_if_dead(lock)
+            if fd is None:
+                continue
+            try:
+                for f in sorted(Path(d.path).iterdir()):
+                    name = original_name(f.name)
+                    new = self.claim(f)
+                    if new is not None:
+                        out.append(Takeover(f, new, name))
+                try:
+                    os.rmdir(d.path)
+                    os.unlink(lock)
+                except OSError:
+                    pass
+            finally:
+                if fd >= 0:
+                    os.close(fd)
+        return out
+
+
+def _lock_if_dead(lock: Path) -> int | None:
+    """An fd holding the lock of a dead claimer (-1 if it left no lock file), or None if alive."""
+    try:
+        fd = os.open(lock, os.O_RDWR | os.O_NOFOLLOW)
+    except FileNotFoundError:
+        return -1
+    except OSError:
+        return None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        os.close(fd)
+        return None
+    return fd
+
+
+def claimer_alive(folder: Path) -> bool:
+    """Whether the daemon that owns claim folder `folder` still holds its lock."""
+    lock = folder.parent / f"{folder.name}.lock"
+    fd = _lock_if_dead(lock)
+    if fd is None:
+        return True
+    if fd >= 0:
+        os.close(fd)
+    return False

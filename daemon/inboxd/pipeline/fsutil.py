@@ -1,0 +1,100 @@
+"""Filesystem steps that must not lose or overwrite anything.
+
+`write_atomic`: temp file in the same folder, fsync, rename, fsync the folder (SPEC §2).
+`place`: move a file into a folder under a name nobody uses yet, never replacing one
+(hard link then unlink, which fails instead of overwriting; rename with a check where the
+filesystem has no hard links).
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import secrets
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+
+def fsync_dir(folder: Path) -> None:
+    fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def write_atomic(path: Path, data: bytes) -> None:
+    tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o644)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.rename(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise
+    fsync_dir(path.parent)
+
+
+def candidate_names(name: str) -> Iterator[str]:
+    """x.jsonl, x.2.jsonl, x.3.jsonl, ... (the extension stays last: it gives the file type)."""
+    yield name
+    stem, dot, ext = name.rpartition(".")
+    if not stem:
+        stem, dot, ext = name, "", ""
+    n = 2
+    while True:
+        yield f"{stem}.{n}{dot}{ext}"
+        n += 1
+
+
+def free_name(folder: Path, name: str, sidecar: str) -> str:
+    """The first of `candidate_names` for which neither the file nor its sidecar exists."""
+    for cand in candidate_names(name):
+        if not os.path.lexists(folder / cand) and not os.path.lexists(folder / (cand + sidecar)):
+            return cand
+    raise AssertionError("unreachable")
+
+
+def move_no_replace(src: Path, dst: Path) -> None:
+    """Move `src` to `dst`; FileExistsError instead of replacing an existing `dst`."""
+    try:
+        os.link(src, dst, follow_symlinks=False)
+    except OSError as exc:
+        if exc.errno in (errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP, errno.EMLINK, errno.EXDEV):
+            if os.path.lexists(dst):
+                raise FileExistsError(errno.EEXIST, "exists", str(dst)) from None
+            os.rename(src, dst)
+            return
+        raise
+    os.unlink(src)
+
+
+def place(src: Path, folder: Path, name: str, sidecar: str, *, on_reserved: Callable[[Path], None] | None = None) -> Path:
+    """Move `src` into `folder` under a free name derived from `name`; return the new path.
+
+    `on_reserved(dst)` is called before the move (the journal records the target first).
+    """
+    folder.mkdir(parents=True, exist_ok=True)
+    while True:
+        dst = folder / free_name(folder, name, sidecar)
+        if on_reserved is not None:
+            on_reserved(dst)
+        try:
+            move_no_replace(src, dst)
+        except FileExistsError:
+            continue
+        fsync_dir(folder)
+        return dst
+
+
+def same_file(a: Path, b: Path) -> bool:
+    try:
+        return os.path.samefile(a, b)
+    except OSError:
+        return False

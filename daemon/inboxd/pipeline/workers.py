@@ -1,0 +1,42 @@
+"""Worker threads: take a job from the `WorkQueue`, run it through `process.handle`."""
+
+from __future__ import annotations
+
+import threading
+
+import structlog
+
+from .process import Context, handle
+from .work import Heartbeat
+
+log = structlog.get_logger("inboxd.pipeline")
+
+
+class Worker:
+    def __init__(self, ctx: Context, index: int) -> None:
+        self.ctx = ctx
+        self.heartbeat = Heartbeat()
+        self.stopping = threading.Event()
+        self.thread = threading.Thread(target=self._run, name=f"worker-{index}", daemon=True)
+
+    def start(self) -> None:
+        self.thread.start()
+
+    def alive(self) -> bool:
+        return self.thread.is_alive()
+
+    def _run(self) -> None:
+        queue = self.ctx.queue
+        while not self.stopping.is_set():
+            job = queue.get(timeout=0.5)
+            if job is None:
+                continue
+            self.heartbeat.start(f"{job.inbox.path}/{job.name}")
+            try:
+                handle(self.ctx, job, self.heartbeat)
+            except Exception:  # noqa: BLE001 - a worker outlives any one file
+                log.exception("worker.error", inbox=str(job.inbox.path), name=job.name, retry_in=60)
+                queue.put(job, delay=60.0)  # it stays claimed; try again later rather than forget it
+            finally:
+                self.heartbeat.stop()
+                queue.done()

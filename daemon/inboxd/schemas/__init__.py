@@ -1,0 +1,19 @@
+"""JSON Schemas of the two sidecars inboxd writes (SPEC §3): shipped with the package."""
+
+from __future__ import annotations
+
+import json
+from functools import cache
+from importlib import resources
+from typing import Any
+
+MANIFEST = "inboxd.manifest/v1"
+ERROR = "inboxd.error/v1"
+_FILES = {MANIFEST: "manifest.schema.json", ERROR: "error.schema.json"}
+
+
+@cache
+def load_schema(name: str) -> dict[str, Any]:
+    """The JSON Schema of `inboxd.manifest/v1` or `inboxd.error/v1`."""
+    text = resources.files(__package__).joinpath(_FILES[name]).read_text(encoding="utf-8")
+    return json.loads(text)

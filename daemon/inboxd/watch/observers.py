@@ -1,0 +1,161 @@
+"""Observers: one per inbox. They only put paths into the `PathQueue`; they decide nothing.
+
+`InotifyWatch` uses a watchdog inotify observer with full move events, so a rename into the
+folder is told apart from a create (`moved_in`). `PollingWatch` is inboxd's own loop over
+`os.scandir` for network filesystems, where inotify sees nothing written by other hosts: it
+reads names only (no stat per file) and reports new ones. Both say whether they are alive:
+the thread runs and the folder still is the folder that was scheduled.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+from pathlib import Path
+from typing import Protocol
+
+from watchdog.events import FileSystemEvent, FileSystemEventHandler
+from watchdog.observers.inotify import InotifyObserver
+
+from .ignore import is_ignored_name
+from .queue import PathQueue
+
+
+class Watch(Protocol):
+    folder: Path
+
+    def start(self) -> None: ...
+    def stop(self) -> None: ...
+    def alive(self) -> bool: ...
+    def folder_present(self) -> bool: ...
+
+
+def _inode(folder: Path) -> tuple[int, int] | None:
+    try:
+        st = os.stat(folder)
+    except OSError:
+        return None
+    return (st.st_dev, st.st_ino)
+
+
+class _Enqueue(FileSystemEventHandler):
+    """Puts file paths of the inbox folder into the queue; never raises."""
+
+    def __init__(self, key: str, folder: str, queue: PathQueue) -> None:
+        self._key, self._folder, self._queue = key, folder, queue
+
+    def _put(self, path: str | bytes, moved_in: bool = False) -> None:
+        p = os.fsdecode(path)
+        if p and os.path.dirname(p) == self._folder and not is_ignored_name(os.path.basename(p)):
+            self._queue.put(self._key, p, moved_in)
+
+    def on_any_event(self, event: FileSystemEvent) -> None:
+        try:
+            if event.event_type in ("opened", "closed_no_write"):
+                return
+            if event.event_type == "moved":
+                self._put(event.src_path)
+                self._put(event.dest_path, moved_in=True)
+            elif os.fsdecode(event.src_path) != self._folder:
+                self._put(event.src_path)
+        except Exception:  # noqa: BLE001 - a raising handler kills the observer thread
+            self._queue.mark_overflow()
+
+
+class InotifyWatch:
+    def __init__(self, key: str, folder: Path, queue: PathQueue) -> None:
+        self.folder = folder
+        self._key, self._queue = key, queue
+        self._observer: InotifyObserver | None = None
+        self._inode: tuple[int, int] | None = None
+
+    def start(self) -> None:
+        self._inode = _inode(self.folder)
+        observer = InotifyObserver(generate_full_events=True)
+        observer.daemon = True
+        observer.schedule(_Enqueue(self._key, str(self.folder), self._queue), str(self.folder), recursive=False)
+        observer.start()
+        self._observer = observer
+
+    def stop(self) -> None:
+        if self._observer is not None:
+            self._observer.stop()
+            self._observer = None
+
+    def folder_present(self) -> bool:
+        return self._inode is not None and _inode(self.folder) == self._inode
+
+    def alive(self) -> bool:
+        obs = self._observer
+        if obs is None or not obs.is_alive():
+            return False
+        return all(e.is_alive() for e in obs.emitters) and len(obs.emitters) > 0
+
+
+class PollingWatch:
+    def __init__(self, key: str, folder: Path, queue: PathQueue, interval: float = 1.0) -> None:
+        self.folder = folder
+        self._key, self._queue, self._interval = key, queue, interval
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._inode: tuple[int, int] | None = None
+
+    def start(self) -> None:
+        self._inode = _inode(self.folder)
+        self._thread = threading.Thread(target=self._run, name=f"poll {self.folder}", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        known: set[str] = set()
+        while not self._stop.is_set():
+            try:
+                names = {n for n in os.listdir(self.folder) if not is_ignored_name(n)}
+            except OSError:
+                names = set()
+            for name in names - known:
+                self._queue.put(self._key, os.path.join(self.folder, name))
+            known = names
+            self._stop.wait(self._interval)
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    def folder_present(self) -> bool:
+        return self._inode is not None and _inode(self.folder) == self._inode
+
+    def alive(self) -> bool:
+        return self._thread is not None and self._thread.is_alive()
+
+
+def make_watch(kind: str, key: str, folder: Path, queue: PathQueue) -> Watch:
+    return PollingWatch(key, folder, queue) if kind == "polling" else InotifyWatch(key, folder, queue)
+
+
+class _OverflowHook(logging.Handler):
+    """watchdog logs "Inotify queue overflowed" but tells no handler: listen to its logger."""
+
+    def __init__(self) -> None:
+        super().__init__(level=logging.WARNING)
+        self.queues: list[PathQueue] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            if "overflow" in record.getMessage().lower():
+                for q in list(self.queues):
+                    q.mark_overflow()
+        except Exception:  # noqa: BLE001
+            pass
+
+
+_hook = _OverflowHook()
+
+
+def hook_overflow(queue: PathQueue) -> None:
+    """Rescan when watchdog reports lost kernel events."""
+    for name in ("watchdog.observers.inotify_c", "watchdog.observers.inotify"):
+        lg = logging.getLogger(name)
+        if _hook not in lg.handlers:
+            lg.addHandler(_hook)
+    if queue not in _hook.queues:
+        _hook.queues.append(queue)

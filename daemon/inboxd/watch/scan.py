@@ -1,0 +1,65 @@
+"""The reconciliation scan: the directory listing is the source of truth (SPEC §2)."""
+
+from __future__ import annotations
+
+import os
+import stat
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from .ignore import is_candidate
+
+
+@dataclass(frozen=True)
+class Entry:
+    path: str
+    name: str
+    st: os.stat_result
+
+    @property
+    def kind(self) -> str:
+        return file_kind(self.st.st_mode)
+
+
+def file_kind(mode: int) -> str:
+    if stat.S_ISREG(mode):
+        return "regular"
+    if stat.S_ISLNK(mode):
+        return "symlink"
+    if stat.S_ISFIFO(mode):
+        return "fifo"
+    if stat.S_ISSOCK(mode):
+        return "socket"
+    if stat.S_ISDIR(mode):
+        return "directory"
+    if stat.S_ISCHR(mode) or stat.S_ISBLK(mode):
+        return "device"
+    return "unknown"
+
+
+def inspect_path(path: str, patterns: Sequence[str], skip: Sequence[str] = ()) -> Entry | None:
+    """lstat one path (never follows a link); None when it is gone or not a candidate."""
+    name = os.path.basename(path)
+    if name in skip or not is_candidate(name, patterns):
+        return None
+    try:
+        st = os.lstat(path)
+    except OSError:
+        return None
+    return Entry(path, name, st)
+
+
+def scan_inbox(folder: Path, patterns: Sequence[str], skip: Sequence[str] = ()) -> list[Entry]:
+    """Every candidate in the folder (not recursive), lstat'ed; raises OSError if the folder is gone."""
+    out: list[Entry] = []
+    with os.scandir(folder) as it:
+        for d in it:
+            if d.name in skip or not is_candidate(d.name, patterns):
+                continue
+            try:
+                st = d.stat(follow_symlinks=False)
+            except OSError:
+                continue
+            out.append(Entry(d.path, d.name, st))
+    return out
