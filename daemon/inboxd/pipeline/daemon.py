@@ -80,7 +80,7 @@ class Daemon:
         self.inboxes: dict[str, InboxState] = {}
         self.retired: list[InboxState] = []
         self.workers: list[Worker] = []
-        self.capacity = max(8, 2 * config.daemon.workers)
+        self.capacity = max(16, 4 * config.daemon.workers)
         self._stop = False
         self._reload = False
         self._next_rescan = 0.0
@@ -108,7 +108,7 @@ class Daemon:
             self._add_inbox(inbox)
         self._recover_orphan_rows()
         for i in range(self.config.daemon.workers):
-            w = Worker(self.ctx, i)
+            w = Worker(self.ctx, i, on_done=self.paths.wake)
             w.start()
             self.workers.append(w)
         self._next_rescan = time.monotonic() + self.config.daemon.rescan_seconds
@@ -389,10 +389,21 @@ class Daemon:
 
     # --- what the service layer reads ------------------------------------------------------
 
+    @property
+    def wedge_seconds(self) -> float:
+        """A busy worker without progress (bytes, a stage change) for this long is wedged."""
+        return max(10.0, 2 * self.config.api.timeout_seconds)
+
+    def alive(self) -> bool:
+        """Every watch (of the inboxes that exist) and every worker alive: the watchdog may be fed."""
+        watches = all(s.watch_ok() for s in self.inboxes.values() if not s.missing)
+        workers = all(w.alive() and not w.heartbeat.wedged(self.wedge_seconds) for w in self.workers)
+        return watches and workers
+
     def snapshot(self) -> dict[str, Any]:
         """Per-inbox counts and liveness, for metrics, health and the watchdog."""
         queued = self.queue.queued_by_inbox()
-        limit = self.config.api.timeout_seconds + 60
+        limit = self.wedge_seconds
         return {
             "paused": self.gate.paused,
             "watches_alive": all(s.watch_ok() for s in self.inboxes.values() if not s.missing),

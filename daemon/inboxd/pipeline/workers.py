@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 
 import structlog
 
@@ -13,8 +14,9 @@ log = structlog.get_logger("inboxd.pipeline")
 
 
 class Worker:
-    def __init__(self, ctx: Context, index: int) -> None:
+    def __init__(self, ctx: Context, index: int, on_done: Callable[[], None] = lambda: None) -> None:
         self.ctx = ctx
+        self.on_done = on_done
         self.heartbeat = Heartbeat()
         self.stopping = threading.Event()
         self.thread = threading.Thread(target=self._run, name=f"worker-{index}", daemon=True)
@@ -40,3 +42,4 @@ class Worker:
             finally:
                 self.heartbeat.stop()
                 queue.done()
+                self.on_done()

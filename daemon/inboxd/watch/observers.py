@@ -81,6 +81,7 @@ class InotifyWatch:
     def stop(self) -> None:
         if self._observer is not None:
             self._observer.stop()
+            self._observer.join(2.0)
             self._observer = None
 
     def folder_present(self) -> bool:

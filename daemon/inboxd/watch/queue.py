@@ -16,6 +16,7 @@ class PathQueue:
         self._items: OrderedDict[tuple[str, str], bool] = OrderedDict()
         self._cond = threading.Condition()
         self._overflowed = False
+        self._woken = False
 
     def put(self, inbox: str, path: str, moved_in: bool = False) -> None:
         """Ask the daemon to look at `path` of `inbox` again; `moved_in` marks a rename into it."""
@@ -32,6 +33,12 @@ class PathQueue:
         except Exception:  # noqa: BLE001 - a handler must never raise
             self._overflowed = True
 
+    def wake(self) -> None:
+        """Wake the consumer without a path (a worker finished: room to claim more)."""
+        with self._cond:
+            self._woken = True
+            self._cond.notify()
+
     def mark_overflow(self) -> None:
         """Events were lost somewhere (the kernel's queue, a watch restart): rescan."""
         with self._cond:
@@ -41,8 +48,9 @@ class PathQueue:
     def take_all(self, timeout: float) -> tuple[list[tuple[str, str, bool]], bool]:
         """Wait up to `timeout` for paths; return them and whether an overflow happened since."""
         with self._cond:
-            if not self._items and not self._overflowed and timeout > 0:
+            if not self._items and not self._overflowed and not self._woken and timeout > 0:
                 self._cond.wait(timeout)
+            self._woken = False
             items = [(inbox, path, moved) for (inbox, path), moved in self._items.items()]
             self._items.clear()
             overflowed, self._overflowed = self._overflowed, False
