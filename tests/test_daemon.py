@@ -348,3 +348,31 @@ def test_deleted_and_recreated_inbox_is_watched_again(tmp_path, emu, inbox):
         assert d.proc.poll() is None
     assert "after.jsonl.manifest.json" in manifests(inbox)
     assert_sidecars_valid(inbox)
+
+
+def test_on_success_keep_and_delete_and_the_polling_observer(tmp_path, emu):
+    ins = {m: tmp_path / m for m in ("keep", "delete", "poll")}
+    for p in ins.values():
+        p.mkdir()
+    cfg = write_config(tmp_path, base_url=emu.base_url, daemon={"rescan_seconds": 0.5}, inboxes=[
+        {"path": str(ins["keep"]), "purpose": "batch-api", "on_success": "keep"},
+        {"path": str(ins["delete"]), "purpose": "batch-api", "on_success": "delete"},
+        {"path": str(ins["poll"]), "purpose": "batch-api", "observer": "polling"},
+    ])
+    data = {m: batch_lines(m) for m in ins}
+    with start_daemon(cfg, key=emu.key) as d:
+        for m, p in ins.items():
+            drop(p, f"{m}.jsonl", data[m], tmp_path / "stage")
+        for m in ins:
+            d.wait_event("file.archived", name=f"{m}.jsonl")
+        time.sleep(1.5)  # rescans: the kept file is remembered, not uploaded again
+        assert len(d.events("file.claimed")) == 3
+    assert (ins["keep"] / "keep.jsonl").read_bytes() == data["keep"]
+    assert sorted(os.listdir(ins["keep"] / "done")) == ["keep.jsonl.manifest.json"]
+    assert manifests(ins["keep"])["keep.jsonl.manifest.json"]["source"]["path"] == str(ins["keep"] / "keep.jsonl")
+    assert sorted(os.listdir(ins["delete"] / "done")) == ["delete.jsonl.manifest.json"]
+    assert manifests(ins["delete"])["delete.jsonl.manifest.json"]["source"]["path"] is None
+    assert sorted(os.listdir(ins["poll"] / "done")) == ["poll.jsonl", "poll.jsonl.manifest.json"]
+    for m in ins:
+        assert server_copies(emu, sha(data[m])) == 1
+    assert_sidecars_valid(*ins.values())

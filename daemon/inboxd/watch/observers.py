@@ -152,11 +152,22 @@ class _OverflowHook(logging.Handler):
 _hook = _OverflowHook()
 
 
+class _QuietStop(logging.Filter):
+    """watchdog logs an ERROR when an observer is stopped in the middle of a read: not news."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "called when the thread is inactive" not in record.getMessage()
+
+
+_quiet = _QuietStop()
+
+
 def hook_overflow(queue: PathQueue) -> None:
     """Rescan when watchdog reports lost kernel events."""
     for name in ("watchdog.observers.inotify_c", "watchdog.observers.inotify"):
         lg = logging.getLogger(name)
         if _hook not in lg.handlers:
             lg.addHandler(_hook)
+            lg.addFilter(_quiet)
     if queue not in _hook.queues:
         _hook.queues.append(queue)
