@@ -1,0 +1,275 @@
+"""R3: bad input, at least 40 kinds, each with its expected outcome.
+
+One daemon serves a strict batch-api inbox into which every kind of trouble is dropped at
+once. The daemon must not hang or restart, and each entry ends as expected: `done` (a
+manifest), `failed` (an error sidecar whose stage and rule are asserted), or `ignored`
+(untouched where it was, as SPEC §2 says). The cases that need timing (a file that grows,
+is truncated or is replaced while in flight) and an inbox removed at run time follow."""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import shutil
+import socket
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.helpers.daemon import start_daemon, wait_until, write_config
+from tests.helpers.emulator import start_emulator
+
+from .common import Clock, batch_bytes, claimed, error_sidecars, manifests, record, sha
+
+KEY = "r3-key-3e2d1c0b9a8f7"
+
+
+def line(cid: str, body: object | None = None) -> bytes:
+    body = body if body is not None else {"model": "m", "messages": [{"role": "user", "content": "hi"}]}
+    return (json.dumps({"custom_id": cid, "body": body}) + "\n").encode()
+
+
+def lines(n: int, tag: str = "c") -> bytes:
+    return b"".join(line(f"{tag}{i}") for i in range(n))
+
+
+# name -> (how to make it, expected outcome, stage or None, substrings one of which the rule or message has)
+# outcomes: "done", "failed", "ignored"
+FAILED_VALIDATE = ("failed", "validate")
+CASES: dict[str, tuple] = {}
+
+
+def case(name: str, outcome: str, stage: str | None = None, *words: str):
+    def register(make):
+        CASES[name] = (make, outcome, stage, words)
+        return make
+    return register
+
+
+def regular(name: str, data: bytes, outcome: str, stage: str | None = None, *words: str) -> None:
+    CASES[name] = (lambda p, data=data: p.write_bytes(data), outcome, stage, words)
+
+
+# -- never opened: inspect ---------------------------------------------------------------------
+case("fifo.jsonl", "failed", "inspect", "fifo")(lambda p: os.mkfifo(p))
+
+
+@case("socket.jsonl", "failed", "inspect", "socket")
+def _socket(p: Path) -> None:
+    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    s.bind(str(p))
+    s.close()
+
+
+case("link-to-file.jsonl", "failed", "inspect", "symlink")(lambda p: os.symlink(p.parent.parent / "outside.jsonl", p))
+case("link-to-dir.jsonl", "failed", "inspect", "symlink")(lambda p: os.symlink(p.parent.parent, p))
+case("link-loop.jsonl", "failed", "inspect", "symlink")(lambda p: os.symlink(p.name, p))
+case("link-dangling.jsonl", "failed", "inspect", "symlink")(lambda p: os.symlink("/nonexistent/x", p))
+case("dir.jsonl", "failed", "inspect", "directory")(lambda p: p.mkdir())
+
+# -- content: validate -------------------------------------------------------------------------
+regular("empty.jsonl", b"", *FAILED_VALIDATE, "empty")
+regular("only-blank-lines.jsonl", b"\n\n  \n", *FAILED_VALIDATE, "empty", "record")
+regular("binary.jsonl", bytes(random.Random(1).getrandbits(8) for _ in range(4096)), *FAILED_VALIDATE,
+        "utf", "json", "binary")
+regular("bad-utf8.jsonl", line("a") + b'{"custom_id": "b\xff\xfe", "body": {}}\n', *FAILED_VALIDATE, "utf")
+regular("trailing-garbage.jsonl", line("a") + b'{"custom_id": "b", "body": {}} garbage\n', *FAILED_VALIDATE, "json")
+regular("json-array.jsonl", b'[{"custom_id": "a", "body": {}}]\n', *FAILED_VALIDATE, "object")
+regular("json-null.jsonl", b"null\n", *FAILED_VALIDATE, "object")
+regular("json-string.jsonl", b'"hello"\n', *FAILED_VALIDATE, "object")
+regular("truncated-json.jsonl", line("a") + b'{"custom_id": "b", "bo', *FAILED_VALIDATE, "json")
+regular("deep-nesting.jsonl", b'{"custom_id": "a", "body": ' + b"[" * 100_000 + b"]" * 100_000 + b"}\n",
+        *FAILED_VALIDATE, "json", "deep", "nest", "body")
+regular("duplicate-custom-id.jsonl", line("same") + line("other") + line("same"), *FAILED_VALIDATE, "duplicate")
+regular("custom-id-65.jsonl", line("x" * 65), *FAILED_VALIDATE, "custom_id")
+regular("custom-id-empty.jsonl", line(""), *FAILED_VALIDATE, "custom_id")
+regular("custom-id-number.jsonl", b'{"custom_id": 7, "body": {"model": "m", "messages": []}}\n', *FAILED_VALIDATE,
+        "custom_id")
+regular("missing-custom-id.jsonl", b'{"body": {"model": "m"}}\n', *FAILED_VALIDATE, "custom_id")
+regular("missing-body.jsonl", b'{"custom_id": "a"}\n', *FAILED_VALIDATE, "body")
+regular("body-not-object.jsonl", b'{"custom_id": "a", "body": "text"}\n', *FAILED_VALIDATE, "body")
+regular("strict-no-model.jsonl", line("a", {"messages": [{"role": "user", "content": "hi"}]}), *FAILED_VALIDATE,
+        "model")
+regular("strict-empty-messages.jsonl", line("a", {"model": "m", "messages": []}), *FAILED_VALIDATE, "messages")
+regular("strict-bad-message.jsonl", line("a", {"model": "m", "messages": ["hi"]}), *FAILED_VALIDATE, "messages", "role")
+regular("lines-50001.jsonl", lines(50_001), *FAILED_VALIDATE, "lines", "50")
+regular("all-lines-bad.jsonl", b"not json\n" * 500, *FAILED_VALIDATE, "json")
+
+
+@case("two-gb-single-line.jsonl", *FAILED_VALIDATE, "line", "long")
+def _huge_line(p: Path) -> None:
+    with open(p, "wb") as f:
+        f.write(b'{"custom_id": "a", "body": "')
+        f.seek(2 * 2**30)
+        f.write(b'"}\n')
+
+
+# -- content that is fine ------------------------------------------------------------------------
+regular("crlf.jsonl", lines(5).replace(b"\n", b"\r\n"), "done")
+regular("no-final-newline.jsonl", lines(3).rstrip(b"\n"), "done")
+regular("blank-line-between.jsonl", line("a") + b"\n" + line("b"), "done")
+regular("with spaces.jsonl", lines(2, "sp"), "done")
+regular("new\nline.jsonl", lines(2, "nl"), "done")
+regular("données-日本語.jsonl", lines(2, "uni"), "done")
+regular("-rf --leading-dash.jsonl", lines(2, "dash"), "done")
+regular("x" * 249 + ".jsonl", lines(2, "long"), "done")  # a name of 255 bytes
+
+
+@case("hard-link.jsonl", "done")
+def _hard_link(p: Path) -> None:
+    other = p.parent.parent / "hard-link-original.jsonl"
+    other.write_bytes(lines(2, "hl"))
+    os.link(other, p)
+
+
+@case("unreadable.jsonl", "done" if os.geteuid() == 0 else "failed", None if os.geteuid() == 0 else "inspect")
+def _unreadable(p: Path) -> None:
+    p.write_bytes(lines(2, "ur"))
+    os.chmod(p, 0)  # root reads it anyway: then it is simply uploaded
+
+
+# -- ignored (SPEC §2) ---------------------------------------------------------------------------
+for _n in (".hidden.jsonl", "a.jsonl.tmp", "b.jsonl.part", "c.jsonl.partial", "d.jsonl.crdownload", "e.jsonl.swp",
+           "f.jsonl~", "notes.txt", "UPPER.JSONL", ".nfs000000000001", "g.json"):
+    regular(_n, lines(1, "ig"), "ignored")
+
+
+def _by_hand(sub: str):
+    def make(p: Path) -> None:
+        (p.parent / sub).mkdir(exist_ok=True)
+        (p.parent / sub / p.name).write_bytes(lines(1, sub))
+    return make
+
+
+CASES["in-done-by-hand.jsonl"] = (_by_hand("done"), "ignored-in-done", None, ())
+CASES["in-failed-by-hand.jsonl"] = (_by_hand("failed"), "ignored-in-failed", None, ())
+
+
+def test_r3_bad_input_kinds(tmp_path):
+    assert len(CASES) >= 40
+    emu = start_emulator(tmp_path / "emu", key=KEY)
+    root = tmp_path / "srv"
+    inbox = root / "inbox"
+    inbox.mkdir(parents=True)
+    (root / "outside.jsonl").write_bytes(lines(1, "outside"))
+    cfg = write_config(tmp_path, base_url=emu.base_url,
+                       inboxes=[{"path": str(inbox), "purpose": "batch-api", "validate": "strict"}],
+                       daemon={"workers": 3, "settle_seconds": 0.3, "rescan_seconds": 1})
+    clock = Clock()
+    before: dict[str, os.stat_result] = {}
+    try:
+        with start_daemon(cfg, key=KEY) as d:
+            for name, (make, outcome, _stage, _words) in CASES.items():
+                make(inbox / name)
+                if outcome.startswith("ignored"):
+                    sub = {"ignored": "", "ignored-in-done": "done", "ignored-in-failed": "failed"}[outcome]
+                    before[name] = os.lstat(inbox / sub / name)
+            expected_resolved = sum(1 for c in CASES.values() if c[1] in ("done", "failed"))
+            wait_until(lambda: len(manifests(inbox)) + len(error_sidecars(inbox)) >= expected_resolved,
+                       90, interval=0.3, what="every bad input resolved")
+            time.sleep(1.5)  # a rescan more: nothing else may happen
+            assert d.proc.poll() is None, "the daemon exited"
+            restarts = len(d.events("daemon.started")) - 1
+            crashed = [e for e in d.lines if e.get("level") in ("critical",) or "Traceback" in json.dumps(e)]
+        on_server = emu.files_by_sha256()
+    finally:
+        emu.stop()
+
+    done = {m["source"]["name"]: m for m in manifests(inbox)}
+    failed = {e["source"]["name"]: e for e in error_sidecars(inbox)}
+    problems = []
+    for name, (_make, outcome, stage, words) in CASES.items():
+        if outcome == "done":
+            if name not in done:
+                problems.append(f"{name!r}: expected done, got {failed.get(name, {}).get('error')}")
+            elif len(on_server.get(done[name]["source"]["sha256"], [])) != 1:
+                problems.append(f"{name!r}: not exactly once on the server")
+        elif outcome == "failed":
+            if name not in failed:
+                problems.append(f"{name!r}: expected failed/, got {'done' if name in done else 'nothing'}")
+                continue
+            err = failed[name]
+            text = json.dumps(err["error"]).lower() + json.dumps(err.get("source", {})).lower()
+            if stage and err["stage"] != stage:
+                problems.append(f"{name!r}: stage {err['stage']} != {stage}: {err['error']}")
+            if words and not any(w.lower() in text for w in words):
+                problems.append(f"{name!r}: the error names none of {words}: {err['error']}")
+            if err["stage"] == "validate" and "line" not in err["error"] and name not in ("empty.jsonl",):
+                problems.append(f"{name!r}: a validation error without a line: {err['error']}")
+        else:
+            sub = {"ignored": "", "ignored-in-done": "done", "ignored-in-failed": "failed"}[outcome]
+            p = inbox / sub / name
+            st = os.lstat(p) if os.path.lexists(p) else None
+            b = before[name]
+            if st is None or (st.st_ino, st.st_size, st.st_mtime_ns) != (b.st_ino, b.st_size, b.st_mtime_ns):
+                problems.append(f"{name!r}: expected untouched")
+            if name in done or name in failed:
+                problems.append(f"{name!r}: expected ignored, was handled")
+    assert not problems, "\n".join(problems)
+    assert not claimed(inbox)
+    assert (root / "outside.jsonl").read_bytes() == lines(1, "outside")
+    assert restarts == 0 and not crashed
+    record("R3 bad input", kinds=len(CASES), done=len(done), failed=len(failed),
+           ignored=sum(1 for c in CASES.values() if c[1].startswith("ignored")), hangs=0, restarts=restarts,
+           lost=0, seconds=clock.seconds)
+
+
+def test_r3_files_that_change_in_flight_and_an_inbox_removed(tmp_path):
+    """A file that grows, one truncated, one replaced after claim, an inbox removed at run time.
+    Whatever the daemon decides, no manifest may lie: a manifest's sha256 is the archived
+    bytes' and the server's copy's; nothing is lost."""
+    emu = start_emulator(tmp_path / "emu", key=KEY)
+    emu.set_faults(slow_seconds=0.6)
+    inbox = tmp_path / "inbox"
+    other = tmp_path / "other"
+    inbox.mkdir()
+    other.mkdir()
+    cfg = write_config(tmp_path, base_url=emu.base_url,
+                       inboxes=[{"path": str(inbox), "purpose": "batch-api", "validate": "basic"},
+                                {"path": str(other), "purpose": "batch-api", "validate": "basic"}],
+                       daemon={"workers": 3, "settle_seconds": 0.3, "rescan_seconds": 1})
+    stage = tmp_path / "stage"
+    stage.mkdir()
+    try:
+        with start_daemon(cfg, key=KEY) as d:
+            handles = {}
+            for name in ("grows.jsonl", "truncated.jsonl"):
+                f = open(stage / name, "wb")
+                f.write(lines(300, name[:3]))
+                f.flush()
+                handles[name] = f
+                os.rename(stage / name, inbox / name)
+            (stage / "replaced.jsonl").write_bytes(lines(50, "first"))
+            os.rename(stage / "replaced.jsonl", inbox / "replaced.jsonl")
+            d.wait_event("file.claimed", name="replaced.jsonl")
+            (stage / "replaced.jsonl").write_bytes(lines(50, "second"))
+            os.rename(stage / "replaced.jsonl", inbox / "replaced.jsonl")
+            d.wait_event("file.checked", name="grows.jsonl")
+            handles["grows.jsonl"].write(lines(100, "more"))
+            handles["grows.jsonl"].close()
+            d.wait_event("file.checked", name="truncated.jsonl")
+            handles["truncated.jsonl"].truncate(1000)
+            handles["truncated.jsonl"].close()
+            shutil.rmtree(other)
+            time.sleep(1.0)
+            other.mkdir()
+            (stage / "after.jsonl").write_bytes(lines(3, "after"))
+            os.rename(stage / "after.jsonl", other / "after.jsonl")
+            emu.set_faults(slow_seconds=0.0)
+            wait_until(lambda: len(manifests(inbox)) + len(error_sidecars(inbox)) >= 4 and manifests(other),
+                       60, interval=0.3, what="all four resolved and the recreated inbox served")
+            assert d.proc.poll() is None
+        on_server = emu.files_by_sha256()
+    finally:
+        emu.stop()
+    for m in manifests(inbox) + manifests(other):
+        archived = Path(m["source"]["path"])
+        assert sha(archived.read_bytes()) == m["source"]["sha256"], m["source"]["name"]
+        assert len(on_server.get(m["source"]["sha256"], [])) == 1
+    names = sorted(m["source"]["name"] for m in manifests(inbox)) + sorted(e["source"]["name"] for e in error_sidecars(inbox))
+    assert sorted(names) == sorted(["grows.jsonl", "truncated.jsonl", "replaced.jsonl", "replaced.jsonl"])
+    assert {m["source"]["sha256"] for m in manifests(inbox) if m["source"]["name"] == "replaced.jsonl"} == {
+        sha(lines(50, "first")), sha(lines(50, "second"))}
+    assert not claimed(inbox)
