@@ -1,9 +1,11 @@
 """Claiming: whoever wins the atomic rename into `.inboxd/` owns the file (SPEC §2).
 
 Each daemon claims into its own folder `.inboxd/<claimer>/`, where `<claimer>` is
-host-pid-token, and holds an exclusive `flock` on `.inboxd/<claimer>.lock` while it lives.
-A claim folder whose lock can be taken belongs to a daemon that is gone: its files are
-taken over (renamed into our folder, again atomically, so one taker wins each file).
+host-pid-token, and holds an exclusive `flock` on that folder while it lives (so nothing
+but claimed files ever lies in `.inboxd/`). The folder is made under a dot-name, locked,
+then renamed into place, so no peer ever sees it unlocked. A claim folder whose lock can
+be taken belongs to a daemon that is gone: its files are taken over (renamed into our
+folder, again atomically, so one taker wins each file).
 Claim names are `<n>.<original name>`, unique within the folder, so a second `x.jsonl`
 never replaces a first one still in flight.
 """
@@ -50,15 +52,17 @@ class ClaimArea:
         self._lock_fd: int | None = None
 
     def ensure(self) -> None:
-        """Create (or re-create, if the inbox was deleted) the folder and hold our lock."""
-        if self._lock_fd is not None and self.folder.is_dir() and (self.work / f"{self.claimer}.lock").exists():
+        """Create (or re-create, if the inbox was deleted) our folder, locked."""
+        if self._lock_fd is not None and self.folder.is_dir():
             return
         self.release()
         self.work.mkdir(parents=True, exist_ok=True)
-        fd = os.open(self.work / f"{self.claimer}.lock", os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o644)
+        staging = self.work / f".{self.claimer}.new"
+        staging.mkdir(exist_ok=True)
+        fd = os.open(staging, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW)
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        os.rename(staging, self.folder)
         self._lock_fd = fd
-        self.folder.mkdir(exist_ok=True)
 
     def release(self) -> None:
         if self._lock_fd is not None:
@@ -66,10 +70,9 @@ class ClaimArea:
             self._lock_fd = None
 
     def remove(self) -> None:
-        """On a clean exit with nothing left claimed: remove our folder and lock file."""
+        """On a clean exit with nothing left claimed: remove our folder."""
         try:
             self.folder.rmdir()
-            os.unlink(self.work / f"{self.claimer}.lock")
         except OSError:
             pass
         self.release()
@@ -116,10 +119,9 @@ class ClaimArea:
         except OSError:
             return out
         for d in entries:
-            if not d.is_dir(follow_symlinks=False) or d.name == self.claimer:
+            if d.name.startswith(".") or d.name == self.claimer or not d.is_dir(follow_symlinks=False):
                 continue
-            lock = self.work / f"{d.name}.lock"
-            fd = _lock_if_dead(lock)
+            fd = _lock_if_dead(Path(d.path))
             if fd is None:
                 continue
             try:
@@ -130,21 +132,17 @@ class ClaimArea:
                         out.append(Takeover(f, new, name))
                 try:
                     os.rmdir(d.path)
-                    os.unlink(lock)
                 except OSError:
                     pass
             finally:
-                if fd >= 0:
-                    os.close(fd)
+                os.close(fd)
         return out
 
 
-def _lock_if_dead(lock: Path) -> int | None:
-    """An fd holding the lock of a dead claimer (-1 if it left no lock file), or None if alive."""
+def _lock_if_dead(folder: Path) -> int | None:
+    """An fd holding the lock of a dead claimer's folder, or None if it is alive (or gone)."""
     try:
-        fd = os.open(lock, os.O_RDWR | os.O_NOFOLLOW)
-    except FileNotFoundError:
-        return -1
+        fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW)
     except OSError:
         return None
     try:
@@ -157,10 +155,10 @@ def _lock_if_dead(lock: Path) -> int | None:
 
 def claimer_alive(folder: Path) -> bool:
     """Whether the daemon that owns claim folder `folder` still holds its lock."""
-    lock = folder.parent / f"{folder.name}.lock"
-    fd = _lock_if_dead(lock)
+    if not folder.is_dir():
+        return False
+    fd = _lock_if_dead(folder)
     if fd is None:
         return True
-    if fd >= 0:
-        os.close(fd)
+    os.close(fd)
     return False

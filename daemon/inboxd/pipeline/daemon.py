@@ -312,6 +312,15 @@ class Daemon:
     def reload(self) -> None:
         if self.config_path is None:
             return
+        if self.service is not None:
+            self.service.reloading(self)
+        try:
+            self._reload_config()
+        finally:
+            if self.service is not None:
+                self.service.ready(self)
+
+    def _reload_config(self) -> None:
         try:
             new = self.adjust_config(load_config(self.config_path))
             key, source = self.resolve_key(new)
