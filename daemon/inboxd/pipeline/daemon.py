@@ -85,6 +85,7 @@ class Daemon:
         self._reload = False
         self._next_rescan = 0.0
         self._probe_now = False
+        self._claims_paused_until = 0.0
         self.started = time.monotonic()
 
     # --- signals ---------------------------------------------------------------------------
@@ -155,7 +156,13 @@ class Daemon:
             self.service.ready(self)
         try:
             while not self._stop:
-                self._tick()
+                try:
+                    self._tick()
+                except Fatal:
+                    raise
+                except Exception as exc:  # noqa: BLE001 - say it, wait, go on: never go deaf
+                    log.exception("daemon.error", error=str(exc), retry_in=1.0)
+                    time.sleep(1.0)
                 if self.once and self._once_finished():
                     break
         except Fatal as exc:
@@ -257,7 +264,7 @@ class Daemon:
             raise Fatal(f"the watch of {state.key} died; exiting so that the service manager restarts inboxd")
 
     def _claim_ready(self) -> None:
-        if self.gate.paused:
+        if self.gate.paused or time.monotonic() < self._claims_paused_until:
             return
         while True:
             queued, busy = self.queue.counts()
@@ -285,7 +292,16 @@ class Daemon:
         if dst is None:
             return  # another daemon won it, or it went away
         name = os.path.basename(path)
-        self.journal.claimed(str(dst), state.key, name)
+        try:
+            self.journal.claimed(str(dst), state.key, name)
+        except Exception as exc:  # noqa: BLE001 - the state disk is full or broken: give it back
+            back = state.area.unclaim(dst, state.config.path, name)
+            log.error("journal.unwritable", inbox=state.key, name=name, error=str(exc), given_back=back,
+                      state_dir=str(self.config.daemon.state_dir), retry_in=2.0)
+            self._claims_paused_until = time.monotonic() + 2.0
+            if not back:
+                self.queue.put(Job(state.config, dst, name), delay=2.0)
+            return
         log.info("file.claimed", inbox=state.key, name=name, claim=str(dst))
         self.queue.put(Job(state.config, dst, name))
 
