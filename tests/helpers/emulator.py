@@ -1,0 +1,97 @@
+"""Start `python -m inboxd emulator` as a real subprocess and talk to its control endpoints.
+
+    emu = start_emulator(tmp_path, key="test-key")
+    emu.set_faults(error_rate=0.1)            # POST /v1/_emulator/faults
+    emu.script([{"route": "part_put", "part_number": 2, "status": 503, "times": 2}])
+    emu.files_by_sha256()                     # {sha256: [file entries]} from the stats
+    emu.stop()
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import requests
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+class EmulatorProc:
+    def __init__(self, proc: subprocess.Popen[str], base_url: str, key: str, data_dir: Path) -> None:
+        self.proc = proc
+        self.base_url = base_url
+        self.key = key
+        self.data_dir = data_dir
+        self._http = requests.Session()
+        self._http.headers["Authorization"] = f"Bearer {key}"
+
+    def _control(self, method: str, what: str, payload: Any = None) -> Any:
+        r = self._http.request(method, f"{self.base_url}/_emulator/{what}", json=payload, timeout=30)
+        r.raise_for_status()
+        return r.json()
+
+    def stats(self) -> dict[str, Any]:
+        return self._control("GET", "stats")
+
+    def set_faults(self, **values: float) -> dict[str, Any]:
+        return self._control("POST", "faults", values)
+
+    def script(self, entries: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        return self._control("POST", "script", entries)["script"]
+
+    def reset(self) -> None:
+        self._control("POST", "reset")
+
+    def files_by_sha256(self) -> dict[str, list[dict[str, Any]]]:
+        out: dict[str, list[dict[str, Any]]] = {}
+        for f in self.stats()["files"]:
+            out.setdefault(f["sha256"], []).append(f)
+        return out
+
+    def stop(self) -> None:
+        self._http.close()
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(5)
+
+    def __enter__(self) -> EmulatorProc:
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.stop()
+
+
+def start_emulator(tmp_path: Path, key: str = "test-key-emulator-0001", **flags: Any) -> EmulatorProc:
+    """Flags are the command's options without dashes: url_ttl=1.0, processing_delay=0.1, fail_rate=0.1 ..."""
+    data_dir = Path(tmp_path) / "emulator-data"
+    data_dir.mkdir(parents=True, exist_ok=True)
+    args = [sys.executable, "-m", "inboxd", "emulator", "--key", key, "--data-dir", str(data_dir)]
+    for name, value in flags.items():
+        args += [f"--{name.replace('_', '-')}", str(value)]
+    proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=REPO,
+                            env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    assert proc.stdout is not None
+    line = proc.stdout.readline().strip()
+    if not line.startswith("http"):
+        proc.kill()
+        raise RuntimeError(f"the emulator did not start: {line!r} {proc.stderr.read() if proc.stderr else ''}")
+    emu = EmulatorProc(proc, line, key, data_dir)
+    deadline = time.monotonic() + 10
+    while True:
+        try:
+            emu.stats()
+            return emu
+        except requests.RequestException:
+            if time.monotonic() > deadline:
+                emu.stop()
+                raise
+            time.sleep(0.05)
