@@ -444,15 +444,26 @@ class Handler(BaseHTTPRequestHandler):
             self._error(404, "no content")
         path = self.store.content_path(rec.id)
         size = path.stat().st_size
-        head = (f"HTTP/1.1 200 OK\r\nContent-Type: application/octet-stream\r\nContent-Length: {size}\r\n"
-                f"Content-Disposition: attachment; filename=\"{rec.filename}\"\r\n\r\n")
+        start, end, status = 0, size - 1, 200
+        m = re.fullmatch(r"bytes=(\d+)-(\d*)", self.headers.get("Range", ""))
+        if m and size:
+            start, end, status = int(m.group(1)), min(size - 1, int(m.group(2) or size - 1)), 206
+        length = max(0, end - start + 1)
+        head = (f"HTTP/1.1 {status} {HTTPStatus(status).phrase}\r\nContent-Type: application/octet-stream\r\n"
+                f"Content-Length: {length}\r\n"
+                + (f"Content-Range: bytes {start}-{end}/{size}\r\n" if status == 206 else "")
+                + f"Content-Disposition: attachment; filename=\"{rec.filename}\"\r\n\r\n")
         with open(path, "rb") as f:
-            first = f.read(CHUNK)
+            f.seek(start)
+            left = length
+            first = f.read(min(CHUNK, left))
+            left -= len(first)
             self.wfile.write(head.encode("latin-1") + first)
-            while chunk := f.read(CHUNK):
+            while left > 0 and (chunk := f.read(min(CHUNK, left))):
                 self.wfile.write(chunk)
+                left -= len(chunk)
         with self.store.lock:
-            self.store.statuses[f"{self.route} 200"] += 1
+            self.store.statuses[f"{self.route} {status}"] += 1
 
     # -- storage -------------------------------------------------------------------------------
 
