@@ -1,0 +1,20 @@
+"""The Files API client (SPEC §1): streamed single uploads, multipart with per-part retries,
+typed errors, and untrusted answers checked before they are used."""
+
+from ._client import FilesClient, UploadResult
+from ._errors import (
+    ApiError,
+    AuthError,
+    CancelledError,
+    ProtocolError,
+    RejectedError,
+    SourceChangedError,
+    TransientError,
+    UrlExpiredError,
+)
+from ._models import FileObject
+
+__all__ = [
+    "ApiError", "AuthError", "CancelledError", "FileObject", "FilesClient", "ProtocolError", "RejectedError",
+    "SourceChangedError", "TransientError", "UploadResult", "UrlExpiredError",
+]

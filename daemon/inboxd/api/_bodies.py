@@ -1,0 +1,60 @@
+"""Request bodies streamed from disk, never held whole in memory.
+
+`RangeBody` is one byte range of a file, read with `os.pread` in 1 MiB chunks as the socket
+takes them; it has a length (so requests sends an exact Content-Length) and no `read`
+(so urllib3 iterates our chunks instead of reading 16 KiB at a time). It computes the MD5 of
+what it sent (for the part's ETag), reports progress and stops when cancelled.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import threading
+from collections.abc import Callable, Iterator
+
+from ._errors import CancelledError, SourceChangedError
+
+CHUNK = 2**20
+
+
+class RangeBody:
+    def __init__(self, fd: int, offset: int, length: int, *, progress: Callable[[int], None] | None = None,
+                 cancel: threading.Event | None = None, md5: bool = False) -> None:
+        self.fd, self.offset, self.length = fd, offset, length
+        self.progress, self.cancel = progress, cancel
+        self.md5 = hashlib.md5() if md5 else None
+        self.sent = 0
+
+    def __len__(self) -> int:
+        return self.length
+
+    def __iter__(self) -> Iterator[bytes]:
+        pos, end = self.offset, self.offset + self.length
+        while pos < end:
+            if self.cancel is not None and self.cancel.is_set():
+                raise CancelledError("cancelled while sending")
+            chunk = os.pread(self.fd, min(CHUNK, end - pos), pos)
+            if not chunk:
+                raise SourceChangedError(f"the file ended at byte {pos}, before the {end} bytes it had")
+            if self.md5 is not None:
+                self.md5.update(chunk)
+            pos += len(chunk)
+            self.sent += len(chunk)
+            if self.progress is not None:
+                self.progress(len(chunk))
+            yield chunk
+
+
+def sha256_of(fd: int, size: int, cancel: threading.Event | None = None) -> str:
+    h = hashlib.sha256()
+    pos = 0
+    while pos < size:
+        if cancel is not None and cancel.is_set():
+            raise CancelledError("cancelled while hashing")
+        chunk = os.pread(fd, min(4 * CHUNK, size - pos), pos)
+        if not chunk:
+            raise SourceChangedError(f"the file ended at byte {pos}, before the {size} bytes it had")
+        h.update(chunk)
+        pos += len(chunk)
+    return h.hexdigest()

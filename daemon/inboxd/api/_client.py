@@ -1,0 +1,112 @@
+"""`FilesClient`: the one object the rest of inboxd uses to talk to the Files API."""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from pydantic import SecretStr
+
+from ..config import ApiConfig, UploadConfig
+from ._bodies import sha256_of
+from ._errors import AuthError, ProtocolError, RejectedError, SourceChangedError, TransientError
+from ._models import FileObject
+from ._transport import Observer, Transport, check_id, error_text
+from ._upload import OnCreated, Source, file_type_of, multipart, retrieve, single
+
+TERMINAL = {"COMPLETED", "FAILED", "INVALID_FORMAT"}
+
+
+@dataclass
+class UploadResult:
+    file: FileObject
+    method: str  # single | multipart | existing
+    parts: int
+    attempts: int  # HTTP requests made, retries included
+    sha256: str
+    bytes: int
+    seconds: float
+
+
+class FilesClient:
+    """Thread-safe: each thread gets its own `requests.Session` (connection reuse per worker)."""
+
+    def __init__(self, api: ApiConfig, upload: UploadConfig, key: SecretStr | str, *,
+                 observer: Observer | None = None) -> None:
+        self.api, self.upload_config = api, upload
+        self.base = api.base_url.rstrip("/")
+        secret = key.get_secret_value() if isinstance(key, SecretStr) else key
+        self._t = Transport(secret, timeout=api.timeout_seconds, max_retries=api.max_retries, observer=observer)
+
+    def __repr__(self) -> str:
+        return f"FilesClient(base={self.base!r})"
+
+    def upload(self, path: Path, purpose: str, *, file_name: str | None = None, sha256: str | None = None,
+               progress: Callable[[int], None] | None = None, cancel: threading.Event | None = None,
+               on_created: OnCreated | None = None) -> UploadResult:
+        t0 = time.monotonic()
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | getattr(os, "O_NOFOLLOW", 0))
+        try:
+            before = os.fstat(fd)
+            digest = sha256 or sha256_of(fd, before.st_size, cancel)
+            src = Source(fd=fd, size=before.st_size, name=file_name or Path(path).name,
+                         file_type=file_type_of(file_name or Path(path).name), sha256=digest,
+                         progress=progress, cancel=cancel)
+            if src.size > self.upload_config.multipart_threshold:
+                out = multipart(self._t, self.base, src, purpose, self.upload_config, on_created)
+            else:
+                out = single(self._t, self.base, src, purpose, on_created)
+            after = os.fstat(fd)
+            if (after.st_size, after.st_mtime_ns) != (before.st_size, before.st_mtime_ns):
+                raise SourceChangedError(f"{path.name}: the file changed while it was uploaded")
+        finally:
+            os.close(fd)
+        return UploadResult(file=out.file, method=out.method, parts=out.parts, attempts=out.attempts,
+                            sha256=digest, bytes=src.size, seconds=time.monotonic() - t0)
+
+    def retrieve(self, file_id: str) -> FileObject:
+        return retrieve(self._t, self.base, file_id)
+
+    def wait_for_processing(self, file_id: str, timeout: float | None = None,
+                            cancel: threading.Event | None = None) -> FileObject:
+        """Poll until processing_status is terminal; RejectedError on FAILED/INVALID_FORMAT."""
+        deadline = time.monotonic() + (timeout if timeout is not None else self.upload_config.processing_timeout_seconds)
+        delay = 0.25
+        while True:
+            obj = retrieve(self._t, self.base, file_id, cancel=cancel)
+            status = obj.processing_status
+            if status is None or status == "COMPLETED":
+                return obj
+            if status in ("FAILED", "INVALID_FORMAT"):
+                report = obj.validation_report
+                why = (report or {}).get("error") or status
+                raise RejectedError(f"processing of {file_id} ended {status}: {why}", route="retrieve",
+                                    report=report)
+            if time.monotonic() + delay > deadline:
+                raise TransientError(f"processing of {file_id} still {status} after the timeout", route="retrieve")
+            if cancel is not None and cancel.wait(delay):
+                from ._errors import CancelledError
+                raise CancelledError("cancelled while waiting for processing")
+            if cancel is None:
+                time.sleep(delay)
+            delay = min(delay * 2, 5.0)
+
+    def check_key(self) -> None:
+        """A cheap authenticated call: AuthError if the key is refused."""
+        route = "retrieve"
+        r = self._t.request(route, "GET", f"{self.base}/files/{check_id('inboxd-key-probe', route)}")
+        if r.status_code not in (200, 404):
+            text = error_text(r, route)
+            raise ProtocolError(f"key probe: unexpected HTTP {r.status_code}: {text}", route=route,
+                                status=r.status_code)
+        r.close()
+
+    def close(self) -> None:
+        self._t.close()
+
+
+__all__ = ["FilesClient", "UploadResult", "AuthError"]
