@@ -1,0 +1,108 @@
+"""Batch input rules (SPEC §1), which neither official client checks.
+
+basic and strict: each record has `custom_id` (a string of 1..64 characters, unique in the
+file) and `body` (an object); at most 50,000 records and 100 MB. strict adds: the body has
+what its endpoint needs (chat: `model` and a non-empty `messages` list of role/content
+objects; completions: `model` and `prompt`), and the known body fields have their types.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ._report import CheckIssue
+
+MAX_ID = 64
+MAX_RECORDS = 50_000
+MAX_BYTES = 100 * 10**6
+
+_NUMBER = (int, float)
+# known body fields -> (accepted types, description); bool is excluded from numbers below
+FIELD_TYPES: dict[str, tuple[tuple[type, ...], str]] = {
+    "model": ((str,), "a string"),
+    "max_tokens": ((int,), "an integer"),
+    "temperature": (_NUMBER, "a number"),
+    "top_p": (_NUMBER, "a number"),
+    "top_k": ((int,), "an integer"),
+    "n": ((int,), "an integer"),
+    "seed": ((int,), "an integer"),
+    "presence_penalty": (_NUMBER, "a number"),
+    "frequency_penalty": (_NUMBER, "a number"),
+    "repetition_penalty": (_NUMBER, "a number"),
+    "min_p": (_NUMBER, "a number"),
+    "stream": ((bool,), "a boolean"),
+    "echo": ((bool,), "a boolean"),
+    "logprobs": ((int, bool), "an integer or a boolean"),
+    "stop": ((str, list), "a string or a list of strings"),
+    "response_format": ((dict,), "an object"),
+    "tools": ((list,), "a list"),
+    "tool_choice": ((str, dict), "a string or an object"),
+}
+
+
+class BatchRules:
+    def __init__(self, strict: bool) -> None:
+        self.strict = strict
+        self.seen: set[str] = set()
+        self.records = 0
+
+    def record(self, number: int, obj: dict[str, Any]) -> CheckIssue | None:
+        self.records += 1
+        if self.records == MAX_RECORDS + 1:
+            return CheckIssue(number, "batch.too_many_lines", f"a batch file holds at most {MAX_RECORDS} requests")
+        cid = obj.get("custom_id")
+        if cid is None:
+            return CheckIssue(number, "batch.custom_id.missing", "every request needs a `custom_id`")
+        if not isinstance(cid, str):
+            return CheckIssue(number, "batch.custom_id.type", f"`custom_id` must be a string, found {type(cid).__name__}")
+        if not 1 <= len(cid) <= MAX_ID:
+            return CheckIssue(number, "batch.custom_id.length",
+                              f"`custom_id` must have 1..{MAX_ID} characters, found {len(cid)}")
+        if cid in self.seen:
+            return CheckIssue(number, "batch.custom_id.duplicate", f"`custom_id` {cid!r} appears twice")
+        self.seen.add(cid)
+        body = obj.get("body")
+        if body is None:
+            return CheckIssue(number, "batch.body.missing", "every request needs a `body`")
+        if not isinstance(body, dict):
+            return CheckIssue(number, "batch.body.type", f"`body` must be an object, found {type(body).__name__}")
+        if self.strict:
+            return _strict_body(number, body)
+        return None
+
+    def finish(self, size: int) -> list[CheckIssue]:
+        if size > MAX_BYTES:
+            return [CheckIssue(None, "batch.too_large", f"a batch file holds at most {MAX_BYTES} bytes; this has {size}")]
+        return []
+
+
+def _strict_body(number: int, body: dict[str, Any]) -> CheckIssue | None:
+    model = body.get("model")
+    if not isinstance(model, str) or not model:
+        return CheckIssue(number, "batch.body.model", "`body.model` must be a non-empty string")
+    if "messages" in body:
+        messages = body["messages"]
+        if not isinstance(messages, list) or not messages:
+            return CheckIssue(number, "batch.body.messages", "`body.messages` must be a non-empty list")
+        for i, m in enumerate(messages):
+            if not isinstance(m, dict) or not isinstance(m.get("role"), str):
+                return CheckIssue(number, "batch.body.messages", f"`body.messages[{i}]` needs a string `role`")
+            content = m.get("content")
+            if not isinstance(content, (str, list)) and not (content is None and m["role"] == "assistant"):
+                return CheckIssue(number, "batch.body.messages", f"`body.messages[{i}].content` must be a string or a list")
+    elif "prompt" in body:
+        if not isinstance(body["prompt"], (str, list)):
+            return CheckIssue(number, "batch.body.prompt", "`body.prompt` must be a string or a list")
+    else:
+        return CheckIssue(number, "batch.body.endpoint",
+                          "`body` needs `messages` (chat completions) or `prompt` (completions)")
+    for key, (types, what) in FIELD_TYPES.items():
+        if key in body and body[key] is not None:
+            value = body[key]
+            if isinstance(value, bool) and bool not in types:
+                return CheckIssue(number, "batch.body.field_type", f"`body.{key}` must be {what}")
+            if not isinstance(value, types):
+                return CheckIssue(number, "batch.body.field_type", f"`body.{key}` must be {what}")
+            if key == "stop" and isinstance(value, list) and not all(isinstance(s, str) for s in value):
+                return CheckIssue(number, "batch.body.field_type", "`body.stop` must be a string or a list of strings")
+    return None
