@@ -21,6 +21,8 @@ import socket
 from dataclasses import dataclass
 from pathlib import Path
 
+from .fsutil import fit_name
+
 _counter = itertools.count(1)
 _CLAIM_NAME = re.compile(r"^(\d+)\.(.+)$")
 
@@ -79,7 +81,8 @@ class ClaimArea:
 
     def claim(self, path: Path) -> Path | None:
         """Rename `path` into our folder; None when someone else got it first (or it is gone)."""
-        dst = self.folder / f"{next(_counter)}.{path.name}"
+        prefix = f"{next(_counter)}."
+        dst = self.folder / (prefix + fit_name(path.name, len(prefix)))
         try:
             os.rename(path, dst)
         except FileNotFoundError:

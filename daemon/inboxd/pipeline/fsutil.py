@@ -9,6 +9,7 @@ filesystem has no hard links).
 from __future__ import annotations
 
 import errno
+import hashlib
 import os
 import secrets
 from collections.abc import Callable, Iterator
@@ -41,8 +42,30 @@ def write_atomic(path: Path, data: bytes) -> None:
     fsync_dir(path.parent)
 
 
+NAME_MAX = 255
+# room for the longest sidecar suffix, the temp name write_atomic writes it under, and ".<n>"
+SIDECAR_ROOM = len(".") + len(".manifest.json") + len(".12345678.tmp") + 8
+
+
+def fit_name(name: str, reserve: int) -> str:
+    """`name`, or a shortened form that leaves `reserve` bytes under NAME_MAX: the stem is cut
+    (on a character boundary) and marked with a hash of the whole name; the extension stays."""
+    raw = os.fsencode(name)
+    if len(raw) + reserve <= NAME_MAX:
+        return name
+    stem, dot, ext = name.rpartition(".")
+    if not stem or len(os.fsencode(ext)) > 16:
+        stem, dot, ext = name, "", ""
+    mark = "~" + hashlib.sha256(raw).hexdigest()[:10]
+    room = NAME_MAX - reserve - len(os.fsencode(dot + ext)) - len(mark)
+    cut = os.fsencode(stem)[:max(1, room)]
+    return os.fsdecode(cut.decode("utf-8", "ignore").encode("utf-8")) + mark + dot + ext
+
+
 def candidate_names(name: str) -> Iterator[str]:
-    """x.jsonl, x.2.jsonl, x.3.jsonl, ... (the extension stays last: it gives the file type)."""
+    """x.jsonl, x.2.jsonl, x.3.jsonl, ... (the extension stays last: it gives the file type).
+    A name too long to carry a sidecar next to it is shortened first (`fit_name`)."""
+    name = fit_name(name, SIDECAR_ROOM)
     yield name
     stem, dot, ext = name.rpartition(".")
     if not stem:
