@@ -26,7 +26,7 @@ class UploadResult:
     file: FileObject
     method: str  # single | multipart | existing
     parts: int
-    attempts: int  # HTTP requests made, retries included
+    attempts: int  # 1 + the requests that were retried (0 retries: 1)
     sha256: str
     bytes: int
     seconds: float

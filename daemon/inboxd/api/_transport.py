@@ -173,8 +173,8 @@ class Transport:
         for attempt in range(self.max_retries + 1):
             if cancel is not None and cancel.is_set():
                 raise CancelledError(f"{route}: cancelled", route=route)
-            if attempts is not None:
-                attempts[0] += 1
+            if attempts is not None and attempt > 0:
+                attempts[0] += 1  # counts retries
             response = None
             try:
                 data = body() if body is not None else fixed_data

@@ -57,7 +57,7 @@ OnCreated = Callable[[str, "str | None"], None]
 def _existing(t: Transport, base: str, response: Any, route: str, attempts: list[int]) -> Outcome:
     data = read_json(response, route)
     file_id = check_id(data.get("file_id") if isinstance(data, dict) else None, route)
-    return Outcome(retrieve(t, base, file_id, attempts=attempts), "existing", 0, attempts[0])
+    return Outcome(retrieve(t, base, file_id, attempts=attempts), "existing", 0, 1 + attempts[0])
 
 
 def _rejected(response: Any, route: str) -> RejectedError:
@@ -119,7 +119,7 @@ def single(t: Transport, base: str, src: Source, purpose: str, on_created: OnCre
             if 400 <= r.status_code < 500:
                 raise _rejected(r, route)
             raise ProtocolError(f"{route}: HTTP {r.status_code}", route=route, status=r.status_code)
-        return Outcome(file_object(read_json(r, route), route), "single", 1, attempts[0])
+        return Outcome(file_object(read_json(r, route), route), "single", 1, 1 + attempts[0])
     raise TransientError("put: the presigned url kept expiring", route="put")
 
 
@@ -159,6 +159,7 @@ def _put(t: Transport, route: str, url: str, src: Source, offset: int, length: i
             return etag.strip('"')
         if attempt >= t.max_retries:
             break
+        attempts[0] += 1
         t.emit("retry", route=route, attempt=attempt + 1, delay=0, reason="etag_mismatch", status=200)
     raise TransientError(f"{route}: the ETag never matched the MD5 of the bytes sent", route=route)
 
@@ -216,7 +217,7 @@ def multipart(t: Transport, base: str, src: Source, purpose: str, cfg: UploadCon
                 f"{route}: HTTP {r.status_code}", route=route, status=r.status_code)
             _abort(t, base, upload_id, file_id)
             raise err
-        return Outcome(file_object(read_json(r, route), route), "multipart", num_parts, attempts[0])
+        return Outcome(file_object(read_json(r, route), route), "multipart", num_parts, 1 + attempts[0])
     raise TransientError("part_put: the presigned urls kept expiring", route="part_put")
 
 
