@@ -54,6 +54,7 @@ class Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
     server: _Server
     route = "unknown"
+    _body_read = False
 
     def setup(self) -> None:
         super().setup()
@@ -109,6 +110,9 @@ class Handler(BaseHTTPRequestHandler):
         return int(value)
 
     def _drain(self) -> None:
+        if self._body_read:
+            return
+        self._body_read = True
         n = self._length() or 0
         if "chunked" in self.headers.get("Transfer-Encoding", "").lower():
             self.close_connection = True
@@ -124,6 +128,7 @@ class Handler(BaseHTTPRequestHandler):
         if n > limit:
             self._send(413, {"error": {"message": "request body too large"}}, close=True)
             raise _Done
+        self._body_read = True
         return self.rfile.read(n) if n else b""
 
     def _abort_connection(self) -> None:
@@ -144,6 +149,7 @@ class Handler(BaseHTTPRequestHandler):
         parts = urlsplit(self.path)
         path, query = parts.path, dict(parse_qsl(parts.query))
         self.emu.pending_hostile.value = None
+        self._body_read = False
         try:
             if path.startswith("/_storage/"):
                 self.route = "part_put" if path.startswith("/_storage/p/") else "put"
@@ -509,6 +515,7 @@ class Handler(BaseHTTPRequestHandler):
     def _receive(self, dest: Path, length: int, drop_at: int | None) -> tuple[str, str] | None:
         """Stream the body into `dest`; (md5, sha256), or None if the body did not all arrive."""
         md5, sha = hashlib.md5(), hashlib.sha256()
+        self._body_read = True
         tmp = dest.with_name(dest.name + f".{threading.get_ident()}.tmp")
         got = 0
         with open(tmp, "wb") as out:
