@@ -143,7 +143,8 @@ def official(files: list[Path], base_url: str) -> dict[str, float]:
     script = r"""
 import json, sys, time
 from together import Together
-base_url, key, paths = sys.argv[1], sys.argv[2], sys.argv[3:]
+base_url, key = sys.argv[1], sys.argv[2]
+paths = sys.stdin.read().split("\n")
 client = Together(api_key=key, base_url=base_url)
 lat = []
 t0 = time.perf_counter()
@@ -154,8 +155,10 @@ for p in paths:
 print(json.dumps({"seconds": time.perf_counter() - t0, "lat": lat}))
 """
     listing = [str(p) for p in files]
-    out = subprocess.run([str(python), "-c", script, base_url, KEY, *listing], check=True,
+    out = subprocess.run([str(python), "-c", script, base_url.removesuffix("/v1"), KEY], input="\n".join(listing),
                          capture_output=True, text=True)
+    if out.returncode != 0:
+        raise SystemExit(f"the official client failed:\n{out.stderr[-3000:]}")
     data = json.loads(out.stdout.strip().splitlines()[-1])
     return {"n": len(listing), "seconds": data["seconds"], "p50": pct(data["lat"], 0.5),
             "p99": pct(data["lat"], 0.99), "version": together_version(python)}

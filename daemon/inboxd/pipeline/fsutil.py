@@ -102,6 +102,7 @@ def place(src: Path, folder: Path, name: str, sidecar: str, *, on_reserved: Call
     """Move `src` into `folder` under a free name derived from `name`; return the new path.
 
     `on_reserved(dst)` is called before the move (the journal records the target first).
+    The folder is not fsynced here: the sidecar written next to the file does that.
     """
     folder.mkdir(parents=True, exist_ok=True)
     while True:
@@ -112,8 +113,7 @@ def place(src: Path, folder: Path, name: str, sidecar: str, *, on_reserved: Call
             move_no_replace(src, dst)
         except FileExistsError:
             continue
-        fsync_dir(folder)
-        return dst
+        return dst  # the caller's sidecar write (write_atomic) fsyncs this folder next
 
 
 def same_file(a: Path, b: Path) -> bool:

@@ -6,7 +6,9 @@ written before the step that cannot be undone, so a restart knows what was done.
 journal also maps (sha256, purpose) to the file object for dedupe, and remembers files
 kept in place (``on_success = "keep"``) by (path, size, mtime, sha256).
 
-One connection, one lock: the daemon's threads share it; writes are small and few.
+One connection per thread (WAL lets readers run beside the one writer; SQLite serialises
+the writers itself, briefly): no Python lock is held while SQLite works, so workers do not
+queue behind each other's statements.
 """
 
 from __future__ import annotations
@@ -95,19 +97,48 @@ class Journal:
     def __init__(self, state_dir: Path) -> None:
         state_dir.mkdir(parents=True, exist_ok=True)
         self.path = state_dir / "journal.sqlite3"
-        self._lock = threading.Lock()
-        self._db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None, timeout=30)
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA synchronous=NORMAL")
-        self._db.executescript(_SCHEMA)
+        self._local = threading.local()
+        self._all: list[sqlite3.Connection] = []
+        self._all_lock = threading.Lock()
+        db = self._db()
+        db.execute("PRAGMA journal_mode=WAL")
+        db.executescript(_SCHEMA)
+
+    def _db(self) -> sqlite3.Connection:
+        db = getattr(self._local, "db", None)
+        if db is None:
+            db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None, timeout=30)
+            db.execute("PRAGMA synchronous=NORMAL")
+            db.execute("PRAGMA busy_timeout=30000")
+            self._local.db = db
+            with self._all_lock:
+                self._all.append(db)
+        return db
 
     def close(self) -> None:
-        with self._lock:
-            self._db.close()
+        with self._all_lock:
+            for db in self._all:
+                try:
+                    db.close()
+                except sqlite3.Error:
+                    pass
+            self._all.clear()
+        self._local = threading.local()
 
     def _exec(self, sql: str, args: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
-        with self._lock:
-            return self._db.execute(sql, args).fetchall()
+        return self._db().execute(sql, args).fetchall()
+
+    def uploaded(self, claim: str, sha256: str, purpose: str, file_object: dict[str, Any], **fields: Any) -> None:
+        """Stage `uploaded` and the dedupe entry, in one transaction."""
+        db = self._db()
+        cols = ", ".join(f"{k} = ?" for k in fields)
+        file_json = json.dumps(file_object)
+        with db:
+            db.execute("BEGIN IMMEDIATE")
+            db.execute(f"UPDATE files SET stage = 'uploaded', file_json = ?, {cols}, updated_at = ? WHERE claim = ?",
+                       (file_json, *fields.values(), time.time(), claim))
+            db.execute("INSERT OR REPLACE INTO uploads (sha256, purpose, file_id, file_json) VALUES (?,?,?,?)",
+                       (sha256, purpose, str(file_object.get("id")), file_json))
 
     # --- the rows of claimed files ---------------------------------------------------------
 

@@ -182,9 +182,8 @@ def _check(ctx: Context, job: Job, f: Any, st: os.stat_result, hb: Heartbeat) ->
     validation = {"mode": mode, "passed": bool(report.passed), "records": report.records, "format": report.format}
     ctx.journal.update(str(job.claim), stage="checked", bytes=report.bytes, mtime_ns=st.st_mtime_ns,
                        sha256=report.sha256, validation=json.dumps(validation))
-    row = ctx.journal.get(str(job.claim))
-    log.info("file.checked", **_fields(job, row, passed=bool(report.passed), records=report.records,
-                                         seconds=round(time.monotonic() - t0, 3)))
+    log.info("file.checked", inbox=str(job.inbox.path), name=job.name, sha256=report.sha256, bytes=report.bytes,
+             passed=bool(report.passed), records=report.records, seconds=round(time.monotonic() - t0, 3))
     if report.passed:
         return True
     first = report.errors[0] if report.errors else None
@@ -228,12 +227,11 @@ def _upload(ctx: Context, job: Job, f: Any, st: os.stat_result, hb: Heartbeat) -
     after = os.fstat(f.fileno())
     if (after.st_size, after.st_mtime_ns) != (st.st_size, st.st_mtime_ns) or after.st_size != row.bytes:
         raise SourceChanged("the file changed while it was uploaded; it is checked and uploaded again")
-    ctx.journal.update(str(job.claim), stage="uploaded", file_id=file_object.get("id"),
-                       file_json=json.dumps(file_object), method=method, parts=parts, attempts=attempts,
-                       started_at=started, finished_at=time.time())
-    ctx.journal.remember_upload(row.sha256, purpose, str(file_object.get("id")), file_object)
-    log.info("file.uploaded", **_fields(job, ctx.journal.get(str(job.claim)), method=method, parts=parts,
-                                          attempt=attempts, seconds=round(time.time() - started, 3)))
+    ctx.journal.uploaded(str(job.claim), row.sha256, purpose, file_object, file_id=file_object.get("id"),
+                         method=method, parts=parts, attempts=attempts, started_at=started, finished_at=time.time())
+    log.info("file.uploaded", inbox=str(job.inbox.path), name=job.name, sha256=row.sha256, bytes=row.bytes,
+             file_id=file_object.get("id"), method=method, parts=parts, attempt=attempts,
+             seconds=round(time.time() - started, 3))
 
 
 def _archive(ctx: Context, job: Job, hb: Heartbeat, *, recovered: bool) -> str:
@@ -241,7 +239,6 @@ def _archive(ctx: Context, job: Job, hb: Heartbeat, *, recovered: bool) -> str:
     row = ctx.journal.get(str(job.claim))
     assert row is not None
     manifest_path = archive(ctx.journal, job.inbox, row)
-    row = ctx.journal.get(str(job.claim))
     log.info("file.archived", **_fields(job, row, manifest=str(manifest_path), recovered=recovered,
                                           on_success=job.inbox.on_success,
                                           seconds=round(time.time() - job.seen_at, 3)))

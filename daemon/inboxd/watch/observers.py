@@ -18,6 +18,11 @@ from typing import Protocol
 from watchdog.events import FileSystemEvent, FileSystemEventHandler
 from watchdog.observers.inotify import InotifyObserver
 
+try:
+    from watchdog.observers.inotify_move_event_grouper import InotifyMoveEventGrouper
+except ImportError:  # pragma: no cover - other watchdog releases
+    InotifyMoveEventGrouper = None  # type: ignore[assignment,misc]
+
 from .ignore import is_ignored_name
 from .queue import PathQueue
 
@@ -63,6 +68,15 @@ class _Enqueue(FileSystemEventHandler):
             self._queue.mark_overflow()
 
 
+def _no_move_pairing_delay() -> None:
+    """watchdog holds each IN_MOVED_FROM for 0.5 s to pair it with its IN_MOVED_TO, in a FIFO
+    queue: every claim (a rename out of the inbox) would delay every event behind it by half a
+    second. inboxd takes a move as two hints (look at the source, look at the destination), so
+    the pairing buys nothing here; an unpaired move-in still arrives as a move (`moved_in`)."""
+    if InotifyMoveEventGrouper is not None and hasattr(InotifyMoveEventGrouper, "delay"):
+        InotifyMoveEventGrouper.delay = 0.0
+
+
 class InotifyWatch:
     def __init__(self, key: str, folder: Path, queue: PathQueue) -> None:
         self.folder = folder
@@ -72,6 +86,7 @@ class InotifyWatch:
 
     def start(self) -> None:
         self._inode = _inode(self.folder)
+        _no_move_pairing_delay()
         observer = InotifyObserver(generate_full_events=True)
         observer.daemon = True
         observer.schedule(_Enqueue(self._key, str(self.folder), self._queue), str(self.folder), recursive=False)
