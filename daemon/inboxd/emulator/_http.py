@@ -21,6 +21,7 @@ import socket
 import struct
 import tempfile
 import threading
+from concurrent.futures import Future, ThreadPoolExecutor
 import time
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -37,6 +38,14 @@ FILE_TYPES = {"jsonl", "parquet", "csv"}
 _FILE_ROUTE = re.compile(r"^/v1/files/([^/]+)(/preprocess|/content)?$")
 HOSTILE = {"no_location", "file_location", "other_host_location", "bad_file_id", "no_etag", "garbage_json",
            "hang", "huge_content_length", "redirect_loop"}
+
+
+_HASHERS = ThreadPoolExecutor(max_workers=8, thread_name_prefix="emulator-hash")
+
+
+def _md5_and_write(md5: Any, out: Any, chunk: bytes) -> None:
+    md5.update(chunk)
+    out.write(chunk)
 
 
 class _Server(ThreadingHTTPServer):
@@ -518,10 +527,15 @@ class Handler(BaseHTTPRequestHandler):
         self._body_read = True
         tmp = dest.with_name(dest.name + f".{threading.get_ident()}.tmp")
         got = 0
+        # the next chunk is read from the socket while the last one is hashed (md5 and sha256 on
+        # two threads; hashlib lets go of the GIL) and written: the emulator keeps up with curl
+        pending: list[Future[Any]] = []
         with open(tmp, "wb") as out:
             while got < length:
                 if drop_at is not None and got >= drop_at:
                     self._injected("drop")
+                    for fut in pending:
+                        fut.result()
                     out.close()
                     tmp.unlink(missing_ok=True)
                     self._abort_connection()
@@ -530,10 +544,12 @@ class Handler(BaseHTTPRequestHandler):
                 chunk = self.rfile.read(want)
                 if not chunk:
                     break
-                md5.update(chunk)
-                sha.update(chunk)
-                out.write(chunk)
+                for fut in pending:
+                    fut.result()
+                pending = [_HASHERS.submit(sha.update, chunk), _HASHERS.submit(_md5_and_write, md5, out, chunk)]
                 got += len(chunk)
+            for fut in pending:
+                fut.result()
         if got != length:
             tmp.unlink(missing_ok=True)
             self.close_connection = True
