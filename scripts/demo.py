@@ -49,7 +49,7 @@ validate = "strict"
         print(f"inboxd run exited {rc}; no manifest", file=sys.stderr)
         return rc or 1
     print(f"\n{manifests[-1]}:")
-    print(manifests[-1].read_text())
+    print(json.dumps(json.loads(manifests[-1].read_text()), indent=2))
     return 0
 
 

@@ -80,7 +80,7 @@ def _resume(row: Row, claim: Path, inbox: InboxConfig) -> Path | None:
 def _move(journal: Journal, inbox: InboxConfig, row: Row, claim: Path, done: Path) -> Path:
     def reserve(target: Path, data_path: Path | None) -> None:
         sidecar = manifest_from_row(row, inbox, data_path)
-        journal.update(row.claim, target=str(target), sidecar=json.dumps(sidecar, indent=2))
+        journal.update(row.claim, target=str(target), sidecar=json.dumps(sidecar))
 
     if inbox.on_success == "keep" and row.sha256 and row.bytes is not None and row.mtime_ns is not None:
         original = inbox.path / row.name
@@ -133,7 +133,7 @@ def fail(
             message=message, line=line, status=status, size=row.bytes, sha256=row.sha256,
             mtime_ns=row.mtime_ns, validation=validation, attempts=attempts, when=now,
         )
-        journal.update(row.claim, target=str(target), sidecar=json.dumps(sidecar, indent=2), error=json.dumps(sidecar["error"]))
+        journal.update(row.claim, target=str(target), sidecar=json.dumps(sidecar), error=json.dumps(sidecar["error"]))
 
     if row.target and row.sidecar and row.error and same_file(claim, Path(row.target)):
         os.unlink(claim)

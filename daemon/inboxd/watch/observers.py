@@ -15,7 +15,13 @@ import threading
 from pathlib import Path
 from typing import Protocol
 
-from watchdog.events import FileSystemEvent, FileSystemEventHandler
+from watchdog.events import (
+    FileClosedEvent,
+    FileCreatedEvent,
+    FileMovedEvent,
+    FileSystemEvent,
+    FileSystemEventHandler,
+)
 from watchdog.observers.inotify import InotifyObserver
 
 try:
@@ -89,7 +95,10 @@ class InotifyWatch:
         _no_move_pairing_delay()
         observer = InotifyObserver(generate_full_events=True)
         observer.daemon = True
-        observer.schedule(_Enqueue(self._key, str(self.folder), self._queue), str(self.folder), recursive=False)
+        # only what says "a name appeared or was finished": no IN_MODIFY per write(), no directory
+        # events; a file still being written is looked at again when its settle time runs out
+        observer.schedule(_Enqueue(self._key, str(self.folder), self._queue), str(self.folder), recursive=False,
+                          event_filter=[FileCreatedEvent, FileMovedEvent, FileClosedEvent])
         observer.start()
         self._observer = observer
 
