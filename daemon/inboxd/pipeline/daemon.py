@@ -414,6 +414,13 @@ class Daemon:
 
     # --- what the service layer reads ------------------------------------------------------
 
+    def busy_by_inbox(self) -> dict[str, int]:
+        out: dict[str, int] = {}
+        for w in self.workers:
+            if w.heartbeat.busy and w.current is not None:
+                out[w.current] = out.get(w.current, 0) + 1
+        return out
+
     @property
     def wedge_seconds(self) -> float:
         """A busy worker without progress (bytes, a stage change) for this long is wedged."""
@@ -428,6 +435,7 @@ class Daemon:
     def snapshot(self) -> dict[str, Any]:
         """Per-inbox counts and liveness, for metrics, health and the watchdog."""
         queued = self.queue.queued_by_inbox()
+        busy = self.busy_by_inbox()
         limit = self.wedge_seconds
         return {
             "paused": self.gate.paused,
@@ -439,6 +447,11 @@ class Daemon:
                     "purpose": s.config.purpose,
                     "waiting": len(s.ready) + self.tracker.pending_in(key),
                     "queued": queued.get(key, 0),
+                    "in_flight": busy.get(key, 0),
+                    "done": self.ctx.by_inbox.get(key, {}).get("archived", 0),
+                    "failed": self.ctx.by_inbox.get(key, {}).get("failed", 0),
+                    "retried": self.ctx.by_inbox.get(key, {}).get("retried", 0),
+                    "watch_alive": s.watch_ok(),
                     "missing": s.missing,
                 }
                 for key, s in self.inboxes.items()

@@ -51,11 +51,15 @@ class Context:
     on_auth_rejected: Any  # callable(exc) -> None
     observe: Any = None  # callable(event: str, job: Job, **fields) -> None, for metrics
     counters: dict[str, int] = field(default_factory=lambda: {"archived": 0, "failed": 0, "retried": 0})
+    by_inbox: dict[str, dict[str, int]] = field(default_factory=dict)
     lock: threading.Lock = field(default_factory=threading.Lock)
 
-    def count(self, what: str) -> None:
+    def count(self, what: str, inbox: str | None = None) -> None:
         with self.lock:
             self.counters[what] = self.counters.get(what, 0) + 1
+            if inbox is not None:
+                per = self.by_inbox.setdefault(inbox, {})
+                per[what] = per.get(what, 0) + 1
 
 
 def backoff(attempt: int) -> float:
@@ -121,7 +125,7 @@ def _retry(ctx: Context, job: Job, exc: BaseException) -> str:
     row = ctx.journal.get(str(job.claim))
     log.warning("file.retry", **_fields(job, row, attempt=job.attempts, retry_in=round(delay, 2),
                                           error=str(exc), error_kind=str(kind)))
-    ctx.count("retried")
+    ctx.count("retried", job.key)
     ctx.queue.put(job, delay=delay)
     return "retry"
 
@@ -134,7 +138,7 @@ def _failed(ctx: Context, job: Job, stage: str, error_kind: str, message: str, *
                 line=line, status=status, validation=validation, attempts=max(job.attempts, row.attempts))
     log.error("file.failed", **_fields(job, row, stage=stage, error_kind=error_kind, error=message,
                                          sidecar=str(path), attempt=job.attempts))
-    ctx.count("failed")
+    ctx.count("failed", job.key)
     if ctx.observe:
         ctx.observe("failed", job)
     return "failed"
@@ -242,7 +246,7 @@ def _archive(ctx: Context, job: Job, hb: Heartbeat, *, recovered: bool) -> str:
     log.info("file.archived", **_fields(job, row, manifest=str(manifest_path), recovered=recovered,
                                           on_success=job.inbox.on_success,
                                           seconds=round(time.time() - job.seen_at, 3)))
-    ctx.count("archived")
+    ctx.count("archived", job.key)
     if ctx.observe:
         ctx.observe("archived", job)
     return "archived"

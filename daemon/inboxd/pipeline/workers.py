@@ -18,6 +18,7 @@ class Worker:
         self.ctx = ctx
         self.on_done = on_done
         self.heartbeat = Heartbeat()
+        self.current: str | None = None  # the inbox of the job in hand
         self.stopping = threading.Event()
         self.thread = threading.Thread(target=self._run, name=f"worker-{index}", daemon=True)
 
@@ -33,6 +34,7 @@ class Worker:
             job = queue.get(timeout=0.5)
             if job is None:
                 continue
+            self.current = job.key
             self.heartbeat.start(f"{job.inbox.path}/{job.name}")
             try:
                 handle(self.ctx, job, self.heartbeat)
@@ -41,5 +43,6 @@ class Worker:
                 queue.put(job, delay=60.0)  # it stays claimed; try again later rather than forget it
             finally:
                 self.heartbeat.stop()
+                self.current = None
                 queue.done()
                 self.on_done()
