@@ -391,6 +391,8 @@ class Daemon:
         if not drained:
             self.cancel.set()
             self.queue.wait_idle(5.0)
+        for w in self.workers:
+            w.stopping.set()
         self.queue.close()
         queued, busy = self.queue.counts()
         for state in list(self.inboxes.values()) + self.retired:
