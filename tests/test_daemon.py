@@ -376,3 +376,24 @@ def test_on_success_keep_and_delete_and_the_polling_observer(tmp_path, emu):
     for m in ins:
         assert server_copies(emu, sha(data[m])) == 1
     assert_sidecars_valid(*ins.values())
+
+
+def test_sighup_adds_and_removes_inboxes(tmp_path, emu, inbox):
+    second = tmp_path / "inbox" / "second"
+    second.mkdir()
+    cfg = config(tmp_path, emu, [inbox])
+    with start_daemon(cfg, key=emu.key) as d:
+        drop(inbox, "one.jsonl", batch_lines("one"), tmp_path / "stage")
+        d.wait_event("file.archived", name="one.jsonl")
+        config(tmp_path, emu, [second])  # the same file, now naming only the second inbox
+        d.signal(signal.SIGHUP)
+        d.wait_event("config.reloaded")
+        d.wait_event("inbox.watching", inbox=str(second))
+        assert d.events("inbox.removed", inbox=str(inbox))
+        drop(second, "two.jsonl", batch_lines("two"), tmp_path / "stage")
+        drop(inbox, "left.jsonl", batch_lines("left"), tmp_path / "stage")
+        d.wait_event("file.archived", name="two.jsonl")
+        time.sleep(1.0)
+        assert (inbox / "left.jsonl").exists() and not d.events("file.claimed", name="left.jsonl")
+    assert "two.jsonl.manifest.json" in manifests(second)
+    assert_sidecars_valid(inbox, second)
