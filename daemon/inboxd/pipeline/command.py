@@ -15,12 +15,6 @@ from ..log import configure, register_secret
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 
 
-def _make_client(config: Config, key: SecretStr) -> Any:
-    from ..api import FilesClient
-
-    return FilesClient(config.api, config.upload, key)
-
-
 def run_command(config: Config, config_path: Path, *, emulator: bool, once: bool) -> int:
     configure(config.daemon.log_level, config.daemon.log_format)
     log = structlog.get_logger("inboxd.daemon")
@@ -61,15 +55,23 @@ def run_command(config: Config, config_path: Path, *, emulator: bool, once: bool
     from .daemon import Daemon
     from .service import make_service
 
+    service = make_service(config)
+
+    def make_client(c: Config, k: SecretStr) -> Any:
+        from ..api import FilesClient
+
+        return FilesClient(c.api, c.upload, k, observer=service.api_event)
+
     try:
-        daemon = Daemon(config, config_path, key, once=once, make_client=_make_client,
-                        resolve_key=resolve, adjust_config=adjust, service=make_service(config))
+        daemon = Daemon(config, config_path, key, once=once, make_client=make_client,
+                        resolve_key=resolve, adjust_config=adjust, service=service)
         daemon.install_signals()
         return daemon.run()
     except OSError as exc:
         log.critical("daemon.unusable", error=str(exc))
         return EXIT_FAILED
     finally:
+        service.close()
         if emu is not None:
             emu.stop()
 

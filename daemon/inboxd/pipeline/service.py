@@ -80,9 +80,95 @@ class Notify(NoService):
         self.n.stopping()
 
 
+class Service(Notify):
+    """sd_notify, and when `daemon.metrics_address` is set, Prometheus metrics and /healthz."""
+
+    def __init__(self, notifier: Any, config: Config) -> None:
+        from ..service import Metrics
+
+        super().__init__(notifier)
+        self.config = config
+        self.metrics = Metrics()
+        self.server: Any = None
+        self.daemon: Any = None
+        self.started = time.time()
+        self.last_success: dict[str, float] = {}
+        self._snapshot: dict[str, Any] | None = None
+
+    def ready(self, daemon: Any) -> None:
+        self.daemon = daemon
+        self._refresh(daemon)
+        address = self.config.daemon.metrics_host_port
+        if address is not None and self.server is None:
+            from ..service import MetricsServer
+
+            self.server = MetricsServer(address[0], address[1], self.metrics, self.health).start()
+            log.info("metrics.listening", address=f"{address[0]}:{self.server.port}")
+        super().ready(daemon)
+
+    def tick(self, daemon: Any) -> None:
+        super().tick(daemon)
+        if time.monotonic() - getattr(self, "_last_refresh", 0.0) >= 1.0:
+            self._refresh(daemon)
+
+    def _refresh(self, daemon: Any) -> None:
+        self._last_refresh = time.monotonic()
+        snap = daemon.snapshot()
+        self._snapshot = snap
+        m = self.metrics
+        for key, inbox in snap["inboxes"].items():
+            m.set_queue_depth(key, inbox["waiting"] + inbox["queued"])
+            m.set_watch_alive(key, bool(inbox["watch_alive"]) and not inbox["missing"])
+        m.set_in_flight(snap["busy"])
+        m.set_paused(snap["paused"])
+
+    def observe(self, event: str, job: Any) -> None:
+        inbox = str(job.inbox.path)
+        row = self.daemon.journal.get(str(job.claim)) if self.daemon is not None else None
+        if event == "archived":
+            existing = row is not None and row.method == "existing"
+            seconds = None
+            if row is not None and row.started_at and row.finished_at:
+                seconds = max(0.0, row.finished_at - row.started_at)
+            self.metrics.file_finished(inbox, "existing" if existing else "done",
+                                       bytes=0 if existing or row is None else (row.bytes or 0), seconds=seconds)
+            now = time.time()
+            self.last_success[inbox] = now
+            self.metrics.set_last_success(inbox, now)
+        elif event == "failed":
+            self.metrics.file_finished(inbox, "failed")
+
+    def api_event(self, event: str, fields: dict[str, Any]) -> None:
+        """The API client's observer: errors and retries, by route."""
+        if event == "api_error":
+            self.metrics.api_error(str(fields.get("route")), fields.get("status", "?"))
+        elif event == "retry":
+            self.metrics.retry(str(fields.get("route")))
+
+    def health(self) -> tuple[bool, dict[str, Any]]:
+        from ..service import health_verdict
+
+        snap = self._snapshot or {"paused": False, "watches_alive": True, "inboxes_missing": [], "inboxes": {}}
+        waiting = sum(i["waiting"] + i["queued"] + i["in_flight"] for i in snap["inboxes"].values())
+        last = max(self.last_success.values()) if self.last_success else None
+        return health_verdict(paused=snap["paused"], watches_alive=snap["watches_alive"],
+                              inboxes_missing=snap["inboxes_missing"], waiting=waiting, last_success=last,
+                              started=self.started, now=time.time(),
+                              stale_seconds=self.config.daemon.health_stale_seconds)
+
+    def reloading(self, daemon: Any) -> None:
+        super().reloading(daemon)
+
+    def stopping(self, daemon: Any) -> None:
+        super().stopping(daemon)
+
+    def close(self) -> None:
+        if self.server is not None:
+            self.server.stop()
+            self.server = None
+
+
 def make_service(config: Config) -> Any:
-    try:
-        from ..service import Notifier
-    except ImportError:
-        return NoService()
-    return Notify(Notifier.from_env())
+    from ..service import Notifier
+
+    return Service(Notifier.from_env(), config)

@@ -1,0 +1,24 @@
+"""The one rule of /healthz, as a pure function of the daemon's facts."""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+def health_verdict(*, paused: bool, watches_alive: bool, inboxes_missing: list[str], waiting: int,
+                   last_success: float | None, started: float, now: float, stale_seconds: float) -> tuple[bool, dict[str, Any]]:
+    """Unhealthy while the key is rejected, a watch is lost (or an inbox folder is missing), or
+    nothing has succeeded for `stale_seconds` while work waits."""
+    problems = []
+    if paused:
+        problems.append("the API rejects the key; uploads are paused")
+    if not watches_alive:
+        problems.append("a watch is lost")
+    if inboxes_missing:
+        problems.append(f"inbox folders missing: {', '.join(inboxes_missing)}")
+    since = now - (last_success if last_success is not None else started)
+    if waiting > 0 and since > stale_seconds:
+        problems.append(f"{waiting} files wait and nothing succeeded for {int(since)} s")
+    body = {"healthy": not problems, "problems": problems, "paused": paused, "watches_alive": watches_alive,
+            "waiting": waiting, "seconds_since_success": round(since, 1)}
+    return not problems, body

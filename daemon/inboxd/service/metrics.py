@@ -1,0 +1,122 @@
+"""Prometheus metrics (prometheus-client, its own registry) and the /metrics + /healthz server."""
+
+from __future__ import annotations
+
+import json
+import socket
+import threading
+from collections.abc import Callable
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, disable_created_metrics, generate_latest
+from prometheus_client.exposition import CONTENT_TYPE_LATEST
+
+disable_created_metrics()  # no *_created series: they double every counter for no use here
+
+
+class Metrics:
+    def __init__(self) -> None:
+        r = self.registry = CollectorRegistry()
+        self.files = Counter("inboxd_files", "Files handled, by inbox and outcome (done, existing, failed)",
+                             ["inbox", "outcome"], registry=r)
+        self.bytes = Counter("inboxd_uploaded_bytes", "Bytes uploaded", ["inbox"], registry=r)
+        self.seconds = Histogram("inboxd_upload_seconds", "Seconds from upload start to the file object", ["inbox"],
+                                 buckets=(0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 900, 3600), registry=r)
+        self.queue = Gauge("inboxd_queue_depth", "Files waiting or queued, by inbox", ["inbox"], registry=r)
+        self.in_flight = Gauge("inboxd_in_flight", "Files being worked on", registry=r)
+        self.api_errors = Counter("inboxd_api_errors", "API answers that were errors, by route and status",
+                                  ["route", "status"], registry=r)
+        self.retries = Counter("inboxd_retries", "Requests retried, by route", ["route"], registry=r)
+        self.last_success = Gauge("inboxd_last_success_timestamp_seconds", "When an inbox last archived a file",
+                                  ["inbox"], registry=r)
+        self.paused = Gauge("inboxd_paused", "1 while the API rejects the key", registry=r)
+        self.watch_alive = Gauge("inboxd_watch_alive", "1 while an inbox is watched", ["inbox"], registry=r)
+
+    def file_finished(self, inbox: str, outcome: str, bytes: int = 0, seconds: float | None = None) -> None:
+        self.files.labels(inbox, outcome).inc()
+        if bytes:
+            self.bytes.labels(inbox).inc(bytes)
+        if seconds is not None:
+            self.seconds.labels(inbox).observe(seconds)
+
+    def api_error(self, route: str, status: int | str) -> None:
+        self.api_errors.labels(route, str(status)).inc()
+
+    def retry(self, route: str) -> None:
+        self.retries.labels(route).inc()
+
+    def set_queue_depth(self, inbox: str, n: int) -> None:
+        self.queue.labels(inbox).set(n)
+
+    def set_in_flight(self, n: int) -> None:
+        self.in_flight.set(n)
+
+    def set_paused(self, paused: bool) -> None:
+        self.paused.set(1 if paused else 0)
+
+    def set_last_success(self, inbox: str, ts: float) -> None:
+        self.last_success.labels(inbox).set(ts)
+
+    def set_watch_alive(self, inbox: str, alive: bool) -> None:
+        self.watch_alive.labels(inbox).set(1 if alive else 0)
+
+    def text(self) -> bytes:
+        return generate_latest(self.registry)
+
+
+class _Handler(BaseHTTPRequestHandler):
+    server: _Server
+
+    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002
+        pass
+
+    def do_GET(self) -> None:
+        if self.path.split("?")[0] == "/metrics":
+            self._send(200, self.server.metrics.text(), CONTENT_TYPE_LATEST)
+        elif self.path.split("?")[0] == "/healthz":
+            ok, body = self.server.health()
+            self._send(200 if ok else 503, json.dumps(body).encode(), "application/json")
+        else:
+            self._send(404, b"not found\n", "text/plain")
+
+    def _send(self, status: int, body: bytes, ctype: str) -> None:
+        self.send_response(status)
+        self.send_header("Content-Type", ctype)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+
+class _Server(ThreadingHTTPServer):
+    daemon_threads = True
+    allow_reuse_address = True
+    metrics: Metrics
+    health: Callable[[], tuple[bool, dict[str, Any]]]
+
+
+class MetricsServer:
+    def __init__(self, host: str, port: int, metrics: Metrics, health: Callable[[], tuple[bool, dict[str, Any]]]) -> None:
+        self.host, self._port, self.metrics, self.health = host, port, metrics, health
+        self._srv: _Server | None = None
+
+    def start(self) -> MetricsServer:
+        family = socket.AF_INET6 if ":" in self.host else socket.AF_INET
+        _Server.address_family = family
+        srv = _Server((self.host, self._port), _Handler)
+        srv.metrics, srv.health = self.metrics, self.health
+        self._srv = srv
+        threading.Thread(target=srv.serve_forever, kwargs={"poll_interval": 0.5}, daemon=True,
+                         name="metrics").start()
+        return self
+
+    @property
+    def port(self) -> int:
+        assert self._srv is not None
+        return self._srv.server_address[1]
+
+    def stop(self) -> None:
+        if self._srv is not None:
+            self._srv.shutdown()
+            self._srv.server_close()
+            self._srv = None
