@@ -33,10 +33,15 @@ class Bad(Exception):
         self.message = message
 
 
+_FORMAT_SETS = [(name, frozenset(columns)) for name, columns in FORMATS.items()]
+_ROLES = frozenset(ROLES)
+
+
 def detect(obj: dict[str, Any]) -> str | None:
     """The first format whose columns are all present (basic mode's view of a record)."""
-    for name, columns in FORMATS.items():
-        if all(c in obj for c in columns):
+    keys = obj.keys()
+    for name, columns in _FORMAT_SETS:
+        if columns <= keys:
             return name
     return None
 
@@ -70,16 +75,17 @@ class FineTuneRules:
 
     @staticmethod
     def _strict_format(obj: dict[str, Any]) -> str | None:
+        keys = obj.keys()
         current = None
-        for name, columns in FORMATS.items():
-            if all(c in obj for c in columns):
+        for name, columns in _FORMAT_SETS:
+            if columns <= keys:
                 if current is None:
                     current = name
                 elif current != name:
                     raise Bad("finetune.format.ambiguous", f"the record has the columns of both {current} and {name}")
-                for column in obj:
-                    if column not in columns:
-                        raise Bad("finetune.format.extra_column", f"extra column {column!r} for the {name} format")
+                if len(keys) != len(columns):
+                    extra = next(c for c in obj if c not in columns)
+                    raise Bad("finetune.format.extra_column", f"extra column {extra!r} for the {name} format")
         return current
 
     def _strict_record(self, fmt: str, obj: dict[str, Any]) -> None:
@@ -93,16 +99,17 @@ class FineTuneRules:
 
 
 def check_messages(messages: Any, *, require_assistant: bool) -> None:
-    if not isinstance(messages, list):
-        raise Bad("finetune.messages.not_list", f"`messages` must be a list, found {type(messages).__name__}")
+    if messages.__class__ is not list:
+        if not isinstance(messages, list):
+            raise Bad("finetune.messages.not_list", f"`messages` must be a list, found {type(messages).__name__}")
     if not messages:
         raise Bad("finetune.messages.empty", "`messages` must not be empty")
     for m in messages:
         if not isinstance(m, dict):
             raise Bad("finetune.message.not_object", f"each message must be an object, found {type(m).__name__}")
-        for column in ("role", "content"):
-            if column not in m:
-                raise Bad("finetune.message.missing_column", f"a message lacks `{column}`")
+        if "role" not in m or "content" not in m:
+            column = "role" if "role" not in m else "content"
+            raise Bad("finetune.message.missing_column", f"a message lacks `{column}`")
     previous = None
     assistant = False
     multimodal: bool | None = None
@@ -118,16 +125,21 @@ def check_messages(messages: Any, *, require_assistant: bool) -> None:
         role = m["role"]
         if not isinstance(role, str):
             raise Bad("finetune.role.not_string", f"a role must be a string, found {type(role).__name__}")
-        if role not in ROLES:
+        if role not in _ROLES:
             raise Bad("finetune.role.unknown", f"unknown role {role!r}; roles are system, user, assistant")
-        if previous is not None and role == previous:
+        if role == previous:
             raise Bad("finetune.role.order", f"two {role} messages in a row: after the optional system message, "
                                              "roles must alternate user/assistant")
         previous = role
-        assistant |= role == "assistant"
-        is_mm, n = check_content(m["content"], role)
-        if n > 0 and weight is not None and weight != 0:
-            raise Bad("finetune.image.weight", "a message with images cannot have a non-zero weight")
+        if role == "assistant":
+            assistant = True
+        content = m["content"]
+        if content.__class__ is str:
+            is_mm, n = False, 0
+        else:
+            is_mm, n = check_content(content, role)
+            if n > 0 and weight is not None and weight != 0:
+                raise Bad("finetune.image.weight", "a message with images cannot have a non-zero weight")
         if multimodal is None:
             multimodal = is_mm
         elif multimodal != is_mm:
