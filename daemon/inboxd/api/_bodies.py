@@ -29,20 +29,26 @@ class RangeBody:
     def __len__(self) -> int:
         return self.length
 
-    def __iter__(self) -> Iterator[bytes]:
+    def __iter__(self) -> Iterator[memoryview]:
+        """One buffer, refilled: the socket has sent a chunk before the next is asked for, so
+        memory is one chunk per body in flight, whatever the part size (no allocator churn)."""
         pos, end = self.offset, self.offset + self.length
+        buf = bytearray(min(CHUNK, max(1, self.length)))
+        view = memoryview(buf)
         while pos < end:
             if self.cancel is not None and self.cancel.is_set():
                 raise CancelledError("cancelled while sending")
-            chunk = os.pread(self.fd, min(CHUNK, end - pos), pos)
-            if not chunk:
+            want = min(len(buf), end - pos)
+            n = os.preadv(self.fd, [view[:want]], pos)
+            if n <= 0:
                 raise SourceChangedError(f"the file ended at byte {pos}, before the {end} bytes it had")
+            chunk = view[:n]
             if self.md5 is not None:
                 self.md5.update(chunk)
-            pos += len(chunk)
-            self.sent += len(chunk)
+            pos += n
+            self.sent += n
             if self.progress is not None:
-                self.progress(len(chunk))
+                self.progress(n)
             yield chunk
 
 
