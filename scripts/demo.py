@@ -22,7 +22,10 @@ def main() -> int:
     INBOX.mkdir(parents=True, exist_ok=True)
     (ROOT / "state").mkdir(exist_ok=True)
     CONFIG.write_text(
-        f"""[daemon]
+        f"""[upload]
+wait_for_processing = true   # the manifest then carries the server's verdict (COMPLETED)
+
+[daemon]
 state_dir = "{ROOT / 'state'}"
 metrics_address = ""
 log_format = "console"
