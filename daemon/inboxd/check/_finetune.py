@@ -104,17 +104,20 @@ def check_messages(messages: Any, *, require_assistant: bool) -> None:
             raise Bad("finetune.messages.not_list", f"`messages` must be a list, found {type(messages).__name__}")
     if not messages:
         raise Bad("finetune.messages.empty", "`messages` must not be empty")
-    for m in messages:
-        if not isinstance(m, dict):
-            raise Bad("finetune.message.not_object", f"each message must be an object, found {type(m).__name__}")
-        if "role" not in m or "content" not in m:
-            column = "role" if "role" not in m else "content"
-            raise Bad("finetune.message.missing_column", f"a message lacks `{column}`")
     previous = None
     assistant = False
     multimodal: bool | None = None
     images = 0
+    # One loop where the 1.x checker has two (shapes of all messages first, then each message's
+    # rules): a record with problems of both kinds fails on the same line either way; only the
+    # rule named for it may differ.
     for m in messages:
+        if m.__class__ is not dict:
+            if not isinstance(m, dict):
+                raise Bad("finetune.message.not_object", f"each message must be an object, found {type(m).__name__}")
+        if "role" not in m or "content" not in m:
+            column = "role" if "role" not in m else "content"
+            raise Bad("finetune.message.missing_column", f"a message lacks `{column}`")
         weight = None
         if "weight" in m:
             weight = m["weight"]

@@ -55,13 +55,14 @@ def lines(f: BinaryIO, state: StreamState, max_line_bytes: int) -> Iterator[tupl
         parts = buf.split(b"\n")
         rest = parts.pop()
         for line in parts:
-            if line.endswith(b"\r"):
-                line = line[:-1]
-            if b"\r" in line:
-                for sub in _split_cr(line):
-                    number += 1
-                    yield number, sub
-                continue
+            if b"\r" in line:  # rare: CRLF endings, or a lone CR that ends a line too
+                if line.endswith(b"\r"):
+                    line = line[:-1]
+                if b"\r" in line:
+                    for sub in _split_cr(line):
+                        number += 1
+                        yield number, sub
+                    continue
             number += 1
             if len(line) > max_line_bytes:
                 state.too_long.append(number)
