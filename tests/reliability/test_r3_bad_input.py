@@ -273,3 +273,41 @@ def test_r3_files_that_change_in_flight_and_an_inbox_removed(tmp_path):
     assert {m["source"]["sha256"] for m in manifests(inbox) if m["source"]["name"] == "replaced.jsonl"} == {
         sha(lines(50, "first")), sha(lines(50, "second"))}
     assert not claimed(inbox)
+
+
+@pytest.mark.skipif(os.geteuid() != 0 or not shutil.which("setpriv"), reason="needs root and setpriv to run as nobody")
+def test_r3_unreadable_file_fails_instead_of_retrying_forever():
+    """As an ordinary user (nobody), a file it may not read goes to failed/ at once."""
+    import subprocess
+    import sys
+    import tempfile
+
+    from tests.helpers.daemon import REPO
+
+    nobody = ["setpriv", "--reuid=nobody", "--regid=nogroup", "--clear-groups", sys.executable]
+    probe = subprocess.run([*nobody, "-c", "import inboxd"], capture_output=True, cwd=REPO, timeout=30)
+    if probe.returncode != 0:
+        pytest.skip("this checkout is not readable by nobody")
+    tmp_path = Path(tempfile.mkdtemp(prefix="inboxd-r3-nobody-"))  # pytest's tmp root is root-only
+    os.chmod(tmp_path, 0o777)
+    emu = start_emulator(tmp_path / "emu", key=KEY)
+    inbox = tmp_path / "inbox"
+    inbox.mkdir(mode=0o777)
+    os.chmod(inbox, 0o777)
+    (tmp_path / "state").mkdir(mode=0o777)
+    os.chmod(tmp_path / "state", 0o777)
+    cfg = write_config(tmp_path, base_url=emu.base_url, inboxes=[{"path": str(inbox), "purpose": "batch-api"}],
+                       daemon={"settle_seconds": 0.1})
+    secret = inbox / "secret.jsonl"
+    secret.write_bytes(lines(2, "secret"))
+    os.chmod(secret, 0)
+    try:
+        out = subprocess.run([*nobody, "-m", "inboxd", "run", "--config", str(cfg), "--once"], capture_output=True, text=True,
+                             timeout=60, cwd=REPO, env={**os.environ, "TOGETHER_API_KEY": KEY, "HOME": str(tmp_path)})
+        assert out.returncode == 1, out.stdout[-2000:] + out.stderr[-2000:]
+        (err,) = error_sidecars(inbox)
+        assert (err["stage"], err["error"]["kind"]) == ("inspect", "unreadable")
+        assert (inbox / "failed" / "secret.jsonl").exists()
+    finally:
+        emu.stop()
+        shutil.rmtree(tmp_path, ignore_errors=True)

@@ -166,7 +166,11 @@ def _run(ctx: Context, job: Job, row: Row, hb: Heartbeat) -> str:
     if row.stage == "uploaded":
         return _archive(ctx, job, hb, recovered=True)
     flags = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
-    with os.fdopen(os.open(job.claim, flags), "rb") as f:
+    try:
+        fd = os.open(job.claim, flags)
+    except PermissionError as exc:  # the file's own permissions: retrying will not help
+        return _failed(ctx, job, "inspect", "unreadable", f"inboxd may not read the file: {exc.strerror}")
+    with os.fdopen(fd, "rb") as f:
         st = os.fstat(f.fileno())
         if file_kind(st.st_mode) != "regular":
             return _failed(ctx, job, "inspect", "not_a_regular_file", "not a regular file", kind=file_kind(st.st_mode))
