@@ -7,7 +7,6 @@ import hashlib
 import json
 import socket
 import time
-from pathlib import Path
 from urllib.parse import urlsplit
 
 import pytest

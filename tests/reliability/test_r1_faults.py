@@ -4,7 +4,6 @@ Every file must be uploaded exactly once, byte-identical, with one manifest, non
 
 from __future__ import annotations
 
-import pytest
 
 from tests.helpers.daemon import start_daemon, wait_until, write_config
 from tests.helpers.emulator import start_emulator

@@ -21,7 +21,7 @@ import pytest
 from tests.helpers.daemon import start_daemon, wait_until, write_config
 from tests.helpers.emulator import start_emulator
 
-from .common import Clock, batch_bytes, claimed, error_sidecars, manifests, record, sha
+from .common import Clock, claimed, error_sidecars, manifests, record, sha
 
 KEY = "r3-key-3e2d1c0b9a8f7"
 

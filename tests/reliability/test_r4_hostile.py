@@ -7,7 +7,6 @@ the API host, and, once the server behaves again, finish the file (or fail it wi
 from __future__ import annotations
 
 import json
-import os
 import time
 
 from tests.helpers.daemon import start_daemon, wait_until, write_config

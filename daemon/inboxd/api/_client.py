@@ -13,7 +13,7 @@ from pydantic import SecretStr
 
 from ..config import ApiConfig, UploadConfig
 from ._bodies import sha256_of
-from ._errors import AuthError, ProtocolError, RejectedError, SourceChangedError, TransientError
+from ._errors import AuthError, CancelledError, ProtocolError, RejectedError, SourceChangedError, TransientError
 from ._models import FileObject
 from ._transport import Observer, Transport, check_id, error_text
 from ._upload import OnCreated, Source, file_type_of, multipart, retrieve, single
@@ -89,7 +89,6 @@ class FilesClient:
             if time.monotonic() + delay > deadline:
                 raise TransientError(f"processing of {file_id} still {status} after the timeout", route="retrieve")
             if cancel is not None and cancel.wait(delay):
-                from ._errors import CancelledError
                 raise CancelledError("cancelled while waiting for processing")
             if cancel is None:
                 time.sleep(delay)

@@ -23,9 +23,9 @@ from typing import Any
 
 from ..config import UploadConfig
 from ._bodies import RangeBody
-from ._errors import ApiError, CancelledError, ProtocolError, RejectedError, TransientError, UrlExpiredError
+from ._errors import ApiError, ProtocolError, RejectedError, TransientError, UrlExpiredError
 from ._models import FileObject
-from ._transport import Transport, check_id, check_url, error_text, read_json, retry_delay, safe_url
+from ._transport import Transport, check_id, check_url, error_text, read_json, safe_url
 
 MAX_RESTARTS = 2  # fresh presigned urls after an expiry, at most this often
 
@@ -288,5 +288,4 @@ def file_type_of(name: str) -> str:
     return ext if ext in ("jsonl", "parquet", "csv") else "jsonl"
 
 
-__all__ = ["Source", "Outcome", "single", "multipart", "retrieve", "plan_parts", "file_type_of", "CancelledError",
-           "retry_delay"]
+__all__ = ["Source", "Outcome", "single", "multipart", "retrieve", "plan_parts", "file_type_of"]

@@ -14,7 +14,7 @@ import shutil
 import threading
 import time
 from collections import Counter
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -277,4 +277,4 @@ def _bad(message: str, nlines: int) -> dict[str, Any]:
     return {"valid": False, "error": message, "error_type": "INVALID_FORMAT", "nlines": nlines}
 
 
-__all__ = ["FileRecord", "Multipart", "Store", "check_content", "asdict", "MIN_PART"]
+__all__ = ["FileRecord", "Multipart", "Store", "check_content", "MIN_PART"]
