@@ -158,6 +158,14 @@ class DaemonConfig(_Section):
     stop_grace_seconds: float = Field(30, ge=0)
     # not in SPEC §4: /healthz turns 503 when work waits and nothing succeeded for this long
     health_stale_seconds: float = Field(900, gt=0)
+    # not in SPEC §4 (issue 10): a file a producer keeps open this long gets a file.held_open
+    # warning (then every 10 minutes); it is never claimed while open
+    held_open_warn_seconds: float = Field(300, ge=0)
+    # not in SPEC §4 (issue 10): a file that changes under its upload this many times goes to
+    # failed/ with source_changed instead of being uploaded again
+    max_source_changes: int = Field(3, ge=1)
+    # not in SPEC §4 (issue 10): journal rows of finished files older than this are deleted
+    journal_retention_days: float = Field(30, gt=0)
 
     @field_validator("log_level", mode="before")
     @classmethod

@@ -53,7 +53,7 @@ def run_command(config: Config, config_path: Path, *, emulator: bool, once: bool
     log.info("api.key", source=source)
 
     from .daemon import Daemon
-    from .service import make_service
+    from .hooks import make_service
 
     service = make_service(config)
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 from collections import OrderedDict
+from collections.abc import Iterator
 from pathlib import Path
 
 from ..config import InboxConfig
@@ -57,3 +58,62 @@ class InboxState:
 
     def path_of(self, name: str) -> Path:
         return self.config.path / name
+
+
+class InboxSet:
+    """The inboxes the daemon serves, keyed by folder, and the diff a reload applies.
+
+    Inboxes removed by a reload are `retired`: no longer watched, but their claim folders
+    are still released (or removed) at shutdown.
+    """
+
+    def __init__(self, claimer: str) -> None:
+        self.claimer = claimer
+        self.states: dict[str, InboxState] = {}
+        self.retired: list[InboxState] = []
+
+    def __iter__(self) -> Iterator[InboxState]:
+        return iter(list(self.states.values()))
+
+    def __len__(self) -> int:
+        return len(self.states)
+
+    def get(self, key: str) -> InboxState | None:
+        return self.states.get(key)
+
+    def of_path(self, path: str) -> InboxState | None:
+        """The inbox a file path lies in (inboxes are not recursive)."""
+        return self.states.get(os.path.dirname(path))
+
+    def add(self, config: InboxConfig, queue: PathQueue) -> InboxState:
+        """Create its folders and claim area, then schedule its watch (the caller scans after)."""
+        state = InboxState(config, self.claimer)
+        state.prepare()
+        self.states[state.key] = state
+        state.start_watch(queue)
+        return state
+
+    def retire(self, key: str) -> InboxState:
+        state = self.states.pop(key)
+        state.stop_watch()
+        self.retired.append(state)
+        return state
+
+    @staticmethod
+    def diff(old: list[InboxConfig], new: list[InboxConfig]) -> tuple[list[str], list[InboxConfig], list[InboxConfig]]:
+        """(keys removed, configs changed, configs added) between two inbox lists."""
+        old_by = {str(i.path): i for i in old}
+        new_by = {str(i.path): i for i in new}
+        removed = [k for k in old_by if k not in new_by]
+        changed = [new_by[k] for k in new_by if k in old_by and new_by[k] != old_by[k]]
+        added = [new_by[k] for k in new_by if k not in old_by]
+        return removed, changed, added
+
+    def all_areas(self) -> list[InboxState]:
+        return list(self.states.values()) + self.retired
+
+    def watches_alive(self) -> bool:
+        return all(s.watch_ok() for s in self.states.values() if not s.missing)
+
+    def missing(self) -> list[str]:
+        return [s.key for s in self.states.values() if s.missing]

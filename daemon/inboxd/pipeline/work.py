@@ -25,7 +25,10 @@ class Job:
     inbox: InboxConfig
     claim: Path
     name: str
-    attempts: int = 0
+    attempts: int = 0  # transient failures so far
+    bugs: int = 0  # unexpected exceptions so far (internal errors)
+    source_changes: int = 0  # rounds in which the file changed under us
+    recovered: bool = False  # taken over from a daemon that is gone (or our own last run)
     not_before: float = 0.0
     seen_at: float = field(default_factory=time.time)
 

@@ -56,10 +56,10 @@ class _Enqueue(FileSystemEventHandler):
     def __init__(self, key: str, folder: str, queue: PathQueue) -> None:
         self._key, self._folder, self._queue = key, folder, queue
 
-    def _put(self, path: str | bytes, moved_in: bool = False) -> None:
+    def _put(self, path: str | bytes, moved_in: bool = False, event: str = "") -> None:
         p = os.fsdecode(path)
         if p and os.path.dirname(p) == self._folder and not is_ignored_name(os.path.basename(p)):
-            self._queue.put(self._key, p, moved_in)
+            self._queue.put(self._key, p, moved_in, event)
 
     def on_any_event(self, event: FileSystemEvent) -> None:
         try:
@@ -69,7 +69,8 @@ class _Enqueue(FileSystemEventHandler):
                 self._put(event.src_path)
                 self._put(event.dest_path, moved_in=True)
             elif os.fsdecode(event.src_path) != self._folder:
-                self._put(event.src_path)
+                kind = {"created": "created", "closed": "closed"}.get(event.event_type, "")
+                self._put(event.src_path, event=kind)
         except Exception:  # noqa: BLE001 - a raising handler kills the observer thread
             self._queue.mark_overflow()
 

@@ -17,12 +17,16 @@ class PathQueue:
         self._cond = threading.Condition()
         self._overflowed = False
         self._woken = False
+        self._events: dict[str, set[str]] = {}
 
-    def put(self, inbox: str, path: str, moved_in: bool = False) -> None:
-        """Ask the daemon to look at `path` of `inbox` again; `moved_in` marks a rename into it."""
+    def put(self, inbox: str, path: str, moved_in: bool = False, event: str = "") -> None:
+        """Ask the daemon to look at `path` of `inbox` again; `moved_in` marks a rename into it;
+        `event` ("created", "closed") is remembered as evidence for readiness (`take_events`)."""
         try:
             with self._cond:
                 key = (inbox, path)
+                if event and len(self._events) < self._capacity:
+                    self._events.setdefault(path, set()).add(event)
                 if key in self._items:
                     self._items[key] = self._items[key] or moved_in
                 elif len(self._items) >= self._capacity:
@@ -55,6 +59,12 @@ class PathQueue:
             self._items.clear()
             overflowed, self._overflowed = self._overflowed, False
             return items, overflowed
+
+    def take_events(self) -> dict[str, set[str]]:
+        """The event kinds seen per path since the last call (call right after `take_all`)."""
+        with self._cond:
+            events, self._events = self._events, {}
+            return events
 
     def __len__(self) -> int:
         with self._cond:

@@ -1,6 +1,12 @@
 """When is a file complete? SPEC §2: a rename-in is complete at once; a file written in
 place is complete once its size and mtime have not changed for `settle_seconds`, measured
 on inboxd's own clock from when it first saw the file (mtimes can lie).
+
+That is the first half. The daemon then asks the kernel whether anyone still has the file
+open for writing (`lease.py`) before it claims it; while someone does, the file is `hold`-en
+here and looked at again one settle period later. Where the kernel cannot say (no lease on
+NFS or FUSE, or no `CAP_LEASE`), the evidence is the events: a file seen being created in
+place (or growing) needs a close-write event after its last change (`needs_close`).
 """
 
 from __future__ import annotations
@@ -15,6 +21,10 @@ class _Seen:
     first_seen: float
     last_change: float
     signature: tuple[int, int, int]
+    written_here: bool = False  # seen created in place, or growing, while we watched
+    closed: bool = False  # a close-write event came after the last change
+    held_since: float | None = None  # found open for writing since
+    warned_at: float | None = None
 
 
 def signature(st: os.stat_result) -> tuple[int, int, int]:
@@ -28,8 +38,12 @@ class ReadinessTracker:
         self.settle_seconds = settle_seconds
         self._seen: dict[str, _Seen] = {}
 
-    def observe(self, path: str, st: os.stat_result, *, moved_in: bool = False, now: float | None = None) -> bool:
-        """Record a look at a regular file; True when it is ready to claim."""
+    def observe(self, path: str, st: os.stat_result, *, moved_in: bool = False, now: float | None = None,
+                created: bool = False, closed: bool = False) -> bool:
+        """Record a look at a regular file; True when it has settled (or was renamed in).
+
+        `created` / `closed`: an in-place create or a close-write event came for this path.
+        """
         now = time.monotonic() if now is None else now
         sig = signature(st)
         seen = self._seen.get(path)
@@ -37,9 +51,47 @@ class ReadinessTracker:
             seen = self._seen[path] = _Seen(now, now, sig)
         elif seen.signature != sig:
             seen.signature, seen.last_change = sig, now
+            seen.written_here, seen.closed = True, False
+        if created:
+            seen.written_here = True
+        if closed:
+            seen.closed = True  # the event was read before this look: it follows the change seen now
         if moved_in:
             return True
         return now - seen.last_change >= self.settle_seconds
+
+    def needs_close(self, path: str) -> bool:
+        """Without a lease: was the file written while we watched, and no close-write seen since?"""
+        seen = self._seen.get(path)
+        return seen is not None and seen.written_here and not seen.closed
+
+    def hold(self, path: str, now: float | None = None) -> float:
+        """Someone still writes the file: look again one settle period later. Returns how long
+        it has been held open so far."""
+        now = time.monotonic() if now is None else now
+        seen = self._seen.get(path)
+        if seen is None:
+            return 0.0
+        if seen.held_since is None:
+            seen.held_since = now
+        seen.last_change = now
+        return now - seen.held_since
+
+    def should_warn(self, path: str, after: float, every: float = 600.0, now: float | None = None) -> float | None:
+        """Held open for `after` seconds: the seconds held, once and then every `every` seconds; else None."""
+        now = time.monotonic() if now is None else now
+        seen = self._seen.get(path)
+        if seen is None or seen.held_since is None or now - seen.held_since < after:
+            return None
+        if seen.warned_at is not None and now - seen.warned_at < every:
+            return None
+        seen.warned_at = now
+        return now - seen.held_since
+
+    def held_open(self, folder: str | None = None) -> list[str]:
+        """Paths found open for writing at their last look."""
+        prefix = None if folder is None else folder.rstrip("/") + "/"
+        return [p for p, s in self._seen.items() if s.held_since is not None and (prefix is None or p.startswith(prefix))]
 
     def forget(self, path: str) -> None:
         self._seen.pop(path, None)

@@ -10,22 +10,83 @@ SIGHUP; STOPPING on SIGTERM.
 from __future__ import annotations
 
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 import structlog
 
 from ..config import Config
+from .work import Job
+
+if TYPE_CHECKING:
+    from .daemon import Daemon
 
 log = structlog.get_logger("inboxd.daemon")
 
 
-class NoService:
-    def ready(self, daemon: Any) -> None: ...
-    def tick(self, daemon: Any) -> None: ...
-    def observe(self, event: str, job: Any) -> None: ...
-    def reloading(self, daemon: Any) -> None: ...
-    def stopping(self, daemon: Any) -> None: ...
+class Hooks(Protocol):
+    """What the daemon calls at each point of its life; `NoService` does nothing."""
+
+    def ready(self, daemon: Daemon) -> None: ...
+    def tick(self, daemon: Daemon) -> None: ...
+    def observe(self, event: str, job: Job) -> None: ...
+    def reloading(self, daemon: Daemon) -> None: ...
+    def stopping(self, daemon: Daemon) -> None: ...
     def close(self) -> None: ...
+
+
+class NoService:
+    def ready(self, daemon: Daemon) -> None: ...
+    def tick(self, daemon: Daemon) -> None: ...
+    def observe(self, event: str, job: Job) -> None: ...
+    def reloading(self, daemon: Daemon) -> None: ...
+    def stopping(self, daemon: Daemon) -> None: ...
+    def close(self) -> None: ...
+
+
+def wedge_seconds(daemon: Daemon) -> float:
+    """A busy worker without progress (bytes, a stage change) for this long is wedged."""
+    return max(10.0, 2 * daemon.config.api.timeout_seconds)
+
+
+def alive(daemon: Daemon) -> bool:
+    """Every watch (of the inboxes that exist) and every worker alive: the watchdog may be fed."""
+    limit = wedge_seconds(daemon)
+    workers = all(w.alive() and not w.heartbeat.wedged(limit) for w in daemon.workers)
+    return daemon.inboxes.watches_alive() and workers
+
+
+def snapshot(daemon: Daemon) -> dict[str, Any]:
+    """Per-inbox counts and liveness, for metrics, health, the STATUS line and the watchdog."""
+    queued = daemon.queue.queued_by_inbox()
+    busy: dict[str, int] = {}
+    for w in daemon.workers:
+        if w.heartbeat.busy and w.current is not None:
+            busy[w.current] = busy.get(w.current, 0) + 1
+    limit = wedge_seconds(daemon)
+    by_inbox = daemon.ctx.by_inbox
+    return {
+        "paused": daemon.gate.paused,
+        "watches_alive": daemon.inboxes.watches_alive(),
+        "inboxes_missing": daemon.inboxes.missing(),
+        "workers_alive": all(w.alive() and not w.heartbeat.wedged(limit) for w in daemon.workers),
+        "inboxes": {
+            s.key: {
+                "purpose": s.config.purpose,
+                "waiting": daemon.claimer.waiting(s.key),
+                "held_open": len(daemon.claimer.tracker.held_open(s.key)),
+                "queued": queued.get(s.key, 0),
+                "in_flight": busy.get(s.key, 0),
+                "done": by_inbox.get(s.key, {}).get("archived", 0),
+                "failed": by_inbox.get(s.key, {}).get("failed", 0),
+                "retried": by_inbox.get(s.key, {}).get("retried", 0),
+                "watch_alive": s.watch_ok(),
+                "missing": s.missing,
+            }
+            for s in daemon.inboxes
+        },
+        "busy": daemon.queue.counts()[1],
+        "counters": dict(daemon.ctx.counters),
+    }
 
 
 def summary(snapshot: dict[str, Any]) -> str:
@@ -49,34 +110,34 @@ class Notify(NoService):
         self._last_status = 0.0
         self._last_ping = 0.0
 
-    def ready(self, daemon: Any) -> None:
+    def ready(self, daemon: Daemon) -> None:
         self.n.ready()
         self._send_status(daemon, force=True)
 
-    def tick(self, daemon: Any) -> None:
+    def tick(self, daemon: Daemon) -> None:
         now = time.monotonic()
         interval = self.n.watchdog_interval
         if interval and now - self._last_ping >= interval:
-            if daemon.alive():
+            if alive(daemon):
                 self.n.watchdog_ping()
                 self._last_ping = now
         if now - self._last_status >= 1.0:
             self._send_status(daemon)
 
-    def _send_status(self, daemon: Any, force: bool = False) -> None:
+    def _send_status(self, daemon: Daemon, force: bool = False) -> None:
         self._last_status = time.monotonic()
-        text = summary(daemon.snapshot())
+        text = summary(snapshot(daemon))
         if force or text != self._status:
             self._status = text
             self.n.status(text)
 
-    def reloading(self, daemon: Any) -> None:
+    def reloading(self, daemon: Daemon) -> None:
         self.n.reloading()
 
-    def reloaded(self, daemon: Any) -> None:
+    def reloaded(self, daemon: Daemon) -> None:
         self.n.ready()
 
-    def stopping(self, daemon: Any) -> None:
+    def stopping(self, daemon: Daemon) -> None:
         self.n.stopping()
 
 
@@ -90,12 +151,12 @@ class Service(Notify):
         self.config = config
         self.metrics = Metrics()
         self.server: Any = None
-        self.daemon: Any = None
+        self.daemon: Daemon | None = None
         self.started = time.time()
         self.last_success: dict[str, float] = {}
         self._snapshot: dict[str, Any] | None = None
 
-    def ready(self, daemon: Any) -> None:
+    def ready(self, daemon: Daemon) -> None:
         self.daemon = daemon
         self._refresh(daemon)
         address = self.config.daemon.metrics_host_port
@@ -106,14 +167,14 @@ class Service(Notify):
             log.info("metrics.listening", address=f"{address[0]}:{self.server.port}")
         super().ready(daemon)
 
-    def tick(self, daemon: Any) -> None:
+    def tick(self, daemon: Daemon) -> None:
         super().tick(daemon)
         if time.monotonic() - getattr(self, "_last_refresh", 0.0) >= 1.0:
             self._refresh(daemon)
 
-    def _refresh(self, daemon: Any) -> None:
+    def _refresh(self, daemon: Daemon) -> None:
         self._last_refresh = time.monotonic()
-        snap = daemon.snapshot()
+        snap = snapshot(daemon)
         self._snapshot = snap
         m = self.metrics
         for key, inbox in snap["inboxes"].items():
@@ -122,7 +183,7 @@ class Service(Notify):
         m.set_in_flight(snap["busy"])
         m.set_paused(snap["paused"])
 
-    def observe(self, event: str, job: Any) -> None:
+    def observe(self, event: str, job: Job) -> None:
         inbox = str(job.inbox.path)
         row = self.daemon.journal.get(str(job.claim)) if self.daemon is not None else None
         if event == "archived":
@@ -156,10 +217,10 @@ class Service(Notify):
                               started=self.started, now=time.time(),
                               stale_seconds=self.config.daemon.health_stale_seconds)
 
-    def reloading(self, daemon: Any) -> None:
+    def reloading(self, daemon: Daemon) -> None:
         super().reloading(daemon)
 
-    def stopping(self, daemon: Any) -> None:
+    def stopping(self, daemon: Daemon) -> None:
         super().stopping(daemon)
 
     def close(self) -> None:

@@ -1,0 +1,148 @@
+"""ready -> claim: which files may be taken now, and taking them (SPEC §2).
+
+The `Claimer` owns the readiness tracker and the inboxes' ready sets. A path reported by
+an observer or a scan is looked at again (`lstat`); once it has settled (or was renamed
+in), the kernel is asked whether anyone still has it open for writing (`watch.lease`):
+a file held open is never claimed, whether it was written in place or renamed in by a
+writer that kept it open. Where no lease can be taken, a file seen being written needs a
+close-write event after its last change. Ready files are claimed round-robin across
+inboxes, while fewer than `capacity` jobs are queued or in flight.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Iterable
+from pathlib import Path
+
+import structlog
+
+from ..watch.lease import Writers, open_for_writing
+from ..watch.readiness import ReadinessTracker
+from ..watch.scan import inspect_path, scan_inbox
+from .inboxes import InboxSet, InboxState
+from .journal import Journal
+from .work import Job, WorkQueue
+
+log = structlog.get_logger("inboxd.daemon")
+
+HELD_OPEN_REPEAT = 600.0  # a file held open is warned about again every 10 minutes
+
+
+class Claimer:
+    def __init__(self, inboxes: InboxSet, journal: Journal, queue: WorkQueue, *, settle_seconds: float,
+                 held_open_warn_seconds: float, state_dir: Path) -> None:
+        self.inboxes = inboxes
+        self.journal = journal
+        self.queue = queue
+        self.tracker = ReadinessTracker(settle_seconds)
+        self.held_open_warn_seconds = held_open_warn_seconds
+        self.state_dir = state_dir
+        self.paused_until = 0.0  # the journal could not be written: claim nothing until then
+
+    # --- ready -----------------------------------------------------------------------------
+
+    def look(self, state: InboxState, path: str, moved_in: bool = False, events: Iterable[str] = ()) -> None:
+        """Look at one path again and decide whether it is ready to claim."""
+        entry = inspect_path(path, state.config.patterns, state.skip)
+        if entry is None:
+            self.tracker.forget(path)
+            state.ready.pop(path, None)
+            return
+        if entry.kind != "regular":
+            self.tracker.forget(path)
+            state.ready[path] = None  # claimed and sent to failed/, never opened
+            return
+        if state.config.on_success == "keep" and self.journal.is_kept(path, entry.st.st_size, entry.st.st_mtime_ns):
+            self.tracker.forget(path)
+            return
+        events = set(events)
+        settled = self.tracker.observe(path, entry.st, moved_in=moved_in,
+                                       created="created" in events, closed="closed" in events)
+        if settled and self._nobody_writing(state, path):
+            self.tracker.forget(path)
+            state.ready[path] = None
+
+    def _nobody_writing(self, state: InboxState, path: str) -> bool:
+        writers = open_for_writing(path)
+        if writers is Writers.NONE:
+            return True
+        if writers is Writers.UNKNOWN:
+            # no lease here: a file we saw written needs a close-write after its last change
+            # (only the inotify observer sees close events; polling has the settle time alone)
+            if state.config.observer != "inotify" or not self.tracker.needs_close(path):
+                return True
+        self.tracker.hold(path)
+        seconds = self.tracker.should_warn(path, self.held_open_warn_seconds, HELD_OPEN_REPEAT)
+        if seconds is not None:
+            log.warning("file.held_open", inbox=state.key, name=os.path.basename(path), seconds=round(seconds, 1),
+                        evidence="lease refused" if writers is Writers.OPEN else "no close-write event yet",
+                        hint="a producer still has this file open for writing; it is claimed once closed")
+        return False
+
+    def scan(self, state: InboxState) -> None:
+        try:
+            entries = scan_inbox(state.config.path, state.config.patterns, state.skip)
+        except OSError:
+            return  # a missing folder is noticed by the watch check
+        for e in entries:
+            self.look(state, e.path)
+        state.scanned = True
+
+    def look_again_due(self) -> None:
+        """Paths whose settle time ran out (or that were held open): look at them again."""
+        for path in self.tracker.due():
+            state = self.inboxes.of_path(path)
+            if state is None:
+                self.tracker.forget(path)
+            else:
+                self.look(state, path)
+
+    def waiting(self, key: str) -> int:
+        state = self.inboxes.get(key)
+        return (len(state.ready) if state else 0) + self.tracker.pending_in(key)
+
+    def pending(self) -> bool:
+        return any(s.ready for s in self.inboxes) or self.tracker.pending() > 0
+
+    # --- claim -----------------------------------------------------------------------------
+
+    def claim_ready(self, capacity: int) -> None:
+        """Claim ready files round-robin across inboxes while fewer than `capacity` are queued or busy."""
+        if time.monotonic() < self.paused_until:
+            return
+        while True:
+            claimed_any = False
+            for state in self.inboxes:
+                if sum(self.queue.counts()) >= capacity:
+                    return
+                if not state.ready:
+                    continue
+                path, _ = state.ready.popitem(last=False)
+                self.claim(state, path)
+                claimed_any = True
+            if not claimed_any:
+                return
+
+    def claim(self, state: InboxState, path: str) -> None:
+        try:
+            dst = state.area.claim(Path(path))
+        except OSError as exc:
+            log.error("file.claim_failed", inbox=state.key, name=os.path.basename(path), error=str(exc))
+            return
+        if dst is None:
+            return  # another daemon won it, or it went away
+        name = os.path.basename(path)
+        try:
+            self.journal.claimed(str(dst), state.key, name)
+        except Exception as exc:  # noqa: BLE001 - the state disk is full or broken: give it back
+            back = state.area.unclaim(dst, state.config.path, name)
+            log.error("journal.unwritable", inbox=state.key, name=name, error=str(exc), given_back=back,
+                      state_dir=str(self.state_dir), retry_in=2.0)
+            self.paused_until = time.monotonic() + 2.0
+            if not back:
+                self.queue.put(Job(state.config, dst, name), delay=2.0)
+            return
+        log.info("file.claimed", inbox=state.key, name=name, claim=str(dst))
+        self.queue.put(Job(state.config, dst, name))
