@@ -1,0 +1,1 @@
+"""Fast unit tests: pure, no subprocesses, no network (issue 11)."""
