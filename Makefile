@@ -4,13 +4,20 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: run test test-reliability bench clean
+.PHONY: run test test-reliability bench lint clean
 
 run: $(VENV)/.installed
 	$(BIN)/python scripts/demo.py
 
 test: $(VENV)/.installed
 	$(BIN)/python -m pytest -q
+
+# ruff and mypy (issue 11); both run, and either failing fails the target. Not part of `make test` yet.
+lint: $(VENV)/.installed
+	@status=0; \
+	$(BIN)/ruff check daemon tests bench scripts || status=1; \
+	$(BIN)/mypy || status=1; \
+	exit $$status
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)

@@ -23,7 +23,8 @@ def top(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(_transport.random, "uniform", lambda a, b: b)
 
 
-@pytest.mark.parametrize("value,expected", [("3", 3.0), ("0", 0.0), ("2.5", 2.5), ("-4", 0.0), ("100000", RETRY_AFTER_CAP)])
+@pytest.mark.parametrize("value,expected", [("3", 3.0), ("0", 0.0), ("2.5", 2.5), ("-4", 0.0),
+                                            ("100000", RETRY_AFTER_CAP)])
 def test_retry_after_seconds(value: str, expected: float) -> None:
     assert retry_delay(0, answer(Retry_After=value)) == expected
 

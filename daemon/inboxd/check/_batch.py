@@ -54,7 +54,8 @@ class BatchRules:
         if cid is None:
             return CheckIssue(number, "batch.custom_id.missing", "every request needs a `custom_id`")
         if not isinstance(cid, str):
-            return CheckIssue(number, "batch.custom_id.type", f"`custom_id` must be a string, found {type(cid).__name__}")
+            return CheckIssue(number, "batch.custom_id.type",
+                              f"`custom_id` must be a string, found {type(cid).__name__}")
         if not 1 <= len(cid) <= MAX_ID:
             return CheckIssue(number, "batch.custom_id.length",
                               f"`custom_id` must have 1..{MAX_ID} characters, found {len(cid)}")
@@ -72,7 +73,8 @@ class BatchRules:
 
     def finish(self, size: int) -> list[CheckIssue]:
         if size > MAX_BYTES:
-            return [CheckIssue(None, "batch.too_large", f"a batch file holds at most {MAX_BYTES} bytes; this has {size}")]
+            return [CheckIssue(None, "batch.too_large",
+                               f"a batch file holds at most {MAX_BYTES} bytes; this has {size}")]
         return []
 
 
@@ -89,7 +91,8 @@ def _strict_body(number: int, body: dict[str, Any]) -> CheckIssue | None:
                 return CheckIssue(number, "batch.body.messages", f"`body.messages[{i}]` needs a string `role`")
             content = m.get("content")
             if not isinstance(content, (str, list)) and not (content is None and m["role"] == "assistant"):
-                return CheckIssue(number, "batch.body.messages", f"`body.messages[{i}].content` must be a string or a list")
+                return CheckIssue(number, "batch.body.messages",
+                                  f"`body.messages[{i}].content` must be a string or a list")
     elif "prompt" in body:
         if not isinstance(body["prompt"], (str, list)):
             return CheckIssue(number, "batch.body.prompt", "`body.prompt` must be a string or a list")

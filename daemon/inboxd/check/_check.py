@@ -110,7 +110,7 @@ def _run(f: BinaryIO, state: StreamState, report: CheckReport, purpose: str, mod
             report.truncated = True
             break
     if report.truncated:
-        for number, _line in stream:  # hash and count the rest, parse no more
+        for _ in stream:  # hash and count the rest, parse no more
             pass
     issues = utf8_errors + errors if purpose == "fine-tune" and mode == "strict" else errors + utf8_errors
     issues += [CheckIssue(n, "line.too_long", f"a line longer than {max_line_bytes} bytes") for n in state.too_long]

@@ -160,7 +160,8 @@ def check_content(content: Any, role: str) -> tuple[bool, int]:
     if isinstance(content, str):
         return False, 0
     if not isinstance(content, list):
-        raise Bad("finetune.content.type", f"content must be a string or a list of parts, found {type(content).__name__}")
+        raise Bad("finetune.content.type",
+                  f"content must be a string or a list of parts, found {type(content).__name__}")
     images = 0
     for item in content:
         if not isinstance(item, dict):

@@ -6,7 +6,8 @@ from typing import Any
 
 
 def health_verdict(*, paused: bool, watches_alive: bool, inboxes_missing: list[str], waiting: int,
-                   last_success: float | None, started: float, now: float, stale_seconds: float) -> tuple[bool, dict[str, Any]]:
+                   last_success: float | None, started: float, now: float,
+                   stale_seconds: float) -> tuple[bool, dict[str, Any]]:
     """Unhealthy while the key is rejected, a watch is lost (or an inbox folder is missing), or
     nothing has succeeded for `stale_seconds` while work waits."""
     problems = []

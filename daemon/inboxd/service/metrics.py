@@ -96,7 +96,8 @@ class _Server(ThreadingHTTPServer):
 
 
 class MetricsServer:
-    def __init__(self, host: str, port: int, metrics: Metrics, health: Callable[[], tuple[bool, dict[str, Any]]]) -> None:
+    def __init__(self, host: str, port: int, metrics: Metrics,
+                 health: Callable[[], tuple[bool, dict[str, Any]]]) -> None:
         self.host, self._port, self.metrics, self.health = host, port, metrics, health
         self._srv: _Server | None = None
 
