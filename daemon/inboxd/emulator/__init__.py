@@ -27,7 +27,7 @@ and status counts by route, faults injected, Authorization headers seen by stora
 `POST /v1/_emulator/reset`.
 """
 
-from ._http import Emulator, serve_forever
+from ._server import Emulator, serve_forever
 from ._settings import EmulatorSettings, Faults
 
 __all__ = ["Emulator", "EmulatorSettings", "Faults", "serve_forever"]

@@ -1,0 +1,58 @@
+"""The control endpoints under /v1/_emulator/ (bearer auth like the API): `GET stats`,
+`POST faults` (rates and clocks), `POST script` (one-shot faults), `POST reset`."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+from ._faults import HOSTILE, bad_entries
+
+if TYPE_CHECKING:
+    from ._handler import Handler
+
+PREFIX = "/v1/_emulator/"
+
+
+def _stats(h: Handler) -> None:
+    h.drain()
+    h.send(200, h.emu.stats())
+
+
+def _faults(h: Handler) -> None:
+    values = json.loads(h.read_small() or b"{}")
+    h.emu.set_faults(values)
+    h.send(200, h.emu.settings_dict())
+
+
+def _script(h: Handler) -> None:
+    entries = json.loads(h.read_small() or b"[]")
+    bad = bad_entries(entries)
+    if bad:
+        h.send(400, {"error": {"message": f"bad script entries: {bad}", "hostile_modes": sorted(HOSTILE)}})
+        return
+    h.emu.add_script(entries)
+    h.send(200, {"script": h.emu.script_snapshot()})
+
+
+def _reset(h: Handler) -> None:
+    h.drain()
+    h.emu.reset()
+    h.send(200, {"reset": True})
+
+
+CONTROL: dict[tuple[str, str], Callable[[Handler], None]] = {
+    ("GET", "stats"): _stats,
+    ("POST", "faults"): _faults,
+    ("POST", "script"): _script,
+    ("POST", "reset"): _reset,
+}
+
+
+def control(h: Handler, method: str, path: str) -> None:
+    what = path[len(PREFIX):]
+    answer = CONTROL.get((method, what))
+    if answer is None:
+        h.error(404, f"no control route {method} {what}")
+    answer(h)

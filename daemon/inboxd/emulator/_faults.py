@@ -1,0 +1,177 @@
+"""Fault injection: random faults (rates in `Faults`), scripted one-shot faults, hostile modes.
+
+Scripted entries are consumed in order of matching: {"route": R, "status": S, "times": N,
+"part_number": P?} answers R with S; {"route": R, "hostile": MODE} answers with a hostile
+reply. Hostile modes that need no state are answered here; the others (a bad Location, a
+bad file id, no ETag) are left in `handler.pending_hostile` for the route to apply.
+"""
+
+from __future__ import annotations
+
+import random
+import threading
+import time
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, NoReturn
+
+from ._wire import Done
+
+if TYPE_CHECKING:
+    from ._handler import Handler
+
+HOSTILE = {"no_location", "file_location", "other_host_location", "bad_file_id", "no_etag", "garbage_json",
+           "hang", "huge_content_length", "redirect_loop"}
+
+
+def retry_after_headers(seconds: float) -> dict[str, str]:
+    """What a 429 carries: Retry-After in (possibly fractional) seconds, retry-after-ms."""
+    return {"Retry-After": f"{seconds:g}", "retry-after-ms": str(int(seconds * 1000))}
+
+
+def injected(h: Handler, kind: str) -> None:
+    with h.store.lock:
+        h.store.faults_injected[kind] += 1
+
+
+class Script:
+    """The scripted one-shot faults, consumed in order of matching."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._entries: list[dict[str, Any]] = []
+
+    def add(self, entries: list[dict[str, Any]]) -> None:
+        with self._lock:
+            for e in entries:
+                self._entries.append({**e, "times": int(e.get("times", 1))})
+
+    def snapshot(self) -> list[dict[str, Any]]:
+        with self._lock:
+            return [dict(e) for e in self._entries]
+
+    def take(self, route: str, part_number: int | None) -> dict[str, Any] | None:
+        with self._lock:
+            for e in self._entries:
+                if e.get("route") == route and e.get("part_number") in (None, part_number):
+                    e["times"] -= 1
+                    if e["times"] <= 0:
+                        self._entries.remove(e)
+                    return dict(e)
+        return None
+
+    def clear(self) -> None:
+        with self._lock:
+            self._entries.clear()
+
+
+def bad_entries(entries: Any) -> list[Any]:
+    """The entries of a script that cannot be run (not objects, or an unknown hostile mode)."""
+    return [e for e in entries if not isinstance(e, dict) or (e.get("hostile") and e["hostile"] not in HOSTILE)]
+
+
+# -- where faults strike --------------------------------------------------------------------------
+
+
+def api_faults(h: Handler) -> None:
+    """Before an API route answers: slowness, a scripted answer, a random 429 or 500."""
+    faults = h.emu.faults
+    if faults.slow_seconds:
+        time.sleep(faults.slow_seconds)
+    script = h.emu.take_script(h.route, None)
+    if script:
+        apply_script(h, script)
+    if random.random() < faults.rate_limit_rate:
+        injected(h, "rate_limit")
+        h.drain()
+        h.send(429, {"error": {"message": "rate limited"}}, retry_after_headers(faults.retry_after_seconds))
+        raise Done
+    if random.random() < faults.error_rate:
+        injected(h, "error")
+        h.error(500, "injected server error")
+
+
+def storage_faults(h: Handler, part_number: int | None) -> bool:
+    """Before a storage PUT is received: slowness, a scripted answer, a random 503.
+    True if the answer must leave out its ETag (hostile mode no_etag)."""
+    faults = h.emu.faults
+    if faults.slow_seconds:
+        time.sleep(faults.slow_seconds)
+    script = h.emu.take_script(h.route, part_number)
+    no_etag = script is not None and script.get("hostile") == "no_etag"
+    if no_etag:
+        injected(h, "hostile_no_etag")
+    elif script:
+        apply_script(h, script)
+    if random.random() < faults.part_error_rate:
+        injected(h, "storage_503")
+        h.drain()
+        h.send(503, "<Error><Code>SlowDown</Code></Error>", {"Content-Type": "application/xml"})
+        raise Done
+    return no_etag
+
+
+def drop_point(h: Handler, length: int) -> int | None:
+    """Where to cut a storage PUT's body (random drop_rate), or None to take it all."""
+    return length // 2 if length and random.random() < h.emu.faults.drop_rate else None
+
+
+# -- scripted answers -----------------------------------------------------------------------------
+
+
+def apply_script(h: Handler, script: dict[str, Any]) -> None:
+    """Answer with a scripted status or hostile behaviour (for routes other than the ones
+    whose hostile answers need real state: those are handled where the answer is made)."""
+    hostile = script.get("hostile")
+    if hostile is None:
+        _scripted_status(h, script)
+    injected(h, f"hostile_{hostile}")
+    answer = _HOSTILE_NOW.get(hostile)
+    if answer is None:
+        h.pending_hostile = hostile  # answered by the route itself
+        return
+    h.drain()
+    answer(h, script)
+    raise Done
+
+
+def take_hostile(h: Handler) -> str | None:
+    """The hostile mode the route must apply to its answer, once."""
+    value, h.pending_hostile = h.pending_hostile, None
+    return value
+
+
+def _scripted_status(h: Handler, script: dict[str, Any]) -> NoReturn:
+    status = int(script.get("status", 500))
+    injected(h, f"scripted_{status}")
+    h.drain()
+    headers = {}
+    if status == 429:
+        headers = retry_after_headers(float(script.get("retry_after", h.emu.faults.retry_after_seconds)))
+    h.send(status, {"error": {"message": f"scripted {status}"}}, headers)
+    raise Done
+
+
+def _hang(h: Handler, script: dict[str, Any]) -> None:
+    h.emu.stopping.wait(float(script.get("seconds", 300)))
+    h.abort_connection()
+
+
+def _garbage_json(h: Handler, script: dict[str, Any]) -> None:
+    h.send(200, b"<html>this is not json{", {"Content-Type": "application/json"})
+
+
+def _huge_content_length(h: Handler, script: dict[str, Any]) -> None:
+    h.send(200, b'{"id": "file-', {"Content-Type": "application/json"}, content_length=5 * 10**9, close=True)
+    h.abort_connection()
+
+
+def _redirect_loop(h: Handler, script: dict[str, Any]) -> None:
+    h.send(307, b"", {"Location": h.path})
+
+
+_HOSTILE_NOW: dict[str, Callable[[Handler, dict[str, Any]], None]] = {
+    "hang": _hang,
+    "garbage_json": _garbage_json,
+    "huge_content_length": _huge_content_length,
+    "redirect_loop": _redirect_loop,
+}

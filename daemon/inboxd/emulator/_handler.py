@@ -1,0 +1,98 @@
+"""One request: which part of the emulator it is for, and the bookkeeping every route shares
+(request and status counts, bearer auth, faults before an API answer).
+
+  /_storage/...      the storage host (presigned PUTs)               -> _storage
+  /v1/_emulator/...  the control endpoints                           -> _control
+  an Api's root      the API routes, through the Api's route table   -> APIS
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+from urllib.parse import parse_qsl, urlsplit
+
+from . import _faults
+from ._control import PREFIX as CONTROL_PREFIX
+from ._control import control
+from ._files import FILES
+from ._routing import Api
+from ._storage import storage_put
+from ._store import Store
+from ._wire import Done, WireHandler
+
+if TYPE_CHECKING:
+    from ._server import Emulator, Server
+
+APIS: tuple[Api, ...] = (FILES,)
+
+
+class Handler(WireHandler):
+    server: Server
+    route = "unknown"
+    pending_hostile: str | None = None  # a scripted hostile mode the route applies to its answer
+
+    @property
+    def emu(self) -> Emulator:
+        return self.server.emulator
+
+    @property
+    def store(self) -> Store:
+        return self.server.emulator.store
+
+    def do_GET(self) -> None:
+        self.dispatch("GET")
+
+    def do_POST(self) -> None:
+        self.dispatch("POST")
+
+    def do_PUT(self) -> None:
+        self.dispatch("PUT")
+
+    def do_DELETE(self) -> None:
+        self.dispatch("DELETE")
+
+    def record_status(self, status: int) -> None:
+        with self.store.lock:
+            self.store.statuses[f"{self.route} {status}"] += 1
+
+    def count(self) -> None:
+        with self.store.lock:
+            self.store.requests[self.route] += 1
+
+    def auth(self) -> None:
+        if self.headers.get("Authorization", "") != f"Bearer {self.emu.settings.key}":
+            self.error(401, "Invalid API key provided", code="invalid_api_key")
+
+    def dispatch(self, method: str) -> None:
+        parts = urlsplit(self.path)
+        path, query = parts.path, dict(parse_qsl(parts.query))
+        self.route, self.pending_hostile = "unknown", None
+        self._body_read = False
+        try:
+            self._route(method, path, query)
+        except Done:
+            pass
+        except (BrokenPipeError, ConnectionResetError):
+            self.close_connection = True
+
+    def _route(self, method: str, path: str, query: dict[str, str]) -> None:
+        if path.startswith("/_storage/"):
+            self.route = "part_put" if path.startswith("/_storage/p/") else "put"
+            self.count()
+            if method != "PUT":
+                self.error(405, "storage urls take PUT")
+            storage_put(self, path, query)
+            return
+        if path.startswith(CONTROL_PREFIX):
+            self.route = "control"
+            self.auth()
+            control(self, method, path)
+            return
+        api = next((a for a in APIS if a.owns(path)), None)
+        if api is None:
+            self.error(404, f"no route {method} {path}")
+        self.route, path_id, answer = api.route(method, path)
+        self.count()
+        self.auth()
+        _faults.api_faults(self)
+        answer(self, path_id, query)
