@@ -12,11 +12,12 @@ from pathlib import Path
 from pydantic import SecretStr
 
 from ..config import ApiConfig, UploadConfig
+from ._bandwidth import Bandwidth, metered
 from ._bodies import sha256_of
 from ._errors import AuthError, CancelledError, ProtocolError, RejectedError, SourceChangedError, TransientError
 from ._models import FileObject
-from ._transport import Observer, Transport, check_id, error_text
-from ._upload import OnCreated, Source, file_type_of, multipart, retrieve, single
+from ._transport import Observer, Transport, check_id, error_text, resolve_network
+from ._upload import OnCreated, Source, abort, file_type_of, multipart, retrieve, single
 
 TERMINAL = {"COMPLETED", "FAILED", "INVALID_FORMAT"}
 
@@ -40,14 +41,18 @@ class FilesClient:
         self.api, self.upload_config = api, upload
         self.base = api.base_url.rstrip("/")
         secret = key.get_secret_value() if isinstance(key, SecretStr) else key
-        self._t = Transport(secret, timeout=api.timeout_seconds, max_retries=api.max_retries, observer=observer)
+        self._t = Transport(secret, timeout=api.timeout_seconds, max_retries=api.max_retries, observer=observer,
+                            network=resolve_network(api))
+        # upload.max_bytes_per_second: one bucket for every thread that uploads through this client
+        self.bandwidth = Bandwidth.of(upload.max_bytes_per_second)
 
     def __repr__(self) -> str:
         return f"FilesClient(base={self.base!r})"
 
     def upload(self, path: Path, purpose: str, *, file_name: str | None = None, sha256: str | None = None,
                progress: Callable[[int], None] | None = None, cancel: threading.Event | None = None,
-               on_created: OnCreated | None = None) -> UploadResult:
+               on_created: OnCreated | None = None, limiter: Bandwidth | None = None) -> UploadResult:
+        """`limiter`: a bucket of this upload's own (an inbox's cap), charged besides the client's."""
         t0 = time.monotonic()
         fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | getattr(os, "O_NOFOLLOW", 0))
         try:
@@ -55,7 +60,7 @@ class FilesClient:
             digest = sha256 or sha256_of(fd, before.st_size, cancel)
             src = Source(fd=fd, size=before.st_size, name=file_name or Path(path).name,
                          file_type=file_type_of(file_name or Path(path).name), sha256=digest,
-                         progress=progress, cancel=cancel)
+                         progress=metered(progress, limiter, self.bandwidth), cancel=cancel)
             if src.size > self.upload_config.multipart_threshold:
                 out = multipart(self._t, self.base, src, purpose, self.upload_config, on_created)
             else:
@@ -72,12 +77,16 @@ class FilesClient:
         return retrieve(self._t, self.base, file_id)
 
     def wait_for_processing(self, file_id: str, timeout: float | None = None,
-                            cancel: threading.Event | None = None) -> FileObject:
-        """Poll until processing_status is terminal; RejectedError on FAILED/INVALID_FORMAT."""
+                            cancel: threading.Event | None = None,
+                            on_poll: Callable[[], None] | None = None) -> FileObject:
+        """Poll until processing_status is terminal; RejectedError on FAILED/INVALID_FORMAT.
+        `cancel` ends the wait (CancelledError); `on_poll` is called after every answer (a heartbeat)."""
         deadline = time.monotonic() + (timeout if timeout is not None else self.upload_config.processing_timeout_seconds)
         delay = 0.25
         while True:
             obj = retrieve(self._t, self.base, file_id, cancel=cancel)
+            if on_poll is not None:
+                on_poll()
             status = obj.processing_status
             if status is None or status == "COMPLETED":
                 return obj
@@ -93,6 +102,32 @@ class FilesClient:
             if cancel is None:
                 time.sleep(delay)
             delay = min(delay * 2, 5.0)
+
+    def lookup(self, file_id: str) -> FileObject | None:
+        """The file object, or None when the server does not know the id (404)."""
+        try:
+            return retrieve(self._t, self.base, file_id)
+        except ProtocolError as exc:
+            if exc.status == 404:
+                return None
+            raise
+
+    def delete(self, file_id: str) -> bool:
+        """Delete a file object (an orphan of an abandoned upload); True if it existed."""
+        route = "delete"
+        r = self._t.request(route, "DELETE", f"{self.base}/files/{check_id(file_id, route)}")
+        if r.status_code in (200, 204):
+            r.close()
+            return True
+        if r.status_code == 404:
+            r.close()
+            return False
+        text = error_text(r, route)
+        raise ProtocolError(f"{route}: HTTP {r.status_code}: {text}", route=route, status=r.status_code)
+
+    def abort_multipart(self, upload_id: str, file_id: str) -> None:
+        """Abort a multipart upload left by an earlier run (it cannot be resumed: SPEC §9)."""
+        abort(self._t, self.base, upload_id, file_id)
 
     def check_key(self) -> None:
         """A cheap authenticated call: AuthError if the key is refused."""

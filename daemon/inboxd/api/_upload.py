@@ -16,9 +16,10 @@ from __future__ import annotations
 import math
 import os
 import threading
+import time
 from collections.abc import Callable
 from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from ..config import UploadConfig
@@ -202,10 +203,10 @@ def multipart(t: Transport, base: str, src: Source, purpose: str, cfg: UploadCon
             urls = _part_urls(info.get("parts"), num_parts, route)
             etags = _send_parts(t, src, urls, part_size, cfg.part_concurrency, attempts)
         except UrlExpiredError:
-            _abort(t, base, upload_id, file_id)
+            abort(t, base, upload_id, file_id)
             continue
         except BaseException:
-            _abort(t, base, upload_id, file_id)
+            abort(t, base, upload_id, file_id)
             raise
         route = "complete"
         body = {"upload_id": upload_id, "file_id": file_id,
@@ -215,7 +216,7 @@ def multipart(t: Transport, base: str, src: Source, purpose: str, cfg: UploadCon
         if r.status_code != 200:
             err = _rejected(r, route) if 400 <= r.status_code < 500 else ProtocolError(
                 f"{route}: HTTP {r.status_code}", route=route, status=r.status_code)
-            _abort(t, base, upload_id, file_id)
+            abort(t, base, upload_id, file_id)
             raise err
         return Outcome(file_object(read_json(r, route), route), "multipart", num_parts, 1 + attempts[0])
     raise TransientError("part_put: the presigned urls kept expiring", route="part_put")
@@ -241,9 +242,32 @@ def _part_urls(parts: Any, num_parts: int, route: str) -> dict[int, tuple[str, d
     return out
 
 
+class PartsCancel(threading.Event):
+    """Set when one part failed for good (the other parts stop sending at once, as
+    s3transfer's coordinator cancels every task), or when the caller's own event is set."""
+
+    def __init__(self, parent: threading.Event | None) -> None:
+        super().__init__()
+        self.parent = parent
+
+    def is_set(self) -> bool:
+        return super().is_set() or (self.parent is not None and self.parent.is_set())
+
+    def wait(self, timeout: float | None = None) -> bool:
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while not self.is_set():
+            left = 0.1 if deadline is None else min(0.1, deadline - time.monotonic())
+            if left <= 0:
+                return False
+            super().wait(left)
+        return True
+
+
 def _send_parts(t: Transport, src: Source, urls: dict[int, tuple[str, dict[str, str]]], part_size: int,
                 concurrency: int, attempts: list[int]) -> dict[int, str]:
     lock = threading.Lock()
+    stop = PartsCancel(src.cancel)
+    part_src = replace(src, cancel=stop)
 
     def task(n: int) -> tuple[int, str]:
         offset = (n - 1) * part_size
@@ -251,11 +275,12 @@ def _send_parts(t: Transport, src: Source, urls: dict[int, tuple[str, dict[str, 
         url, headers = urls[n]
         mine = [0]
         try:
-            etag = _put(t, "part_put", url, src, offset, length, mine, headers=headers, md5=True)
+            etag = _put(t, "part_put", url, part_src, offset, length, mine, headers=headers, md5=True)
         finally:
             with lock:
                 attempts[0] += mine[0]
-        assert etag is not None
+        if etag is None:
+            raise ProtocolError("part_put: storage answered without an ETag", route="part_put", status=200)
         return n, etag
 
     etags: dict[int, str] = {}
@@ -266,6 +291,7 @@ def _send_parts(t: Transport, src: Source, urls: dict[int, tuple[str, dict[str, 
             for fut in done:
                 exc = fut.exception()
                 if exc is not None:
+                    stop.set()  # parts in flight stop sending now, not after their last byte
                     for p in pending:
                         p.cancel()
                     raise exc
@@ -274,7 +300,7 @@ def _send_parts(t: Transport, src: Source, urls: dict[int, tuple[str, dict[str, 
     return etags
 
 
-def _abort(t: Transport, base: str, upload_id: str, file_id: str) -> None:
+def abort(t: Transport, base: str, upload_id: str, file_id: str) -> None:
     try:
         r = t.request("abort", "POST", f"{base}/files/multipart/abort", json={"upload_id": upload_id,
                                                                              "file_id": file_id})
@@ -288,4 +314,4 @@ def file_type_of(name: str) -> str:
     return ext if ext in ("jsonl", "parquet", "csv") else "jsonl"
 
 
-__all__ = ["Source", "Outcome", "single", "multipart", "retrieve", "plan_parts", "file_type_of"]
+__all__ = ["Source", "Outcome", "abort", "single", "multipart", "retrieve", "plan_parts", "file_type_of"]

@@ -17,7 +17,8 @@ from typing import Any
 import structlog
 
 from ..config import InboxConfig
-from .fsutil import free_name, fsync_dir, place, same_file, write_atomic
+from .fsutil import free_name, fsync_dir, move_no_replace, place, same_file, write_atomic
+from .failure import Failure
 from .journal import Journal, Row
 from .sidecars import ERROR_SUFFIX, MANIFEST_SUFFIX, error_sidecar, manifest, write_sidecar
 
@@ -101,27 +102,13 @@ def _move(journal: Journal, inbox: InboxConfig, row: Row, claim: Path, done: Pat
 
 def _give_back(claim: Path, original: Path) -> bool:
     try:
-        os.link(claim, original, follow_symlinks=False)
+        move_no_replace(claim, original)
     except FileExistsError:
         return False
-    os.unlink(claim)
     return True
 
 
-def fail(
-    journal: Journal,
-    inbox: InboxConfig,
-    row: Row,
-    *,
-    kind: str,
-    stage: str,
-    error_kind: str,
-    message: str,
-    line: int | None = None,
-    status: int | None = None,
-    validation: dict[str, Any] | None = None,
-    attempts: int = 0,
-) -> Path:
+def fail(journal: Journal, inbox: InboxConfig, row: Row, failure: Failure, *, attempts: int = 0) -> Path:
     """Move a claimed file to failed/ and write `<name>.error.json`; return the sidecar path."""
     claim = Path(row.claim)
     failed = inbox.failed
@@ -129,9 +116,8 @@ def fail(
 
     def reserve(target: Path) -> None:
         sidecar = error_sidecar(
-            inbox=inbox.path, name=row.name, path=target, kind=kind, stage=stage, error_kind=error_kind,
-            message=message, line=line, status=status, size=row.bytes, sha256=row.sha256,
-            mtime_ns=row.mtime_ns, validation=validation, attempts=attempts, when=now,
+            inbox=inbox.path, name=row.name, path=target, failure=failure, size=row.bytes, sha256=row.sha256,
+            mtime_ns=row.mtime_ns, attempts=attempts, when=now,
         )
         journal.update(row.claim, target=str(target), sidecar=json.dumps(sidecar), error=json.dumps(sidecar["error"]))
 

@@ -21,7 +21,7 @@ import socket
 from dataclasses import dataclass
 from pathlib import Path
 
-from .fsutil import fit_name
+from .fsutil import fit_name, move_no_replace
 
 _counter = itertools.count(1)
 _CLAIM_NAME = re.compile(r"^(\d+)\.(.+)$")
@@ -97,15 +97,9 @@ class ClaimArea:
     def unclaim(self, claim: Path, inbox: Path, name: str) -> bool:
         """Give a claimed file back to the inbox (not started at shutdown); False if the name is taken."""
         try:
-            os.link(claim, inbox / name, follow_symlinks=False)
+            move_no_replace(claim, inbox / name)
         except FileExistsError:
             return False
-        except OSError:
-            if os.path.lexists(inbox / name):
-                return False
-            os.rename(claim, inbox / name)
-            return True
-        os.unlink(claim)
         return True
 
     def mine(self) -> list[Path]:

@@ -9,6 +9,12 @@ kept in place (``on_success = "keep"``) by (path, size, mtime, sha256).
 One connection per thread (WAL lets readers run beside the one writer; SQLite serialises
 the writers itself, briefly): no Python lock is held while SQLite works, so workers do not
 queue behind each other's statements.
+
+Durability: WAL with `synchronous=NORMAL`. A crash of the process (kill -9) loses nothing
+that was committed; a power loss may roll back the last commits, never corrupt the file.
+Every stage a rollback can undo is safe to redo, because recovery asks the server and the
+filesystem rather than trusting the row alone (README, "Power loss"). The schema carries a
+version (`PRAGMA user_version`) and is migrated forward at open.
 """
 
 from __future__ import annotations
@@ -22,6 +28,8 @@ from pathlib import Path
 from typing import Any
 
 STAGES = ("claimed", "checked", "uploading", "uploaded", "archived", "failed")
+FINISHED = ("archived", "failed")
+SCHEMA_VERSION = 2
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS files (
@@ -63,6 +71,26 @@ CREATE TABLE IF NOT EXISTS kept (
 );
 """
 
+# schema version -> the statements that bring version - 1 to it
+_MIGRATIONS: dict[int, str] = {
+    2: """
+ALTER TABLE files ADD COLUMN ino INTEGER;
+CREATE TABLE IF NOT EXISTS totals (
+    inbox TEXT NOT NULL,
+    stage TEXT NOT NULL,
+    n INTEGER NOT NULL,
+    last_at REAL,
+    PRIMARY KEY (inbox, stage)
+);
+""",
+}
+
+# the columns `update()` may set (the key, inbox and times are the journal's own)
+_UPDATABLE = frozenset({
+    "stage", "bytes", "mtime_ns", "ino", "sha256", "validation", "file_id", "upload_id", "file_json", "method",
+    "parts", "attempts", "started_at", "finished_at", "target", "sidecar", "error",
+})
+
 
 @dataclass
 class Row:
@@ -87,6 +115,7 @@ class Row:
     target: str | None
     sidecar: str | None
     error: str | None
+    ino: int | None = None
 
     @property
     def file_object(self) -> dict[str, Any] | None:
@@ -102,12 +131,27 @@ class Journal:
         self._all_lock = threading.Lock()
         db = self._db()
         db.execute("PRAGMA journal_mode=WAL")
-        db.executescript(_SCHEMA)
+        self._migrate(db)
+
+    @staticmethod
+    def _migrate(db: sqlite3.Connection) -> None:
+        version = db.execute("PRAGMA user_version").fetchone()[0]
+        if version == 0:
+            db.executescript(_SCHEMA)  # a new journal, or one from before versions (same tables)
+            version = 1
+        if version > SCHEMA_VERSION:
+            raise sqlite3.DatabaseError(f"the journal has schema version {version}, newer than this inboxd "
+                                        f"({SCHEMA_VERSION}); refusing to touch it")
+        for target in range(version + 1, SCHEMA_VERSION + 1):
+            db.executescript(f"BEGIN IMMEDIATE; {_MIGRATIONS[target]} PRAGMA user_version = {target}; COMMIT;")
+        if version < SCHEMA_VERSION or db.execute("PRAGMA user_version").fetchone()[0] != SCHEMA_VERSION:
+            db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
 
     def _db(self) -> sqlite3.Connection:
         db = getattr(self._local, "db", None)
         if db is None:
             db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None, timeout=30)
+            db.row_factory = sqlite3.Row
             db.execute("PRAGMA synchronous=NORMAL")
             db.execute("PRAGMA busy_timeout=30000")
             self._local.db = db
@@ -125,8 +169,12 @@ class Journal:
             self._all.clear()
         self._local = threading.local()
 
-    def _exec(self, sql: str, args: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
+    def _exec(self, sql: str, args: tuple[Any, ...] = ()) -> list[sqlite3.Row]:
         return self._db().execute(sql, args).fetchall()
+
+    @staticmethod
+    def _row(r: sqlite3.Row) -> Row:
+        return Row(**{k: r[k] for k in r.keys()})
 
     def uploaded(self, claim: str, sha256: str, purpose: str, file_object: dict[str, Any], **fields: Any) -> None:
         """Stage `uploaded` and the dedupe entry, in one transaction."""
@@ -151,6 +199,9 @@ class Journal:
 
     def update(self, claim: str, **fields: Any) -> None:
         """Set `fields` (column names) of the row, and its updated_at."""
+        unknown = set(fields) - _UPDATABLE
+        if unknown:
+            raise ValueError(f"journal.update: not an updatable column: {sorted(unknown)}")
         if "stage" in fields and fields["stage"] not in STAGES:
             raise ValueError(f"unknown stage {fields['stage']!r}")
         cols = ", ".join(f"{k} = ?" for k in fields)
@@ -165,7 +216,7 @@ class Journal:
 
     def get(self, claim: str) -> Row | None:
         rows = self._exec("SELECT * FROM files WHERE claim = ?", (claim,))
-        return Row(*rows[0]) if rows else None
+        return self._row(rows[0]) if rows else None
 
     def open_rows(self, inbox: str | None = None) -> list[Row]:
         """Rows not archived nor failed (in flight, or interrupted)."""
@@ -174,15 +225,9 @@ class Journal:
         if inbox is not None:
             sql += " AND inbox = ?"
             args = (inbox,)
-        return [Row(*r) for r in self._exec(sql, args)]
+        return [self._row(r) for r in self._exec(sql, args)]
 
     # --- dedupe ----------------------------------------------------------------------------
-
-    def remember_upload(self, sha256: str, purpose: str, file_id: str, file_object: dict[str, Any]) -> None:
-        self._exec(
-            "INSERT OR REPLACE INTO uploads (sha256, purpose, file_id, file_json) VALUES (?,?,?,?)",
-            (sha256, purpose, file_id, json.dumps(file_object)),
-        )
 
     def known_upload(self, sha256: str, purpose: str) -> dict[str, Any] | None:
         rows = self._exec("SELECT file_json FROM uploads WHERE sha256 = ? AND purpose = ?", (sha256, purpose))
@@ -203,17 +248,43 @@ class Journal:
     # --- status ----------------------------------------------------------------------------
 
     def counts(self) -> dict[str, dict[str, int]]:
+        """Files per inbox and stage, including finished rows already removed by `prune`."""
         out: dict[str, dict[str, int]] = {}
         for inbox, stage, n in self._exec("SELECT inbox, stage, COUNT(*) FROM files GROUP BY inbox, stage"):
             out.setdefault(inbox, {})[stage] = n
+        for inbox, stage, n in self._exec("SELECT inbox, stage, n FROM totals"):
+            per = out.setdefault(inbox, {})
+            per[stage] = per.get(stage, 0) + n
         return out
 
     def last_success(self, inbox: str) -> float | None:
         rows = self._exec("SELECT MAX(updated_at) FROM files WHERE inbox = ? AND stage = 'archived'", (inbox,))
-        return rows[0][0] if rows else None
+        latest = rows[0][0] if rows else None
+        pruned = self._exec("SELECT last_at FROM totals WHERE inbox = ? AND stage = 'archived'", (inbox,))
+        if pruned and pruned[0][0] is not None and (latest is None or pruned[0][0] > latest):
+            return float(pruned[0][0])
+        return latest
+
+    def prune(self, older_than_days: float, now: float | None = None) -> int:
+        """Delete rows of finished files older than the retention; their counts move to `totals`
+        (status stays right) and the dedupe map (`uploads`) is kept. Returns the rows removed."""
+        cutoff = (time.time() if now is None else now) - older_than_days * 86400
+        db = self._db()
+        with db:
+            db.execute("BEGIN IMMEDIATE")
+            db.execute(
+                "INSERT INTO totals (inbox, stage, n, last_at) "
+                "SELECT inbox, stage, COUNT(*), MAX(updated_at) FROM files "
+                "WHERE stage IN ('archived', 'failed') AND updated_at < ? GROUP BY inbox, stage "
+                "ON CONFLICT (inbox, stage) DO UPDATE SET n = n + excluded.n, "
+                "last_at = MAX(COALESCE(last_at, 0), excluded.last_at)",
+                (cutoff,),
+            )
+            cur = db.execute("DELETE FROM files WHERE stage IN ('archived', 'failed') AND updated_at < ?", (cutoff,))
+            return cur.rowcount
 
     def recent_failures(self, inbox: str, limit: int = 5) -> list[Row]:
         rows = self._exec(
             "SELECT * FROM files WHERE inbox = ? AND stage = 'failed' ORDER BY updated_at DESC LIMIT ?", (inbox, limit)
         )
-        return [Row(*r) for r in rows]
+        return [self._row(r) for r in rows]

@@ -4,39 +4,47 @@
 to the journal first; every outcome is one of: archived (done/), failed (failed/), retry
 later (stays claimed), paused (the key was rejected; stays claimed, counts no attempt),
 cancelled (shutdown; stays claimed for the next start), lost (the file vanished).
+
+Only transient trouble is retried (`TRANSIENT`: the network, 429/5xx, a hostile answer, a
+changed source, a full or broken disk). Anything else is a bug: it is logged with its
+traceback and the file goes to failed/ with `internal_error` after `MAX_BUGS` attempts,
+instead of being retried forever.
 """
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import random
+import sqlite3
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import IO, Any
 
 import structlog
 
-from ..api import ApiError, AuthError, CancelledError, FilesClient, RejectedError
+from ..api import ApiError, AuthError, CancelledError, FilesClient, RejectedError, SourceChangedError
 from ..check import check_file
 from ..config import Config
+from ..watch.lease import Writers, open_for_writing
 from ..watch.scan import file_kind
 from .archive import archive, fail, finish_orphan
+from .failure import Failure
 from .journal import Journal, Row
 from .work import Heartbeat, Job, WorkQueue
 
 log = structlog.get_logger("inboxd.pipeline")
 
 TERMINAL_BAD = ("FAILED", "INVALID_FORMAT")
-
-
-class SourceChanged(Exception):
-    """The claimed file changed while it was being uploaded (a writer kept it open)."""
-
-
-class ProcessingFailed(Exception):
-    """The server took the file but its validation ended FAILED or INVALID_FORMAT: permanent."""
+STARTED = ("PENDING", "QUEUED", "RUNNING", "COMPLETED")  # the server took the whole file
+MAX_BUGS = 3
+# transient: retried with backoff. OSError minus EXDEV (an archive across filesystems never works).
+TRANSIENT: tuple[type[BaseException], ...] = (ApiError, SourceChangedError, OSError, sqlite3.Error)
+# a test hook: INBOXD_INJECT_BUG=<stage> raises a plain exception at that stage (tests only)
+_INJECT_BUG = os.environ.get("INBOXD_INJECT_BUG", "")
 
 
 @dataclass
@@ -48,8 +56,8 @@ class Context:
     journal: Journal
     queue: WorkQueue
     cancel: threading.Event
-    on_auth_rejected: Any  # callable(exc) -> None
-    observe: Any = None  # callable(event: str, job: Job, **fields) -> None, for metrics
+    on_auth_rejected: Callable[[BaseException], None]
+    observe: Callable[[str, Job], None] | None = None  # for metrics
     counters: dict[str, int] = field(default_factory=lambda: {"archived": 0, "failed": 0, "retried": 0})
     by_inbox: dict[str, dict[str, int]] = field(default_factory=dict)
     lock: threading.Lock = field(default_factory=threading.Lock)
@@ -67,6 +75,11 @@ def backoff(attempt: int) -> float:
     return min(300.0, 2.0 ** max(0, attempt - 1)) * random.uniform(0.75, 1.25)
 
 
+def _bug_hook(stage: str) -> None:
+    if _INJECT_BUG == stage:
+        raise RuntimeError(f"injected bug at {stage} (INBOXD_INJECT_BUG)")
+
+
 def _fields(job: Job, row: Row | None, **extra: Any) -> dict[str, Any]:
     out: dict[str, Any] = {"inbox": str(job.inbox.path), "name": job.name}
     if row is not None:
@@ -80,38 +93,58 @@ def _fields(job: Job, row: Row | None, **extra: Any) -> dict[str, Any]:
     return out
 
 
-def handle(ctx: Context, job: Job, hb: Heartbeat) -> str:
-    """Run one job; re-queue it where that is the outcome; return the outcome's name."""
+def _row(ctx: Context, job: Job) -> Row:
     row = ctx.journal.get(str(job.claim))
     if row is None:
         ctx.journal.claimed(str(job.claim), str(job.inbox.path), job.name)
         row = ctx.journal.get(str(job.claim))
-    assert row is not None
+    if row is None:
+        raise sqlite3.OperationalError(f"the journal lost the row of {job.claim}")
+    return row
+
+
+def handle(ctx: Context, job: Job, hb: Heartbeat) -> str:
+    """Run one job; re-queue it where that is the outcome; return the outcome's name."""
     try:
-        return _run(ctx, job, row, hb)
+        return _run(ctx, job, _row(ctx, job), hb)
     except AuthError as exc:
         ctx.on_auth_rejected(exc)
         ctx.queue.put(job)
         return "paused"
     except CancelledError:
         return "cancelled"
+    except Failure as failure:
+        return _failed(ctx, job, failure)
     except RejectedError as exc:
-        return _failed(ctx, job, "upload", exc.kind or "rejected", str(exc), status=exc.status,
-                       validation=_report_json(getattr(exc, "report", None)))
-    except ProcessingFailed as exc:
-        return _failed(ctx, job, "upload", "processing_failed", str(exc))
+        return _failed(ctx, job, Failure("upload", exc.kind or "rejected", str(exc), status=exc.status,
+                                         validation=_report_json(exc.report)))
     except FileNotFoundError:
-        row = ctx.journal.get(str(job.claim))
-        if row is not None:
-            outcome = finish_orphan(ctx.journal, row)
-            if outcome == "lost":
-                log.error("file.lost", **_fields(job, row), reason="the claimed file vanished")
-            return outcome
-        return "lost"
-    except (ApiError, SourceChanged, OSError, Exception) as exc:  # noqa: BLE001 - transient: retry
+        return _vanished(ctx, job)
+    except SourceChangedError as exc:
+        return _source_changed(ctx, job, exc)
+    except OSError as exc:
+        if exc.errno == errno.EXDEV:
+            return _failed(ctx, job, Failure("archive", "cross_device", f"{exc}: done_dir and failed_dir must be "
+                                             "on the inbox's filesystem (an atomic rename cannot cross them)"))
         if ctx.cancel.is_set():
             return "cancelled"
         return _retry(ctx, job, exc)
+    except TRANSIENT as exc:
+        if ctx.cancel.is_set():
+            return "cancelled"
+        return _retry(ctx, job, exc)
+    except Exception as exc:  # noqa: BLE001 - a bug: say so with the traceback, give up after MAX_BUGS
+        return _bug(ctx, job, exc)
+
+
+def _vanished(ctx: Context, job: Job) -> str:
+    row = ctx.journal.get(str(job.claim))
+    if row is None:
+        return "lost"
+    outcome = finish_orphan(ctx.journal, row)
+    if outcome == "lost":
+        log.error("file.lost", **_fields(job, row), reason="the claimed file vanished")
+    return outcome
 
 
 def _retry(ctx: Context, job: Job, exc: BaseException) -> str:
@@ -119,8 +152,8 @@ def _retry(ctx: Context, job: Job, exc: BaseException) -> str:
     limit = ctx.config.daemon.max_attempts
     kind = getattr(exc, "kind", None) or type(exc).__name__
     if limit and job.attempts >= limit:
-        return _failed(ctx, job, "upload", str(kind), f"gave up after {job.attempts} attempts: {exc}",
-                       status=getattr(exc, "status", None))
+        return _failed(ctx, job, Failure("upload", str(kind), f"gave up after {job.attempts} attempts: {exc}",
+                                         status=getattr(exc, "status", None)))
     delay = backoff(job.attempts)
     row = ctx.journal.get(str(job.claim))
     log.warning("file.retry", **_fields(job, row, attempt=job.attempts, retry_in=round(delay, 2),
@@ -130,14 +163,41 @@ def _retry(ctx: Context, job: Job, exc: BaseException) -> str:
     return "retry"
 
 
-def _failed(ctx: Context, job: Job, stage: str, error_kind: str, message: str, *, kind: str = "regular",
-            line: int | None = None, status: int | None = None, validation: dict[str, Any] | None = None) -> str:
+def _bug(ctx: Context, job: Job, exc: Exception) -> str:
+    job.bugs += 1
     row = ctx.journal.get(str(job.claim))
-    assert row is not None
-    path = fail(ctx.journal, job.inbox, row, kind=kind, stage=stage, error_kind=error_kind, message=message,
-                line=line, status=status, validation=validation, attempts=max(job.attempts, row.attempts))
-    log.error("file.failed", **_fields(job, row, stage=stage, error_kind=error_kind, error=message,
-                                         sidecar=str(path), attempt=job.attempts))
+    log.exception("file.internal_error", **_fields(job, row, attempt=job.bugs, max_attempts=MAX_BUGS,
+                                                     error=f"{type(exc).__name__}: {exc}"))
+    if job.bugs >= MAX_BUGS:
+        return _failed(ctx, job, Failure("internal", "internal_error",
+                                         f"inboxd failed on this file {job.bugs} times ({type(exc).__name__}: "
+                                         f"{exc}); the log has the traceback"))
+    ctx.count("retried", job.key)
+    ctx.queue.put(job, delay=backoff(job.bugs))
+    return "retry"
+
+
+def _source_changed(ctx: Context, job: Job, exc: BaseException) -> str:
+    """The file changed under the check or the upload: check and upload it again, as new content."""
+    job.source_changes += 1
+    row = ctx.journal.get(str(job.claim))
+    if job.source_changes >= ctx.config.daemon.max_source_changes:
+        return _failed(ctx, job, Failure("upload", "source_changed",
+                                         f"the file kept changing while it was uploaded ({job.source_changes} "
+                                         f"times); write it elsewhere and rename it into the inbox"))
+    if row is not None:
+        ctx.journal.update(row.claim, stage="claimed", sha256=None, file_id=None, upload_id=None, file_json=None)
+    delay = max(1.0, ctx.config.daemon.settle_seconds)
+    log.warning("file.source_changed", **_fields(job, row, round=job.source_changes, retry_in=delay, error=str(exc)))
+    ctx.queue.put(job, delay=delay)
+    return "retry"
+
+
+def _failed(ctx: Context, job: Job, failure: Failure) -> str:
+    row = _row(ctx, job)
+    path = fail(ctx.journal, job.inbox, row, failure, attempts=max(job.attempts + job.bugs, row.attempts))
+    log.error("file.failed", **_fields(job, row, stage=failure.stage, error_kind=failure.kind, error=failure.message,
+                                         line=failure.line, sidecar=str(path), attempt=job.attempts))
     ctx.count("failed", job.key)
     if ctx.observe:
         ctx.observe("failed", job)
@@ -157,56 +217,92 @@ def _report_json(report: Any) -> dict[str, Any] | None:
     return report if isinstance(report, dict) else {"value": report}
 
 
+def _signature(st: os.stat_result) -> tuple[int, int, int]:
+    return (st.st_ino, st.st_size, st.st_mtime_ns)
+
+
 def _run(ctx: Context, job: Job, row: Row, hb: Heartbeat) -> str:
     st = os.lstat(job.claim)
     kind = file_kind(st.st_mode)
     if kind != "regular":
-        return _failed(ctx, job, "inspect", "not_a_regular_file",
-                       f"a {kind} matching the inbox patterns is never opened or followed", kind=kind)
+        raise Failure("inspect", "not_a_regular_file",
+                      f"a {kind} matching the inbox patterns is never opened or followed", file_kind=kind)
     if row.stage == "uploaded":
-        return _archive(ctx, job, hb, recovered=True)
+        return _archive(ctx, job, hb)
+    if row.stage == "uploading" and row.file_id and _adopt(ctx, job, row, st, hb):
+        return _archive(ctx, job, hb)
     flags = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
     try:
         fd = os.open(job.claim, flags)
     except PermissionError as exc:  # the file's own permissions: retrying will not help
-        return _failed(ctx, job, "inspect", "unreadable", f"inboxd may not read the file: {exc.strerror}")
+        raise Failure("inspect", "unreadable", f"inboxd may not read the file: {exc.strerror}") from None
     with os.fdopen(fd, "rb") as f:
         st = os.fstat(f.fileno())
         if file_kind(st.st_mode) != "regular":
-            return _failed(ctx, job, "inspect", "not_a_regular_file", "not a regular file", kind=file_kind(st.st_mode))
-        passed = _check(ctx, job, f, st, hb)
-        if not passed:
-            return "failed"
+            raise Failure("inspect", "not_a_regular_file", "not a regular file", file_kind=file_kind(st.st_mode))
+        _check(ctx, job, f, st, hb)
+        _bug_hook("check")
         _upload(ctx, job, f, st, hb)
-    return _archive(ctx, job, hb, recovered=False)
+    return _archive(ctx, job, hb)
 
 
-def _check(ctx: Context, job: Job, f: Any, st: os.stat_result, hb: Heartbeat) -> bool:
+def _adopt(ctx: Context, job: Job, row: Row, st: os.stat_result, hb: Heartbeat) -> bool:
+    """Recovery asks the server, it does not re-send: a journaled file id the server holds
+    whole and processing is adopted; otherwise the orphan is deleted (or the multipart upload
+    aborted) and the file is uploaded again. True when adopted."""
+    hb_file_id = row.file_id or ""
+    obj = ctx.client.lookup(hb_file_id)
+    unchanged = row.ino in (None, st.st_ino) and (row.bytes, row.mtime_ns) == (st.st_size, st.st_mtime_ns)
+    if obj is not None and unchanged and obj.bytes == row.bytes and (obj.processed or obj.processing_status in STARTED):
+        if ctx.config.upload.wait_for_processing and obj.processing_status != "COMPLETED":
+            obj = ctx.client.wait_for_processing(obj.id, timeout=ctx.config.upload.processing_timeout_seconds,
+                                                 cancel=ctx.cancel, on_poll=lambda: hb.beat("processing"))
+        if obj.processing_status in TERMINAL_BAD:
+            raise Failure("upload", "processing_failed",
+                          f"the server's processing of file {obj.id} ended {obj.processing_status}",
+                          validation=_report_json(obj.validation_report))
+        ctx.journal.uploaded(row.claim, row.sha256 or "", job.inbox.purpose, obj.manifest_dict(), file_id=obj.id,
+                             method=row.method or "single", parts=row.parts or 1, attempts=max(1, row.attempts),
+                             started_at=row.started_at or time.time(), finished_at=time.time())
+        log.info("file.adopted", **_fields(job, row, processing_status=obj.processing_status),
+                 reason="the server already holds this upload; nothing was sent again")
+        return True
+    if row.upload_id:
+        ctx.client.abort_multipart(row.upload_id, hb_file_id)
+    elif obj is not None:
+        ctx.client.delete(hb_file_id)
+    ctx.journal.update(row.claim, stage="checked", file_id=None, upload_id=None)
+    log.info("file.orphan_removed", **_fields(job, row, multipart=bool(row.upload_id)),
+             reason="an interrupted upload the server did not finish; it is sent again")
+    return False
+
+
+def _check(ctx: Context, job: Job, f: IO[bytes], st: os.stat_result, hb: Heartbeat) -> None:
     hb.beat("check")
     t0 = time.monotonic()
     mode = job.inbox.validate_mode
     report = check_file(f, job.inbox.purpose, mode, name=job.name,
                         max_line_bytes=ctx.config.check.max_line_bytes, max_errors=ctx.config.check.max_errors)
+    if _signature(os.fstat(f.fileno())) != _signature(st) or report.bytes != st.st_size:
+        raise SourceChangedError("the file changed while it was checked")
     validation = {"mode": mode, "passed": bool(report.passed), "records": report.records, "format": report.format}
-    ctx.journal.update(str(job.claim), stage="checked", bytes=report.bytes, mtime_ns=st.st_mtime_ns,
+    ctx.journal.update(str(job.claim), stage="checked", bytes=report.bytes, mtime_ns=st.st_mtime_ns, ino=st.st_ino,
                        sha256=report.sha256, validation=json.dumps(validation))
     log.info("file.checked", inbox=str(job.inbox.path), name=job.name, sha256=report.sha256, bytes=report.bytes,
              passed=bool(report.passed), records=report.records, seconds=round(time.monotonic() - t0, 3))
     if report.passed:
-        return True
+        return
     first = report.errors[0] if report.errors else None
-    message = first.message if first else "validation failed"
-    _failed(ctx, job, "validate", first.rule if first else "invalid", message,
-            line=first.line if first else None, validation=_report_json(report))
-    return False
+    raise Failure("validate", first.rule if first else "invalid", first.message if first else "validation failed",
+                  line=first.line if first else None, validation=_report_json(report))
 
 
-def _upload(ctx: Context, job: Job, f: Any, st: os.stat_result, hb: Heartbeat) -> None:
-    row = ctx.journal.get(str(job.claim))
-    assert row is not None and row.sha256
+def _upload(ctx: Context, job: Job, f: IO[bytes], st: os.stat_result, hb: Heartbeat) -> None:
+    row = _row(ctx, job)
+    sha256 = row.sha256 or ""
     purpose = job.inbox.purpose
     started = time.time()
-    known = ctx.journal.known_upload(row.sha256, purpose) if ctx.config.upload.dedupe else None
+    known = ctx.journal.known_upload(sha256, purpose) if ctx.config.upload.dedupe else None
     if known is not None:
         file_object, method, parts, attempts = known, "existing", 0, 1
     else:
@@ -214,44 +310,59 @@ def _upload(ctx: Context, job: Job, f: Any, st: os.stat_result, hb: Heartbeat) -
         hb.beat("upload")
         client = ctx.client
 
-        def on_created(*args: Any, **kwargs: Any) -> None:
-            file_id = kwargs.get("file_id") or (args[0] if args else None)
-            upload_id = kwargs.get("upload_id") or (args[1] if len(args) > 1 else None)
-            ctx.journal.update(str(job.claim), file_id=str(file_id) if file_id else None,
-                               upload_id=str(upload_id) if upload_id else None)
+        def on_created(file_id: str, upload_id: str | None) -> None:
+            ctx.journal.update(str(job.claim), file_id=file_id, upload_id=upload_id)
             hb.beat("upload")
 
-        result = client.upload(job.claim, purpose, file_name=job.name, sha256=row.sha256,
-                               progress=lambda *a, **k: hb.beat(), cancel=ctx.cancel, on_created=on_created)
+        result = client.upload(job.claim, purpose, file_name=job.name, sha256=sha256,
+                               progress=lambda n: hb.beat(), cancel=ctx.cancel, on_created=on_created)
+        _bug_hook("upload")
         file_obj = result.file
         if ctx.config.upload.wait_for_processing:
             hb.beat("processing")
-            file_obj = client.wait_for_processing(file_obj.id, timeout=ctx.config.upload.processing_timeout_seconds)
+            file_obj = client.wait_for_processing(file_obj.id, timeout=ctx.config.upload.processing_timeout_seconds,
+                                                  cancel=ctx.cancel, on_poll=lambda: hb.beat("processing"))
         file_object = file_obj.manifest_dict()
         method, parts, attempts = result.method, result.parts, max(1, result.attempts) + job.attempts
         status = file_object.get("processing_status")
         if status in TERMINAL_BAD:
-            raise ProcessingFailed(f"the server's processing of file {file_object.get('id')} ended {status}")
-    after = os.fstat(f.fileno())
-    if (after.st_size, after.st_mtime_ns) != (st.st_size, st.st_mtime_ns) or after.st_size != row.bytes:
-        raise SourceChanged("the file changed while it was uploaded; it is checked and uploaded again")
-    ctx.journal.uploaded(str(job.claim), row.sha256, purpose, file_object, file_id=file_object.get("id"),
+            raise Failure("upload", "processing_failed",
+                          f"the server's processing of file {file_object.get('id')} ended {status}",
+                          validation=_report_json(file_obj.validation_report))
+    _unchanged_since_check(job, f, st, file_object.get("id") if method != "existing" else None, ctx)
+    ctx.journal.uploaded(str(job.claim), sha256, purpose, file_object, file_id=file_object.get("id"),
                          method=method, parts=parts, attempts=attempts, started_at=started, finished_at=time.time())
-    log.info("file.uploaded", inbox=str(job.inbox.path), name=job.name, sha256=row.sha256, bytes=row.bytes,
+    log.info("file.uploaded", inbox=str(job.inbox.path), name=job.name, sha256=sha256, bytes=row.bytes,
              file_id=file_object.get("id"), method=method, parts=parts, attempt=attempts,
              seconds=round(time.time() - started, 3))
 
 
-def _archive(ctx: Context, job: Job, hb: Heartbeat, *, recovered: bool) -> str:
+def _unchanged_since_check(job: Job, f: IO[bytes], st: os.stat_result, uploaded_id: str | None, ctx: Context) -> None:
+    """Nothing is archived as done with content it did not upload: the claimed path must still be
+    the inode that was hashed, with the same size and mtime, and nobody may hold it open for writing."""
+    now = os.lstat(job.claim)
+    changed = _signature(now) != _signature(st) or _signature(os.fstat(f.fileno())) != _signature(st)
+    if not changed and open_for_writing(str(job.claim)) is not Writers.OPEN:
+        return
+    if uploaded_id:
+        try:
+            ctx.client.delete(uploaded_id)  # the stale upload: no manifest will ever name it
+        except ApiError as exc:
+            log.warning("file.stale_upload_kept", inbox=str(job.inbox.path), name=job.name, file_id=uploaded_id,
+                        error=str(exc))
+    raise SourceChangedError("the file changed (or is still open for writing) after it was checked; "
+                             "it is checked and uploaded again")
+
+
+def _archive(ctx: Context, job: Job, hb: Heartbeat) -> str:
     hb.beat("archive")
-    row = ctx.journal.get(str(job.claim))
-    assert row is not None
+    _bug_hook("archive")
+    row = _row(ctx, job)
     manifest_path = archive(ctx.journal, job.inbox, row)
-    log.info("file.archived", **_fields(job, row, manifest=str(manifest_path), recovered=recovered,
+    log.info("file.archived", **_fields(job, row, manifest=str(manifest_path), recovered=job.recovered,
                                           on_success=job.inbox.on_success,
                                           seconds=round(time.time() - job.seen_at, 3)))
     ctx.count("archived", job.key)
     if ctx.observe:
         ctx.observe("archived", job)
     return "archived"
-

@@ -16,6 +16,7 @@ from typing import Any
 from .. import __version__
 from ..log import redact_text
 from ..schemas import ERROR, MANIFEST
+from .failure import Failure
 from .fsutil import write_atomic
 
 MANIFEST_SUFFIX = ".manifest.json"
@@ -78,16 +79,10 @@ def error_sidecar(
     inbox: Path,
     name: str,
     path: Path,
-    kind: str,
-    stage: str,
-    error_kind: str,
-    message: str,
-    line: int | None = None,
-    status: int | None = None,
+    failure: Failure,
     size: int | None = None,
     sha256: str | None = None,
     mtime_ns: int | None = None,
-    validation: dict[str, Any] | None = None,
     attempts: int = 0,
     when: float,
 ) -> dict[str, Any]:
@@ -97,14 +92,14 @@ def error_sidecar(
             "inbox": str(inbox),
             "name": name,
             "path": str(path),
-            "kind": kind,
+            "kind": failure.file_kind,
             "bytes": size,
             "sha256": sha256,
             "mtime": iso_ns(mtime_ns),
         },
-        "stage": stage,
-        "error": {"kind": error_kind, "message": redact_text(message), "line": line, "status": status},
-        "validation": validation,
+        "stage": failure.stage,
+        "error": {**failure.error(), "message": redact_text(failure.message)},
+        "validation": failure.validation,
         "attempts": attempts,
         "time": iso(when),
         "host": socket.gethostname(),
