@@ -143,6 +143,75 @@ def test_list_content_range_delete(emu):
     assert api(emu, "GET", "/files").json()["data"] == []
 
 
+# --- dedupe, latency, delete (issues 10 and 14) ---------------------------------------------------
+
+
+def test_no_dedupe_the_same_bytes_twice_make_two_files(tmp_path):
+    data = batch("a", "b")
+    sha = hashlib.sha256(data).hexdigest()
+    with start_emulator(tmp_path, key=KEY, processing_delay=0.1, no_dedupe=True) as emu:
+        first, second = single_upload(emu, data), single_upload(emu, data)
+        assert first != second
+        assert sorted(f["id"] for f in emu.files_by_sha256()[sha]) == sorted([first, second])
+        assert emu.conflicts() == 0
+        assert emu.creates_by_sha256() == {sha: 2} and emu.stats()["creates"] == 2
+
+
+def test_dedupe_answers_409_and_counts_it(emu):
+    data = batch("a", "b")
+    sha = hashlib.sha256(data).hexdigest()
+    fid = single_upload(emu, data)
+    again = create(emu, checksum=sha)
+    assert again.status_code == 409 and again.json()["file_id"] == fid
+    assert emu.conflicts() == 1
+    assert emu.creates_by_sha256() == {sha: 1} and emu.stats()["creates"] == 1
+    assert len(emu.files_by_sha256()[sha]) == 1
+    # a create without a checksum (the 1.x client) is counted by the content's sha256 once it arrives
+    other = batch("c")
+    r = create(emu, name="y.jsonl")
+    assert r.status_code == 302 and emu.creates_by_sha256() == {sha: 1}
+    assert requests.put(r.headers["Location"], data=other, timeout=5).status_code == 200
+    assert emu.creates_by_sha256() == {sha: 1, hashlib.sha256(other).hexdigest(): 1}
+
+
+def test_latency_delays_every_answer(tmp_path):
+    with start_emulator(tmp_path, key=KEY, latency_ms=50) as emu:
+        s = requests.Session()
+        t0 = time.monotonic()
+        urls = []
+        for i in range(10):  # 10 API answers ...
+            r = s.post(emu.base_url + "/files", headers={"Authorization": f"Bearer {emu.key}"}, allow_redirects=False,
+                       files={"purpose": (None, "batch-api"), "file_name": (None, f"{i}.jsonl")}, timeout=5)
+            assert r.status_code == 302
+            urls.append(r.headers["Location"])
+        t1 = time.monotonic()
+        for url in urls:  # ... and 10 storage answers
+            assert s.put(url, data=b"{}\n", timeout=5).status_code == 200
+        t2 = time.monotonic()
+        assert t1 - t0 >= 0.5 and t2 - t1 >= 0.5 and t2 - t0 >= 1.0
+
+
+def test_delete_then_get_is_404(emu):
+    data = batch("a")
+    sha = hashlib.sha256(data).hexdigest()
+    fid = single_upload(emu, data)
+    assert api(emu, "DELETE", f"/files/{fid}").json() == {"id": fid, "object": "file", "deleted": True}
+    assert api(emu, "GET", f"/files/{fid}").status_code == 404
+    assert api(emu, "GET", f"/files/{fid}/content").status_code == 404
+    assert api(emu, "DELETE", f"/files/{fid}").status_code == 404
+    assert emu.stats()["deletes"] == 1
+    # once deleted, the same bytes are no conflict: they upload again as a new file
+    assert single_upload(emu, data) != fid
+    assert emu.conflicts() == 0
+    # an orphan (created, never uploaded), as the daemon deletes them: gone, and its url with it
+    orphan = create(emu, checksum=hashlib.sha256(b"{}\n").hexdigest())
+    oid = orphan.headers["X-Together-File-Id"]
+    assert api(emu, "DELETE", f"/files/{oid}").status_code == 200
+    assert api(emu, "GET", f"/files/{oid}").status_code == 404
+    assert requests.put(orphan.headers["Location"], data=b"{}\n", timeout=5).status_code == 404
+    assert emu.stats()["deletes"] == 2 and [f["sha256"] for f in emu.stats()["files"]] == [sha]
+
+
 # --- multipart -------------------------------------------------------------------------------------
 
 MIB = 2**20
@@ -158,7 +227,7 @@ def initiate(emu, size: int, parts: int, checksum: str | None = None) -> dict:
 
 def put_parts(info: dict, chunks: list[bytes]) -> list[dict]:
     out = []
-    for p, chunk in zip(info["parts"], chunks):
+    for p, chunk in zip(info["parts"], chunks, strict=True):
         r = requests.put(p["URL"], data=chunk, headers=p["Headers"], timeout=10)
         assert r.status_code == 200, r.text
         out.append({"part_number": p["PartNumber"], "etag": r.headers["ETag"].strip('"')})
@@ -191,6 +260,8 @@ def test_multipart_rules(emu):
     assert api(emu, "POST", "/files/multipart/abort",
                json={"upload_id": gone["upload_id"], "file_id": gone["file_id"]}).json()["status"] == "aborted"
     assert requests.put(gone["parts"][0]["URL"], data=b"x" * 10, timeout=5).status_code == 404
+    stats = emu.stats()
+    assert stats["aborts"] == 1 and stats["creates"] == 4 and stats["conflicts"] == 0
 
 
 # --- faults ----------------------------------------------------------------------------------------

@@ -100,6 +100,8 @@ def cmd_emulator(args: argparse.Namespace) -> int:
         key=args.key,
         url_ttl_seconds=args.url_ttl,
         processing_delay_seconds=args.processing_delay,
+        dedupe=args.dedupe,
+        latency_ms=args.latency_ms,
         faults=faults,
     )
     return serve_forever(settings)
@@ -112,6 +114,10 @@ def _add_emulator_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--key", default="emulator-key", help="the one API key it accepts")
     p.add_argument("--url-ttl", type=float, default=900.0, metavar="SECONDS", help="presigned url lifetime")
     p.add_argument("--processing-delay", type=float, default=0.2, metavar="SECONDS")
+    p.add_argument("--no-dedupe", dest="dedupe", action="store_false",
+                   help="never answer the checksum 409: the same bytes uploaded twice become two files")
+    p.add_argument("--latency-ms", type=float, default=0.0, metavar="N",
+                   help="every API and storage answer is delayed by N ms")
     g = p.add_argument_group("fault injection (rates are 0..1)")
     g.add_argument("--fail-rate", type=float, default=0.0, help="HTTP 500 on API calls")
     g.add_argument("--part-fail-rate", type=float, default=0.0, help="HTTP 503 on upload PUTs")

@@ -4,6 +4,9 @@
     emu.set_faults(error_rate=0.1)            # POST /v1/_emulator/faults
     emu.script([{"route": "part_put", "part_number": 2, "status": 503, "times": 2}])
     emu.files_by_sha256()                     # {sha256: [file entries]} from the stats
+    emu.conflicts(), emu.creates_by_sha256()  # checksum 409s given; creates counted by sha256
+
+    start_emulator(tmp_path, no_dedupe=True, latency_ms=50)   # True is a bare --no-dedupe
     emu.stop()
 """
 
@@ -53,6 +56,15 @@ class EmulatorProc:
             out.setdefault(f["sha256"], []).append(f)
         return out
 
+    def conflicts(self) -> int:
+        """How many checksum 409s the emulator has answered."""
+        return int(self.stats()["conflicts"])
+
+    def creates_by_sha256(self) -> dict[str, int]:
+        """Successful creates (POST /files, multipart initiate) by the checksum sent, or the
+        content's sha256 for a create that sent none: a re-send shows as a count of 2."""
+        return dict(self.stats()["creates_by_sha256"])
+
     def stop(self) -> None:
         self._http.close()
         if self.proc.poll() is None:
@@ -71,12 +83,17 @@ class EmulatorProc:
 
 
 def start_emulator(tmp_path: Path, key: str = "test-key-emulator-0001", **flags: Any) -> EmulatorProc:
-    """Flags are the command's options without dashes: url_ttl=1.0, processing_delay=0.1, fail_rate=0.1 ..."""
+    """Flags are the command's options without dashes: url_ttl=1.0, processing_delay=0.1, fail_rate=0.1 ...
+    A flag set to True is passed bare (no_dedupe=True: --no-dedupe); False or None leaves it out."""
     data_dir = Path(tmp_path) / "emulator-data"
     data_dir.mkdir(parents=True, exist_ok=True)
     args = [sys.executable, "-m", "inboxd", "emulator", "--key", key, "--data-dir", str(data_dir)]
     for name, value in flags.items():
-        args += [f"--{name.replace('_', '-')}", str(value)]
+        option = f"--{name.replace('_', '-')}"
+        if value is True:
+            args.append(option)
+        elif value is not False and value is not None:
+            args += [option, str(value)]
     proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=REPO,
                             env={**os.environ, "PYTHONUNBUFFERED": "1"})
     assert proc.stdout is not None

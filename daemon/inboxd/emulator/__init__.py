@@ -22,9 +22,14 @@ Faults, scripted (`POST /v1/_emulator/script`, a list consumed in order of match
   without ETag), garbage_json (200 with a body that is not JSON), hang (the connection is
   accepted and never answered), huge_content_length (headers promise 5 GB, the body is
   short, the connection closes), redirect_loop (307 to the same url).
+Switches: dedupe=False (`--no-dedupe`) never answers the checksum 409, so the same bytes sent
+twice become two files (a re-send is visible); latency_ms (`--latency-ms`) delays every API
+and storage answer.
 Observing: `GET /v1/_emulator/stats` (files with the sha256 of the bytes received, request
-and status counts by route, faults injected, Authorization headers seen by storage);
-`POST /v1/_emulator/reset`.
+and status counts by route, faults injected, Authorization headers seen by storage; conflicts
+(checksum 409s), creates (POST /files and initiate answered) and creates_by_sha256 (by the
+checksum sent, else the content's sha256 once it arrived), deletes, aborts);
+`POST /v1/_emulator/reset` (clears the counters, not the files).
 """
 
 from ._server import Emulator, serve_forever

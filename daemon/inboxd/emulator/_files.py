@@ -56,8 +56,12 @@ def _create_params(h: Handler, fields: dict[str, Any]) -> tuple[str, str, str, s
 
 
 def _conflict(h: Handler, checksum: str | None, purpose: str) -> None:
+    """The checksum 409: a file with these bytes exists already (never with --no-dedupe)."""
+    if not h.emu.settings.dedupe:
+        return
     existing = h.store.existing(checksum, purpose)
     if existing is not None:
+        h.store.count("conflicts")
         h.send(409, {"file_id": existing.id, "message": "a file with this checksum already exists"})
         raise Done
 
@@ -80,6 +84,7 @@ def create(h: Handler, _id: str | None, query: dict[str, str]) -> None:
         headers["Location"] = f"{h.emu.other_origin}/upload/{rec.id}"
     elif hostile == "bad_file_id":
         headers["X-Together-File-Id"] = "../../etc/passwd"
+    h.store.created(rec)
     h.send(302, b"", headers)
 
 
@@ -105,6 +110,7 @@ def initiate(h: Handler, _id: str | None, query: dict[str, str]) -> None:
             url = f"{h.emu.other_origin}/upload/{mp.upload_id}/{n}"
         parts.append({"PartNumber": n, "URL": url, "Headers": {}})
     file_id = "../" + rec.id if hostile == "bad_file_id" else rec.id
+    h.store.created(rec)
     h.send(200, {"upload_id": mp.upload_id, "file_id": file_id, "parts": parts})
 
 
@@ -157,7 +163,8 @@ def complete(h: Handler, _id: str | None, query: dict[str, str]) -> None:
         mp.state = "aborted"
         h.error(400, "BadDigest: the content does not match the checksum")
     mp.state = "completed"
-    h.store.content_arrived(rec, size, digest)
+    if not h.store.content_arrived(rec, size, digest):
+        h.error(404, f"file {rec.id} was deleted")
     h.store.start_processing(rec)
     h.send(200, {"file": rec.public()})
 
@@ -168,6 +175,7 @@ def abort(h: Handler, _id: str | None, query: dict[str, str]) -> None:
         mp.state = "aborted"
         h.store.discard_parts(mp)
         h.store.delete(mp.file_id)
+        h.store.count("aborts")
     h.send(200, {"upload_id": mp.upload_id, "status": mp.state})
 
 
@@ -203,7 +211,8 @@ def listing(h: Handler, _id: str | None, query: dict[str, str]) -> None:
 def delete(h: Handler, file_id: str | None, query: dict[str, str]) -> None:
     h.drain()
     _file(h, file_id)
-    h.store.delete(file_id or "")
+    if h.store.delete(file_id or ""):
+        h.store.count("deletes")
     h.send(200, {"id": file_id, "object": "file", "deleted": True})
 
 

@@ -8,6 +8,7 @@
 
 from __future__ import annotations
 
+import time
 from typing import TYPE_CHECKING
 from urllib.parse import parse_qsl, urlsplit
 
@@ -50,6 +51,12 @@ class Handler(WireHandler):
 
     def do_DELETE(self) -> None:
         self.dispatch("DELETE")
+
+    def before_answer(self) -> None:
+        """--latency-ms: every API and storage answer waits (the control endpoints do not)."""
+        latency = self.emu.settings.latency_ms
+        if latency > 0 and self.route != "control":
+            time.sleep(latency / 1000)
 
     def record_status(self, status: int) -> None:
         with self.store.lock:

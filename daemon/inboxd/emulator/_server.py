@@ -74,12 +74,12 @@ class Emulator:
     @property
     def origin(self) -> str:
         host, port = self._servers[0].server_address[:2]
-        return f"http://{host}:{port}"
+        return f"http://{host!s}:{port}"
 
     @property
     def other_origin(self) -> str:
         host, port = self._servers[1].server_address[:2]
-        return f"http://{host}:{port}"
+        return f"http://{host!s}:{port}"
 
     @property
     def base_url(self) -> str:
@@ -129,6 +129,8 @@ class Emulator:
             self.store.statuses.clear()
             self.store.faults_injected.clear()
             self.store.storage_auth_headers = 0
+            self.store.events.clear()
+            self.store.creates_by_sha256.clear()
             self.other_host.update(requests=0, auth_headers=0)
 
     def stats(self) -> dict[str, Any]:

@@ -33,4 +33,6 @@ class EmulatorSettings:
     key: str = "emulator-key"
     url_ttl_seconds: float = 900.0
     processing_delay_seconds: float = 0.2
+    dedupe: bool = True  # False: never the checksum 409; the same bytes sent twice make two files
+    latency_ms: float = 0.0  # every answer (API and storage; not the control endpoints) waits this long
     faults: Faults = field(default_factory=Faults)

@@ -99,7 +99,8 @@ def _put_single(h: Handler, file_id: str, length: int, drop_at: int | None, no_e
         h.send(400, "<Error><Code>BadDigest</Code><Message>content does not match the checksum given at "
                     "create</Message></Error>", {"Content-Type": "application/xml"})
         raise Done
-    h.store.content_arrived(rec, length, digest)
+    if not h.store.content_arrived(rec, length, digest):
+        h.error(404, "NoSuchKey")
     h.send(200, b"", {} if no_etag else {"ETag": f'"{md5}"'})
 
 

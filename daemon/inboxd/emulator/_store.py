@@ -84,6 +84,8 @@ class Store:
         self.statuses: Counter[str] = Counter()
         self.faults_injected: Counter[str] = Counter()
         self.storage_auth_headers = 0
+        self.events: Counter[str] = Counter()  # conflicts, creates, deletes, aborts
+        self.creates_by_sha256: Counter[str] = Counter()
         self.secret = secrets.token_bytes(32)
 
     # -- ids and paths -----------------------------------------------------------------------
@@ -138,6 +140,18 @@ class Store:
             self.files[rec.id] = rec
         return rec
 
+    def count(self, event: str) -> None:
+        with self.lock:
+            self.events[event] += 1
+
+    def created(self, rec: FileRecord) -> None:
+        """A create (or initiate) was answered: counted by the checksum the client sent; without
+        one, by the content's sha256 once it has arrived (`content_arrived`)."""
+        with self.lock:
+            self.events["creates"] += 1
+            if rec.checksum:
+                self.creates_by_sha256[rec.checksum] += 1
+
     def get(self, file_id: str) -> FileRecord | None:
         with self.lock:
             rec = self.files.get(file_id)
@@ -145,9 +159,19 @@ class Store:
             self._advance(rec)
         return rec if rec is not None and rec.state != "deleted" else None
 
-    def content_arrived(self, rec: FileRecord, size: int, sha256: str) -> None:
+    def content_arrived(self, rec: FileRecord, size: int, sha256: str) -> bool:
+        """The content is in place; False if the file was deleted meanwhile (the content goes)."""
         with self.lock:
-            rec.bytes, rec.sha256, rec.state = size, sha256, "uploaded"
+            if rec.state == "deleted":
+                gone = True
+            else:
+                gone = False
+                if not rec.checksum and rec.sha256 is None:
+                    self.creates_by_sha256[sha256] += 1
+                rec.bytes, rec.sha256, rec.state = size, sha256, "uploaded"
+        if gone:
+            self.content_path(rec.id).unlink(missing_ok=True)
+        return not gone
 
     def start_processing(self, rec: FileRecord) -> None:
         with self.lock:
@@ -180,6 +204,12 @@ class Store:
             if rec is None or rec.state == "deleted":
                 return False
             rec.state = "deleted"
+            # a file deleted while its multipart upload is open takes the upload with it
+            uploads = [m for m in self.multipart.values() if m.file_id == file_id and m.state == "open"]
+            for mp in uploads:
+                mp.state = "aborted"
+        for mp in uploads:
+            self.discard_parts(mp)
         self.content_path(file_id).unlink(missing_ok=True)
         return True
 
@@ -231,6 +261,8 @@ class Store:
                 "statuses": dict(self.statuses),
                 "faults_injected": dict(self.faults_injected),
                 "storage_auth_headers": self.storage_auth_headers,
+                **{k: self.events[k] for k in ("conflicts", "creates", "deletes", "aborts")},
+                "creates_by_sha256": dict(self.creates_by_sha256),
                 "multipart": {u: {"state": m.state, "file_id": m.file_id, "parts": sorted(m.parts)}
                               for u, m in self.multipart.items()},
             }

@@ -43,6 +43,9 @@ class WireHandler(BaseHTTPRequestHandler):
     def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - quiet
         pass
 
+    def before_answer(self) -> None:
+        """Called just before an answer is written."""
+
     def record_status(self, status: int) -> None:
         """Called once an answer with this status has been written."""
 
@@ -59,6 +62,7 @@ class WireHandler(BaseHTTPRequestHandler):
         if close:
             lines.append("Connection: close")
             self.close_connection = True
+        self.before_answer()
         self.wfile.write(("\r\n".join(lines) + "\r\n\r\n").encode("latin-1") + body)
         self.record_status(status)
 
@@ -71,6 +75,7 @@ class WireHandler(BaseHTTPRequestHandler):
             left = length
             first = f.read(min(CHUNK, left))
             left -= len(first)
+            self.before_answer()
             self.wfile.write(head + first)
             while left > 0 and (chunk := f.read(min(CHUNK, left))):
                 self.wfile.write(chunk)
