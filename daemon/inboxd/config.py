@@ -107,6 +107,44 @@ class ApiConfig(_Section):
     api_key_file: Path | None = None
     timeout_seconds: float = Field(600, gt=0)
     max_retries: int = Field(5, ge=0, le=100)
+    # issue 13: a proxy for the API and storage hosts alike (wins over HTTPS_PROXY / HTTP_PROXY /
+    # NO_PROXY; "" = direct, the environment ignored). A secret: it may hold a password.
+    proxy: SecretStr | None = None
+    # issue 13: the CA bundle (a file, or a folder of hashed certs) for verify; wins over
+    # REQUESTS_CA_BUNDLE / SSL_CERT_FILE; else certifi
+    ca_bundle: Path | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _hide_proxy(cls, data: Any) -> Any:
+        """Wrap api.proxy before it is validated, so no error message can echo its password."""
+        if isinstance(data, dict) and isinstance(data.get("proxy"), str):
+            data = {**data, "proxy": SecretStr(data["proxy"])}
+        return data
+
+    @field_validator("proxy")
+    @classmethod
+    def _check_proxy(cls, v: SecretStr | None) -> SecretStr | None:
+        if v is None or v.get_secret_value() == "":
+            return v
+        text = v.get_secret_value()
+        try:
+            parts = urlsplit(text)
+            parts.port  # noqa: B018 - raises on a bad port
+        except ValueError:
+            raise ValueError("expected a proxy url such as http://proxy.example:3128 (bad host or port)") from None
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ValueError("expected a proxy url such as http://proxy.example:3128 (http:// or https://)")
+        if parts.path not in ("", "/") or parts.query or parts.fragment:
+            raise ValueError("expected a proxy url without a path, query or fragment")
+        return v
+
+    @field_validator("ca_bundle")
+    @classmethod
+    def _check_ca_bundle(cls, v: Path | None) -> Path | None:
+        if v is not None and not v.exists():
+            raise ValueError("expected an existing CA bundle (a PEM file, or a folder of certificates); not found")
+        return v
 
     @field_validator("base_url")
     @classmethod
@@ -129,6 +167,8 @@ class UploadConfig(_Section):
     wait_for_processing: bool = False
     processing_timeout_seconds: float = Field(900, gt=0)
     dedupe: bool = True
+    # issue 13: one token bucket for the whole daemon (every worker, every part); 0 = no cap
+    max_bytes_per_second: Size = 0
 
     @field_validator("part_size")
     @classmethod
@@ -199,15 +239,28 @@ class InboxConfig(_Section):
     observer: Literal["inotify", "polling"] = "inotify"
     done_dir: Path | None = None
     failed_dir: Path | None = None
+    # issue 13: this inbox's own cap, under upload.max_bytes_per_second; 0 = only the global one
+    max_bytes_per_second: Size = 0
+    # issue 15: create the folder when it is missing (else a missing folder is an error: a typo
+    # must not become a new, empty inbox)
+    create: bool = False
 
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
 
     @field_validator("path", "done_dir", "failed_dir")
     @classmethod
     def _absolute(cls, v: Path | None) -> Path | None:
-        if v is not None and not v.is_absolute():
+        """Absolute, and resolved when the config is loaded (issue 15): a symlinked inbox is
+        watched at its real folder (inotify sees nothing through the link), and two names of one
+        folder compare equal."""
+        if v is None:
+            return None
+        if not v.is_absolute():
             raise ValueError("expected an absolute path")
-        return Path(os.path.normpath(v)) if v is not None else None
+        try:
+            return Path(os.path.normpath(v)).resolve()
+        except (OSError, RuntimeError) as exc:  # a symlink loop
+            raise ValueError(f"cannot resolve {v}: {getattr(exc, 'strerror', None) or exc}") from None
 
     @field_validator("patterns")
     @classmethod
@@ -239,17 +292,26 @@ class Config(_Section):
 
     @model_validator(mode="after")
     def _inboxes_apart(self) -> Config:
+        """Inbox paths (resolved at load, so a symlink is no second name) are neither equal nor
+        nested, and no inbox archives into an inbox (its files would be uploaded again)."""
         seen: list[tuple[int, Path]] = []
         for i, inbox in enumerate(self.inboxes):
             for j, other in seen:
                 if inbox.path == other:
-                    raise _KeyError(f"inboxes[{i}].path", f"duplicate of inboxes[{j}].path ({other})")
+                    raise _KeyError(f"inboxes[{i}].path", f"duplicate of inboxes[{j}].path: both are {other} "
+                                                          "once symlinks are resolved")
                 if inbox.path.is_relative_to(other) or other.is_relative_to(inbox.path):
                     raise _KeyError(
                         f"inboxes[{i}].path",
                         f"an inbox may not lie inside another (inboxes[{j}].path is {other})",
                     )
             seen.append((i, inbox.path))
+        for i, inbox in enumerate(self.inboxes):
+            for key, folder in (("done_dir", inbox.done_dir), ("failed_dir", inbox.failed_dir)):
+                for j, other in seen:
+                    if folder is not None and folder == other:
+                        raise _KeyError(f"inboxes[{i}].{key}", f"is inboxes[{j}].path ({other}) once symlinks are "
+                                                               "resolved; its files would be uploaded again")
         return self
 
 
