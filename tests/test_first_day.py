@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -108,3 +109,98 @@ def test_archiving_into_another_inbox_through_a_symlink_is_an_error(tmp_path, se
     out = inboxd(["config", "check", "--config", str(cfg)])
     assert out.returncode == 2, out
     assert "inboxes[0].done_dir" in out.stderr and "uploaded again" in out.stderr
+
+
+# --- 2. a missing inbox (or state_dir) is an error, unless create = true (or systemd) --------
+
+
+def test_run_refuses_a_missing_inbox_unless_create_is_true(tmp_path, setup):
+    _, state = setup
+    typo = tmp_path / "inbxo"
+    cfg = write_config(tmp_path, [{"path": typo}])
+    out = inboxd(["run", "--config", str(cfg), "--emulator", "--once"])
+    assert out.returncode == 2, out
+    assert f"inboxes[0].path: {typo} does not exist; create it or set create = true" in out.stderr
+    assert not typo.exists() and not (state / "journal.sqlite3").exists()  # nothing was created
+
+    cfg = write_config(tmp_path, [{"path": typo, "create": True}])
+    out = inboxd(["run", "--config", str(cfg), "--emulator", "--once"])
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert typo.is_dir()
+
+
+def test_run_refuses_a_missing_state_dir_except_under_systemd(tmp_path, setup):
+    inbox, state = setup
+    state.rmdir()
+    cfg = write_config(tmp_path, [{"path": inbox}])
+    out = inboxd(["run", "--config", str(cfg), "--emulator", "--once"])
+    assert out.returncode == 2, out
+    assert f"daemon.state_dir: {state} does not exist" in out.stderr
+    assert not state.exists() and not (inbox / ".inboxd").exists()
+    # systemd's StateDirectory= makes the folder and says so in STATE_DIRECTORY
+    out = inboxd(["run", "--config", str(cfg), "--emulator", "--once"], env={"STATE_DIRECTORY": str(state)})
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert (state / "journal.sqlite3").exists()
+
+
+# --- 4. bad start-up resources: the key named, exit 2, nothing left behind -------------------
+
+
+def test_run_names_an_unusable_state_dir(tmp_path, setup):
+    inbox, state = setup
+    state.rmdir()
+    state.write_text("not a folder")
+    cfg = write_config(tmp_path, [{"path": inbox}])
+    out = inboxd(["run", "--config", str(cfg), "--emulator", "--once"])
+    assert out.returncode == 2, out
+    assert f"daemon.state_dir: {state} is not a folder" in out.stderr and "Traceback" not in out.stderr
+    state.unlink()
+    state.mkdir()
+    (state / "journal.sqlite3").write_bytes(b"this is not an SQLite database, not even close" * 100)
+    out = inboxd(["run", "--config", str(cfg), "--emulator", "--once"])
+    assert out.returncode == 2, out
+    assert "daemon.state_dir: cannot open the journal" in out.stderr and "Traceback" not in out.stderr
+    assert not (inbox / ".inboxd").exists() or not os.listdir(inbox / ".inboxd")
+
+
+def test_run_names_a_state_dir_it_cannot_write(tmp_path, setup, tmpfs):
+    inbox, _ = setup
+    ro = tmpfs("ro-state", "ro")
+    cfg = write_config(tmp_path, [{"path": inbox}], daemon={"state_dir": ro})
+    out = inboxd(["run", "--config", str(cfg), "--emulator", "--once"])
+    assert out.returncode == 2, out
+    assert f"daemon.state_dir: {ro} is not writable by" in out.stderr
+    assert not (inbox / ".inboxd").exists()
+
+
+def test_run_names_a_metrics_address_in_use_and_leaves_no_claim_folder(tmp_path, setup):
+    inbox, _ = setup
+    busy = socket.socket()
+    busy.bind(("127.0.0.1", 0))
+    busy.listen()
+    try:
+        address = f"127.0.0.1:{busy.getsockname()[1]}"
+        cfg = write_config(tmp_path, [{"path": inbox}], daemon={"metrics_address": address})
+        out = inboxd(["run", "--config", str(cfg), "--emulator", "--once"])
+    finally:
+        busy.close()
+    assert out.returncode == 2, out
+    assert f"daemon.metrics_address: cannot listen on {address}" in out.stderr and "Traceback" not in out.stderr
+    assert not (inbox / ".inboxd").exists()  # checked before anything was created
+
+
+# --- 5. status without a journal -------------------------------------------------------------
+
+
+def test_status_without_a_journal_says_so_and_exits_2(tmp_path, setup):
+    inbox, state = setup
+    cfg = write_config(tmp_path, [{"path": inbox}])
+    out = inboxd(["status", "--config", str(cfg)])
+    assert out.returncode == 2, out
+    assert f"no journal at {state / 'journal.sqlite3'}" in out.stderr
+    out = inboxd(["status", "--config", str(cfg), "--json"])
+    assert out.returncode == 2 and json.loads(out.stdout)["error"]["kind"] == "no_journal"
+    assert inboxd(["run", "--config", str(cfg), "--emulator", "--once"]).returncode == 0
+    out = inboxd(["status", "--config", str(cfg), "--json"])
+    assert out.returncode == 0, out.stderr
+    assert json.loads(out.stdout)["inboxes"][0]["inbox"] == str(inbox)

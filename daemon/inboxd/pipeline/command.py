@@ -1,18 +1,265 @@
-"""`inboxd run` and `inboxd status` (called by `cli.py`)."""
+"""`inboxd run` and `inboxd status` (called by `cli.py`), and the checks of the machine that
+`run` makes before the daemon starts and `inboxd config check` makes unless `--offline`.
+
+A problem names its config key (``inboxes[0].path: /srv/x does not exist; ...``) and is a
+configuration error: exit 2, before anything is created on disk (issue 15).
+"""
 
 from __future__ import annotations
 
+import json
+import os
+import pwd
+import re
+import socket
+import sqlite3
+import stat
 import sys
+from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import structlog
 from pydantic import SecretStr
 
-from ..config import Config, ConfigError, resolve_api_key
+from ..config import CREDENTIAL_NAME, Config, ConfigError, resolve_api_key
 from ..log import configure, register_secret
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
+
+# SQLite in WAL mode needs a local disk (SPEC §2): state_dir on one of these is refused
+NETWORK_FILESYSTEMS = frozenset({
+    "nfs", "nfs4", "cifs", "smb3", "smbfs", "fuse.sshfs", "sshfs", "9p", "ceph", "glusterfs",
+    "fuse.glusterfs", "lustre", "afs",
+})
+
+
+# --- the machine checks -------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Problem:
+    key: str
+    message: str
+
+    def __str__(self) -> str:
+        return f"{self.key}: {self.message}"
+
+    def to_json(self) -> dict[str, str]:
+        return {"key": self.key, "message": self.message}
+
+
+def _who() -> str:
+    uid = os.getuid()
+    try:
+        return f"user {pwd.getpwuid(uid).pw_name} (uid {uid})"
+    except KeyError:
+        return f"uid {uid}"
+
+
+def _nearest_existing(path: Path) -> Path:
+    """`path` itself, or its nearest ancestor that exists."""
+    p = path
+    while not os.path.lexists(p) and p != p.parent:
+        p = p.parent
+    return p
+
+
+def _writable(path: Path) -> bool:
+    return os.access(path, os.W_OK | os.X_OK)
+
+
+def _folder(key: str, path: Path, *, missing: str | None, label: str = "") -> Problem | None:
+    """A folder the daemon writes into: it exists and is writable by this user. `missing` is
+    the problem text when it does not exist; None: it may be missing if it can be created."""
+    what = f"{label}{path}"
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        if missing is not None:
+            return Problem(key, f"{what} does not exist; {missing}")
+        parent = _nearest_existing(path)
+        if not parent.is_dir():
+            return Problem(key, f"{what} cannot be created: {parent} is not a folder")
+        if not _writable(parent):
+            return Problem(key, f"{what} does not exist and cannot be created: {parent} is not writable by {_who()}")
+        return None
+    except OSError as exc:
+        return Problem(key, f"{what}: {exc.strerror or exc}")
+    if not stat.S_ISDIR(st.st_mode):
+        return Problem(key, f"{what} is not a folder")
+    if not _writable(path):
+        return Problem(key, f"{what} is not writable by {_who()}")
+    return None
+
+
+def _state_dir(config: Config, env: Mapping[str, str]) -> Problem | None:
+    """state_dir must exist (systemd's StateDirectory= makes it: STATE_DIRECTORY is then set)."""
+    state_dir = config.daemon.state_dir
+    if not os.path.lexists(state_dir) and env.get("STATE_DIRECTORY"):
+        return None
+    problem = _folder("daemon.state_dir", state_dir,
+                      missing="create it (under systemd, StateDirectory= creates it)")
+    if problem is not None:
+        return problem
+    journal = state_dir / "journal.sqlite3"
+    if os.path.lexists(journal) and not os.access(journal, os.R_OK | os.W_OK):
+        return Problem("daemon.state_dir", f"the journal {journal} is not readable and writable by {_who()}")
+    return None
+
+
+def _inbox_folder(i: int, config: Config) -> Problem | None:
+    inbox = config.inboxes[i]
+    if inbox.create:
+        return _folder(f"inboxes[{i}].path", inbox.path, missing=None)
+    return _folder(f"inboxes[{i}].path", inbox.path, missing="create it or set create = true")
+
+
+def _metrics_address(config: Config) -> Problem | None:
+    """The metrics address is free: bind it now, before anything is created (issue 15)."""
+    address = config.daemon.metrics_host_port
+    if address is None or address[1] == 0:
+        return None
+    host, port = address
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    except OSError as exc:
+        return Problem("daemon.metrics_address", f"cannot resolve {host}: {exc.strerror or exc}")
+    family, kind, proto, _, sockaddr = infos[0]
+    s = socket.socket(family, kind, proto)
+    try:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as the metrics server binds it
+        s.bind(sockaddr)
+    except OSError as exc:
+        return Problem("daemon.metrics_address",
+                       f"cannot listen on {config.daemon.metrics_address}: {exc.strerror or exc}")
+    finally:
+        s.close()
+    return None
+
+
+def start_problems(config: Config, env: Mapping[str, str] | None = None) -> list[Problem]:
+    """What `inboxd run` refuses to start with: a missing inbox folder (unless create = true),
+    an unusable state_dir, a metrics address in use."""
+    env = os.environ if env is None else env
+    problems = [_state_dir(config, env), *(_inbox_folder(i, config) for i in range(len(config.inboxes))),
+                _metrics_address(config)]
+    return [p for p in problems if p is not None]
+
+
+def _device(path: Path) -> tuple[int, Path] | None:
+    at = _nearest_existing(path)
+    try:
+        return os.stat(at).st_dev, at
+    except OSError:
+        return None
+
+
+def _same_filesystem(i: int, config: Config) -> list[Problem]:
+    """done/ and failed/ (and the claim folder) on the inbox's filesystem: archiving is a
+    rename, and a rename cannot cross filesystems (EXDEV)."""
+    inbox = config.inboxes[i]
+    home = _device(inbox.path)
+    if home is None:
+        return []
+    out = []
+    for key, folder, default in (("done_dir", inbox.done, inbox.done_dir is None),
+                                 ("failed_dir", inbox.failed, inbox.failed_dir is None),
+                                 ("path", inbox.work, True)):
+        dev = _device(folder)
+        if dev is None or dev[0] == home[0]:
+            continue
+        where = "" if dev[1] == folder else f" (its nearest existing folder {dev[1]})"
+        label = " (the default)" if default and key != "path" else ""
+        out.append(Problem(f"inboxes[{i}].{key}",
+                           f"{folder}{label}{where} is on another filesystem than the inbox {inbox.path}: archiving "
+                           "is a rename, which cannot cross filesystems; put it on the inbox's filesystem"))
+    return out
+
+
+def _unescape(field: str) -> str:
+    return re.sub(r"\\([0-7]{3})", lambda m: chr(int(m.group(1), 8)), field)
+
+
+def filesystem_type(path: Path, mountinfo: str | None = None) -> str | None:
+    """The type of the filesystem `path` (or its nearest existing ancestor) lives on, from
+    /proc/self/mountinfo: the longest mount point that contains it, the last one mounted."""
+    if mountinfo is None:
+        try:
+            mountinfo = Path("/proc/self/mountinfo").read_text()
+        except OSError:
+            return None
+    target = os.path.realpath(_nearest_existing(path))
+    best, best_len = None, -1
+    for line in mountinfo.splitlines():
+        left, sep, right = line.partition(" - ")
+        fields, rest = left.split(), right.split()
+        if not sep or len(fields) < 5 or not rest:
+            continue
+        mount = _unescape(fields[4])
+        inside = target == mount or target.startswith(mount.rstrip("/") + "/")
+        if inside and len(mount) >= best_len:
+            best, best_len = rest[0], len(mount)
+    return best
+
+
+def _state_dir_local(config: Config, mountinfo: str | None = None) -> Problem | None:
+    fstype = filesystem_type(config.daemon.state_dir, mountinfo)
+    if fstype in NETWORK_FILESYSTEMS:
+        return Problem("daemon.state_dir", f"{config.daemon.state_dir} is on a network filesystem ({fstype}); the "
+                                           "journal (SQLite, WAL) needs a local disk")
+    return None
+
+
+def _key_source(config: Config, env: Mapping[str, str]) -> Problem | None:
+    """The key source named in the config (or handed over by systemd) can be read. No key at
+    all is not a problem here: a check run by hand does not see systemd's credential."""
+    api = config.api
+    cred_dir = env.get("CREDENTIALS_DIRECTORY")
+    if cred_dir:
+        cred = Path(cred_dir) / CREDENTIAL_NAME
+        if os.path.lexists(cred) and not os.access(cred, os.R_OK):
+            return Problem("api", f"the credential {cred} is not readable by {_who()}")
+    if api.api_key_file is not None:
+        f = api.api_key_file
+        if not os.path.lexists(f):
+            return Problem("api.api_key_file", f"{f} does not exist")
+        if not os.path.isfile(f):
+            return Problem("api.api_key_file", f"{f} is not a file")
+        if not os.access(f, os.R_OK):
+            return Problem("api.api_key_file", f"{f} is not readable by {_who()}")
+    try:
+        resolve_api_key(api, env)
+    except ConfigError as exc:
+        text = str(exc)
+        if api.api_key_file is not None or not text.startswith("no API key"):
+            return Problem("api.api_key_file" if api.api_key_file is not None else "api", text)
+    return None
+
+
+def machine_problems(config: Config, env: Mapping[str, str] | None = None) -> list[Problem]:
+    """`inboxd config check`: every folder exists (or may be created) and is writable by this
+    user, done/ and failed/ share the inbox's filesystem, state_dir is local, the key source is
+    readable. The metrics address is not tried: a running daemon holds it."""
+    env = os.environ if env is None else env
+    problems: list[Problem | None] = [_state_dir(config, env), _state_dir_local(config)]
+    for i, inbox in enumerate(config.inboxes):
+        problems.append(_inbox_folder(i, config))
+        for key, folder in (("done_dir", inbox.done), ("failed_dir", inbox.failed)):
+            problems.append(_folder(f"inboxes[{i}].{key}", folder, missing=None))
+        problems.extend(_same_filesystem(i, config))
+    problems.append(_key_source(config, env))
+    return [p for p in problems if p is not None]
+
+
+def _report(problems: list[Problem]) -> int:
+    for p in problems:
+        print(f"inboxd: {p}", file=sys.stderr)
+    return EXIT_USAGE
+
+
+# --- inboxd run ---------------------------------------------------------------------------
 
 
 def run_command(config: Config, config_path: Path, *, emulator: bool, once: bool) -> int:
@@ -21,6 +268,10 @@ def run_command(config: Config, config_path: Path, *, emulator: bool, once: bool
     if not config.inboxes:
         print("inboxd run: the configuration has no [[inboxes]]", file=sys.stderr)
         return EXIT_USAGE
+    # before anything is created (a claim folder, the journal, the emulator): exit 2, naming the key
+    problems = start_problems(config)
+    if problems:
+        return _report(problems)
     emu = None
     if emulator:
         from ..emulator import Emulator, EmulatorSettings
@@ -32,7 +283,7 @@ def run_command(config: Config, config_path: Path, *, emulator: bool, once: bool
         def adjust(c: Config) -> Config:
             return c.model_copy(update={"api": c.api.model_copy(update={"base_url": base_url})})
 
-        def resolve(_c: Config) -> tuple[SecretStr, str]:
+        def resolve(c: Config) -> tuple[SecretStr, str]:
             return emu_key, "the embedded emulator"
 
         log.info("emulator.started", base_url=base_url)
@@ -48,6 +299,8 @@ def run_command(config: Config, config_path: Path, *, emulator: bool, once: bool
         key, source = resolve(config)
     except ConfigError as exc:
         print(f"inboxd: {exc}", file=sys.stderr)
+        if emu is not None:
+            emu.stop()
         return EXIT_USAGE
     register_secret(key.get_secret_value())
     log.info("api.key", source=source)
@@ -63,8 +316,13 @@ def run_command(config: Config, config_path: Path, *, emulator: bool, once: bool
         return FilesClient(c.api, c.upload, k, observer=service.api_event)
 
     try:
-        daemon = Daemon(config, config_path, key, once=once, make_client=make_client,
-                        resolve_key=resolve, adjust_config=adjust, service=service)
+        try:
+            daemon = Daemon(config, config_path, key, once=once, make_client=make_client,
+                            resolve_key=resolve, adjust_config=adjust, service=service)
+        except (OSError, sqlite3.Error) as exc:
+            # the journal is opened first: what fails here is state_dir (a bad journal file, a full disk)
+            return _report([Problem("daemon.state_dir", f"cannot open the journal in {config.daemon.state_dir}: "
+                                                        f"{getattr(exc, 'strerror', None) or exc}")])
         daemon.install_signals()
         return daemon.run()
     except OSError as exc:
@@ -76,9 +334,28 @@ def run_command(config: Config, config_path: Path, *, emulator: bool, once: bool
             emu.stop()
 
 
-def status_command(config: Config, *, as_json: bool) -> int:
-    from .status import print_status, status_data
+# --- inboxd status ------------------------------------------------------------------------
 
-    data = status_data(config)
+
+def status_command(config: Config, *, as_json: bool) -> int:
+    from .status import journal_path, print_status, status_data
+
+    path = journal_path(config)
+    if not path.exists():
+        message = (f"no journal at {path} (daemon.state_dir): the daemon has not run with this configuration, "
+                   "or it uses another state_dir")
+        return _status_error("no_journal", message, as_json)
+    try:
+        data = status_data(config)
+    except (OSError, sqlite3.Error) as exc:
+        message = f"cannot read the journal at {path}: {getattr(exc, 'strerror', None) or exc}"
+        return _status_error("journal_unreadable", message, as_json)
     print_status(data, as_json=as_json)
     return EXIT_OK
+
+
+def _status_error(kind: str, message: str, as_json: bool) -> int:
+    if as_json:
+        print(json.dumps({"error": {"kind": kind, "message": message}}))
+    print(f"inboxd status: {message}", file=sys.stderr)
+    return EXIT_USAGE

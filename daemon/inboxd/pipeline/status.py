@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+from pathlib import Path
 from typing import Any
 
 from ..config import Config
@@ -14,9 +15,15 @@ from .sidecars import iso
 IN_FLIGHT = ("claimed", "checked", "uploading", "uploaded")
 
 
+def journal_path(config: Config) -> Path:
+    return config.daemon.state_dir / "journal.sqlite3"
+
+
 def status_data(config: Config) -> dict[str, Any]:
-    journal_path = config.daemon.state_dir / "journal.sqlite3"
-    journal = Journal(config.daemon.state_dir) if journal_path.exists() else None
+    """`inboxd status` checks that the journal exists first (no journal: exit 2, issue 15);
+    without one this still answers, with the folders' counts only."""
+    path = journal_path(config)
+    journal = Journal(config.daemon.state_dir) if path.exists() else None
     counts = journal.counts() if journal else {}
     inboxes = []
     for inbox in config.inboxes:
@@ -45,7 +52,7 @@ def status_data(config: Config) -> dict[str, Any]:
         })
     if journal:
         journal.close()
-    return {"journal": str(journal_path), "inboxes": inboxes}
+    return {"journal": str(path), "inboxes": inboxes}
 
 
 def print_status(data: dict[str, Any], *, as_json: bool) -> None:
