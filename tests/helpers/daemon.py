@@ -87,6 +87,7 @@ def write_config(
         lines.append("")
     path = tmp_path / name
     path.write_text("\n".join(lines))
+    Path(sections["daemon"]["state_dir"]).mkdir(parents=True, exist_ok=True)  # as StateDirectory= would
     return path
 
 

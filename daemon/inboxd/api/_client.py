@@ -51,12 +51,18 @@ class FilesClient:
 
     def upload(self, path: Path, purpose: str, *, file_name: str | None = None, sha256: str | None = None,
                progress: Callable[[int], None] | None = None, cancel: threading.Event | None = None,
-               on_created: OnCreated | None = None, limiter: Bandwidth | None = None) -> UploadResult:
-        """`limiter`: a bucket of this upload's own (an inbox's cap), charged besides the client's."""
+               on_created: OnCreated | None = None, limiter: Bandwidth | None = None,
+               expected_size: int | None = None) -> UploadResult:
+        """`limiter`: a bucket of this upload's own (an inbox's cap), charged besides the client's.
+        `sha256` given with `expected_size` (the size it was computed for) is not hashed again; a
+        file that no longer has that size raises SourceChangedError (not the server's BadDigest)."""
         t0 = time.monotonic()
         fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | getattr(os, "O_NOFOLLOW", 0))
         try:
             before = os.fstat(fd)
+            if sha256 and expected_size is not None and before.st_size != expected_size:
+                raise SourceChangedError(f"{Path(path).name}: {before.st_size} bytes, not the {expected_size} "
+                                         "that were checked")
             digest = sha256 or sha256_of(fd, before.st_size, cancel)
             src = Source(fd=fd, size=before.st_size, name=file_name or Path(path).name,
                          file_type=file_type_of(file_name or Path(path).name), sha256=digest,

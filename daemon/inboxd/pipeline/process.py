@@ -314,7 +314,7 @@ def _upload(ctx: Context, job: Job, f: IO[bytes], st: os.stat_result, hb: Heartb
             ctx.journal.update(str(job.claim), file_id=file_id, upload_id=upload_id)
             hb.beat("upload")
 
-        result = client.upload(job.claim, purpose, file_name=job.name, sha256=sha256,
+        result = client.upload(job.claim, purpose, file_name=job.name, sha256=sha256, expected_size=row.bytes,
                                progress=lambda n: hb.beat(), cancel=ctx.cancel, on_created=on_created)
         _bug_hook("upload")
         file_obj = result.file
