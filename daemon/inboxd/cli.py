@@ -41,19 +41,56 @@ def _load_config(args: argparse.Namespace) -> Config:
 
 
 def cmd_config_check(args: argparse.Namespace) -> int:
+    from .api._transport import redact_proxy, resolve_network
+    from .config import format_size
+
     config = _load_config(args)
     try:
         _, key_source = resolve_api_key(config.api)
-        key = {"api_key": "<redacted>", "api_key_source": key_source}
+        key: dict[str, str | None] = {"api_key": "<redacted>", "api_key_source": key_source}
     except ConfigError as exc:
         key = {"api_key": None, "api_key_problem": str(exc)}
-    data = {**redacted_dict(config), "resolved": key}
+    data = redacted_dict(config)
+    # the proxy is shown with its password as ***, never in full (its value is a SecretStr)
+    proxy = config.api.proxy.get_secret_value() if config.api.proxy is not None else None
+    data["api"]["proxy"] = redact_proxy(proxy)
+    for section in (data["upload"], *data["inboxes"]):
+        section["max_bytes_per_second"] = format_size(section["max_bytes_per_second"])
+    # the route the API calls will take (storage hosts are only known per upload; same rules),
+    # and the CA bundle, each with where it came from
+    network = resolve_network(config.api).describe(config.api.base_url)
+    data["resolved"] = {**key, **network}
+    # issue 15: the machine, not only the syntax (folders, filesystems, state_dir, key source)
+    problems = _machine_checks(config, args)
     if args.json:
+        data["checks"] = {"machine": "skipped (--offline)" if args.offline else "failed" if problems else "ok",
+                          "problems": [p.to_json() for p in problems]}
         print(json.dumps(data, indent=2))
     else:
         print(f"# effective configuration of {args.config} (the key is never shown)")
         _print_toml(data)
-    return EXIT_OK
+        _print_checks(problems, offline=args.offline)
+    for p in problems:
+        print(f"inboxd: {p}", file=sys.stderr)
+    return EXIT_USAGE if problems else EXIT_OK
+
+
+def _machine_checks(config: Config, args: argparse.Namespace) -> list:
+    from .pipeline.command import machine_problems
+
+    return [] if args.offline else machine_problems(config)
+
+
+def _print_checks(problems: list, *, offline: bool) -> None:
+    if offline:
+        print("\n# machine checks: skipped (--offline)")
+    elif not problems:
+        print("\n# machine checks: ok (folders exist and are writable, done/failed on the inbox's filesystem, "
+              "state_dir local, key source readable)")
+    else:
+        print(f"\n# machine checks: {len(problems)} problem(s)")
+        for p in problems:
+            print(f"# {p}")
 
 
 def _print_toml(data: dict) -> None:
@@ -131,14 +168,20 @@ def _add_emulator_args(p: argparse.ArgumentParser) -> None:
 
 
 def cmd_upload(args: argparse.Namespace) -> int:
-    from .api.command import upload_command
+    from .api.command import upload_command, usage_error_json
 
-    config = _load_config(args)
     try:
-        key, _ = resolve_api_key(config.api)
-    except ConfigError as exc:
-        _fail_usage(str(exc))
-    return upload_command(config, key, Path(args.file), args.purpose, as_json=args.json, wait=args.wait)
+        config = _load_config(args)
+        try:
+            key, _ = resolve_api_key(config.api)
+        except ConfigError as exc:
+            _fail_usage(str(exc))
+    except UsageError as exc:
+        if args.json:  # --json: stdout is always one JSON object
+            usage_error_json(str(exc))
+        raise
+    return upload_command(config, key, Path(args.file), args.purpose, as_json=args.json, wait=args.wait,
+                          mode=args.mode, check=args.check)
 
 
 # --- inboxd validate --------------------------------------------------------------------
@@ -193,6 +236,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--config", metavar="PATH")
     p.add_argument("--json", action="store_true", help="print the file object as JSON")
     p.add_argument("--wait", action="store_true", help="wait until the server has processed the file")
+    p.add_argument("--mode", choices=("off", "basic", "strict"), default="basic",
+                   help="check the file first as the daemon does (default basic)")
+    p.add_argument("--no-check", dest="check", action="store_false", help="upload without checking the file first")
     p.set_defaults(func=cmd_upload)
 
     p = sub.add_parser("validate", help="check files the way the daemon does before upload")
@@ -213,6 +259,8 @@ def build_parser() -> argparse.ArgumentParser:
     c = csub.add_parser("check", help="print the effective configuration, secrets redacted")
     c.add_argument("--config", metavar="PATH", required=True)
     c.add_argument("--json", action="store_true")
+    c.add_argument("--offline", action="store_true",
+                   help="check the syntax only, not the machine (folders, filesystems, state_dir, key source)")
     c.set_defaults(func=cmd_config_check)
 
     p = sub.add_parser("emulator", help="serve a local Files API on loopback")
