@@ -61,7 +61,7 @@ BAD = [
 def test_bad_config_names_the_key_and_exits_2(tmp_path: Path, name: str, text: str, key: str, expected: str) -> None:
     path = tmp_path / "inboxd.toml"
     path.write_text(text)
-    result = run(["config", "check", "--config", str(path)], env={"TOGETHER_API_KEY": CANARY})
+    result = run(["config", "check", "--offline", "--config", str(path)], env={"TOGETHER_API_KEY": CANARY})
     assert result.returncode == 2, result
     assert key in result.stderr, result.stderr
     assert expected in result.stderr, result.stderr
@@ -70,7 +70,7 @@ def test_bad_config_names_the_key_and_exits_2(tmp_path: Path, name: str, text: s
 
 
 def test_example_config_passes_and_hides_the_key(tmp_path: Path) -> None:
-    result = run(["config", "check", "--config", str(REPO / "config.example.toml")], env={"TOGETHER_API_KEY": CANARY})
+    result = run(["config", "check", "--offline", "--config", str(REPO / "config.example.toml")], env={"TOGETHER_API_KEY": CANARY})
     assert result.returncode == 0, result.stderr
     assert CANARY not in result.stdout + result.stderr
     assert "<redacted>" in result.stdout
@@ -80,7 +80,7 @@ def test_example_config_passes_and_hides_the_key(tmp_path: Path) -> None:
 def test_json_output_and_size_units(tmp_path: Path) -> None:
     path = tmp_path / "c.toml"
     path.write_text('[upload]\nmultipart_threshold = 104857600\npart_size = "8MiB"\n' + INBOX)
-    result = run(["config", "check", "--config", str(path), "--json"])
+    result = run(["config", "check", "--offline", "--config", str(path), "--json"])
     assert result.returncode == 0, result.stderr
     data = json.loads(result.stdout)
     assert data["upload"]["multipart_threshold"] == "100MiB"
@@ -100,7 +100,7 @@ def test_key_precedence_credential_then_file_then_env(tmp_path: Path) -> None:
     env = {"TOGETHER_API_KEY": CANARY + "-env"}
 
     def source(extra: dict[str, str]) -> str:
-        result = run(["config", "check", "--config", str(path), "--json"], env={**env, **extra})
+        result = run(["config", "check", "--offline", "--config", str(path), "--json"], env={**env, **extra})
         assert result.returncode == 0, result.stderr
         assert CANARY not in result.stdout + result.stderr
         return json.loads(result.stdout)["resolved"]["api_key_source"]
@@ -115,11 +115,11 @@ def test_loopback_http_is_allowed(tmp_path: Path) -> None:
     path = tmp_path / "c.toml"
     for url in ("http://127.0.0.1:8080/v1", "http://localhost:1/v1", "http://[::1]:9/v1"):
         path.write_text(f'[api]\nbase_url = "{url}"\n' + INBOX)
-        result = run(["config", "check", "--config", str(path), "--json"])
+        result = run(["config", "check", "--offline", "--config", str(path), "--json"])
         assert result.returncode == 0, (url, result.stderr)
 
 
 def test_missing_config_file_is_a_usage_error(tmp_path: Path) -> None:
-    result = run(["config", "check", "--config", str(tmp_path / "nope.toml")])
+    result = run(["config", "check", "--offline", "--config", str(tmp_path / "nope.toml")])
     assert result.returncode == 2
     assert "nope.toml" in result.stderr and "cannot read" in result.stderr

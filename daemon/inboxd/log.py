@@ -21,10 +21,13 @@ from collections.abc import Mapping
 from typing import Any, TextIO
 
 import structlog
+import structlog.tracebacks
 
 REDACTED = "<redacted>"
 
-_secrets: set[str] = set()
+# copy-on-write: a reload registers a key while workers log; readers iterate a frozenset
+# that is never changed in place ("Set changed size during iteration" cannot happen)
+_secrets: frozenset[str] = frozenset()
 _secrets_lock = threading.Lock()
 
 _PATTERNS = [
@@ -43,9 +46,10 @@ _PATTERNS = [
 
 def register_secret(value: str | None) -> None:
     """Never let this exact value reach a log line (the API key, once resolved)."""
+    global _secrets
     if value and len(value) >= 4:
         with _secrets_lock:
-            _secrets.add(value)
+            _secrets = _secrets | {value}
 
 
 def redact_text(text: str) -> str:
@@ -94,7 +98,9 @@ def configure(level: str = "info", log_format: str = "auto", stream: TextIO | No
     ]
     if as_json:
         processors += [
-            structlog.processors.dict_tracebacks,
+            # tracebacks as data, without frame locals: a local may hold file content or a key
+            structlog.processors.ExceptionRenderer(
+                structlog.tracebacks.ExceptionDictTransformer(show_locals=False, use_rich=False)),
             redaction_processor,
             structlog.processors.JSONRenderer(sort_keys=False),
         ]

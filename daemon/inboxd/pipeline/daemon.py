@@ -44,6 +44,7 @@ log = structlog.get_logger("inboxd.daemon")
 
 EXIT_OK, EXIT_FAILED = 0, 1
 TICK = 0.2
+PRUNE_EVERY = 86400.0
 
 
 class Fatal(Exception):
@@ -89,6 +90,7 @@ class Daemon:
         self._reload = False
         self._next_rescan = 0.0
         self._probe_now = False
+        self._next_prune = 0.0
         self.started = time.monotonic()
 
     # --- signals ---------------------------------------------------------------------------
@@ -200,7 +202,21 @@ class Daemon:
             self.claimer.claim_ready(self.capacity)
         self.gate.tick(self._probe_key, now_probe=self._probe_now)
         self._probe_now = False
+        if now >= self._next_prune:
+            self._prune(now)
         self.service.tick(self)
+
+    def _prune(self, now: float) -> None:
+        """Journal retention, at start and then daily: rows of finished files older than
+        `journal_retention_days` go; their counts stay (status) and so does the dedupe map."""
+        self._next_prune = now + PRUNE_EVERY
+        try:
+            removed = self.journal.prune(self.config.daemon.journal_retention_days)
+        except Exception as exc:  # noqa: BLE001 - housekeeping must not stop the loop
+            log.warning("journal.prune_failed", error=str(exc))
+            return
+        if removed:
+            log.info("journal.pruned", rows=removed, older_than_days=self.config.daemon.journal_retention_days)
 
     def _rescan_all(self) -> None:
         for state in self.inboxes:

@@ -1,0 +1,70 @@
+"""The journal: schema versions and migration, the column whitelist, retention."""
+
+from __future__ import annotations
+
+import sqlite3
+import time
+
+import pytest
+
+from inboxd.pipeline.journal import _SCHEMA, SCHEMA_VERSION, Journal
+
+
+def test_a_new_journal_has_the_current_version(tmp_path):
+    j = Journal(tmp_path)
+    assert j._exec("PRAGMA user_version")[0][0] == SCHEMA_VERSION
+    j.close()
+
+
+def test_a_version_0_journal_is_migrated_and_keeps_its_rows(tmp_path):
+    db = sqlite3.connect(tmp_path / "journal.sqlite3")
+    db.executescript(_SCHEMA)
+    db.execute("INSERT INTO files (claim, inbox, name, stage, claimed_at, updated_at) VALUES "
+               "('/i/.inboxd/c/1.x', '/i', 'x', 'archived', 1, 1)")
+    db.commit()
+    db.close()
+    j = Journal(tmp_path)
+    row = j.get("/i/.inboxd/c/1.x")
+    assert row is not None and row.stage == "archived" and row.ino is None
+    j.update(row.claim, ino=42)
+    assert j.get(row.claim).ino == 42
+    assert j._exec("PRAGMA user_version")[0][0] == SCHEMA_VERSION
+    j.close()
+
+
+def test_a_newer_journal_is_refused(tmp_path):
+    db = sqlite3.connect(tmp_path / "journal.sqlite3")
+    db.execute(f"PRAGMA user_version = {SCHEMA_VERSION + 1}")
+    db.close()
+    with pytest.raises(sqlite3.DatabaseError, match="newer"):
+        Journal(tmp_path)
+
+
+def test_update_refuses_unknown_columns(tmp_path):
+    j = Journal(tmp_path)
+    j.claimed("/c", "/i", "x")
+    with pytest.raises(ValueError, match="inbox"):
+        j.update("/c", inbox="/elsewhere")
+    with pytest.raises(ValueError):
+        j.update("/c", **{"stage = 'archived' --": 1})
+    j.close()
+
+
+def test_prune_keeps_counts_last_success_and_dedupe(tmp_path):
+    j = Journal(tmp_path)
+    old = time.time() - 40 * 86400
+    for i, stage in enumerate(["archived", "archived", "failed", "uploading"]):
+        j.claimed(f"/c{i}", "/i", f"f{i}")
+        j.update(f"/c{i}", stage=stage)
+    j.uploaded("/c0", "a" * 64, "batch-api", {"id": "file-1"}, file_id="file-1")
+    j.update("/c0", stage="archived")
+    j._exec("UPDATE files SET updated_at = ? WHERE claim IN ('/c0', '/c2', '/c3')", (old,))
+    before = j.counts()
+    removed = j.prune(30)
+    assert removed == 2  # /c0 (archived) and /c2 (failed); /c3 is in flight and stays
+    assert j.get("/c0") is None and j.get("/c3") is not None
+    assert j.counts() == before
+    assert j.known_upload("a" * 64, "batch-api") == {"id": "file-1"}
+    assert j.last_success("/i") is not None
+    assert j.prune(30) == 0 and j.counts() == before
+    j.close()
