@@ -139,6 +139,7 @@ def cmd_emulator(args: argparse.Namespace) -> int:
         processing_delay_seconds=args.processing_delay,
         dedupe=args.dedupe,
         latency_ms=args.latency_ms,
+        batch_seconds=args.batch_seconds,
         faults=faults,
     )
     return serve_forever(settings)
@@ -155,6 +156,8 @@ def _add_emulator_args(p: argparse.ArgumentParser) -> None:
                    help="never answer the checksum 409: the same bytes uploaded twice become two files")
     p.add_argument("--latency-ms", type=float, default=0.0, metavar="N",
                    help="every API and storage answer is delayed by N ms")
+    p.add_argument("--batch-seconds", type=float, default=2.0, metavar="S",
+                   help="a batch job's time from create to COMPLETED (0: done at the first look)")
     g = p.add_argument_group("fault injection (rates are 0..1)")
     g.add_argument("--fail-rate", type=float, default=0.0, help="HTTP 500 on API calls")
     g.add_argument("--part-fail-rate", type=float, default=0.0, help="HTTP 503 on upload PUTs")

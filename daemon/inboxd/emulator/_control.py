@@ -1,5 +1,6 @@
 """The control endpoints under /v1/_emulator/ (bearer auth like the API): `GET stats`,
-`POST faults` (rates and clocks), `POST script` (one-shot faults), `POST reset`."""
+`POST faults` (rates and clocks), `POST script` (one-shot faults), `POST batches` (scripted batch
+outcomes, create answers and cut downloads: see `_batches`), `POST reset`."""
 
 from __future__ import annotations
 
@@ -36,6 +37,16 @@ def _script(h: Handler) -> None:
     h.send(200, {"script": h.emu.script_snapshot()})
 
 
+def _batch_script(h: Handler) -> None:
+    entries = json.loads(h.read_small() or b"[]")
+    bad = h.emu.batches.bad_entries(entries)
+    if bad:
+        h.send(400, {"error": {"message": f"bad batch script entries: {bad}"}})
+        return
+    h.emu.batches.add_script(entries)
+    h.send(200, {"batch_script": h.emu.batches.script_snapshot()})
+
+
 def _reset(h: Handler) -> None:
     h.drain()
     h.emu.reset()
@@ -46,6 +57,7 @@ CONTROL: dict[tuple[str, str], Callable[[Handler], None]] = {
     ("GET", "stats"): _stats,
     ("POST", "faults"): _faults,
     ("POST", "script"): _script,
+    ("POST", "batches"): _batch_script,
     ("POST", "reset"): _reset,
 }
 

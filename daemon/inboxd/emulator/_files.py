@@ -227,11 +227,22 @@ def content(h: Handler, file_id: str | None, query: dict[str, str]) -> None:
     m = re.fullmatch(r"bytes=(\d+)-(\d*)", h.headers.get("Range", ""))
     if m and size:
         start, end, status = int(m.group(1)), min(size - 1, int(m.group(2) or size - 1)), 206
+        if start >= size or start > end:
+            h.send(416, {"error": {"message": f"range not satisfiable: {m.group(0)} of {size} bytes"}},
+                   {"Content-Range": f"bytes */{size}"})
+            return
     length = max(0, end - start + 1)
-    headers = {"Content-Type": "application/octet-stream", "Content-Length": str(length)}
+    headers = {"Content-Type": "application/octet-stream", "Content-Length": str(length),
+               "Accept-Ranges": "bytes"}
     if status == 206:
         headers["Content-Range"] = f"bytes {start}-{end}/{size}"
     headers["Content-Disposition"] = f'attachment; filename="{rec.filename}"'
+    cut = h.emu.batches.take_cut(rec.id)  # scripted: send part of the body, then close (see _batches)
+    if cut is not None:
+        _faults.injected(h, "cut_download")
+        h.close_connection = True
+        h.send_file(status, headers, path, start, int(length * cut))
+        return
     h.send_file(status, headers, path, start, length)
 
 

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING
 from urllib.parse import parse_qsl, urlsplit
 
 from . import _faults
+from ._batches import BATCHES
 from ._control import PREFIX as CONTROL_PREFIX
 from ._control import control
 from ._files import FILES
@@ -24,7 +25,7 @@ from ._wire import Done, WireHandler
 if TYPE_CHECKING:
     from ._server import Emulator, Server
 
-APIS: tuple[Api, ...] = (FILES,)
+APIS: tuple[Api, ...] = (FILES, BATCHES)
 
 
 class Handler(WireHandler):

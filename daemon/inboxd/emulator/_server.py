@@ -12,6 +12,7 @@ from http.server import ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
+from ._batches import BatchBook
 from ._faults import Script
 from ._handler import Handler
 from ._other_host import OtherHostHandler
@@ -39,6 +40,7 @@ class Emulator:
             self._tmp = tempfile.TemporaryDirectory(prefix="inboxd-emulator-")
             data_dir = Path(self._tmp.name)
         self.store = Store(Path(data_dir), self.settings.processing_delay_seconds)
+        self.batches = BatchBook(self.store, self.settings.batch_seconds)
         self.stopping = threading.Event()
         self.other_host = {"requests": 0, "auth_headers": 0}
         self.script = Script()
@@ -105,10 +107,12 @@ class Emulator:
                 self.url_ttl = float(values["url_ttl_seconds"])
             if "processing_delay_seconds" in values:
                 self.store.processing_delay = float(values["processing_delay_seconds"])
+            if "batch_seconds" in values:  # for jobs created from now on
+                self.batches.seconds = float(values["batch_seconds"])
 
     def settings_dict(self) -> dict[str, Any]:
         return {**vars(self.faults), "url_ttl_seconds": self.url_ttl,
-                "processing_delay_seconds": self.store.processing_delay}
+                "processing_delay_seconds": self.store.processing_delay, "batch_seconds": self.batches.seconds}
 
     def add_script(self, entries: list[dict[str, Any]]) -> None:
         self.script.add(entries)
@@ -121,6 +125,8 @@ class Emulator:
 
     def reset(self) -> None:
         self.script.clear()
+        self.batches.reset()
+        self.batches.seconds = self.settings.batch_seconds
         with self.store.lock:
             self.faults.__init__()  # type: ignore[misc]
             self.url_ttl = self.settings.url_ttl_seconds
@@ -138,6 +144,7 @@ class Emulator:
         with self.store.lock:
             out["other_host"] = dict(self.other_host)
         out["script_left"] = self.script.snapshot()
+        out.update(self.batches.stats())
         return out
 
 

@@ -32,7 +32,7 @@ class FileRecord:
     file_type: str
     checksum: str | None  # what the client said at create
     created_at: int
-    method: str  # single | multipart
+    method: str  # single | multipart | generated (a batch job's output)
     state: str = "pending"  # pending (no content yet) | uploaded | deleted
     bytes: int = 0
     sha256: str | None = None  # of the bytes received
@@ -197,6 +197,19 @@ class Store:
             rec.line_count = report["nlines"]
             rec.validation_report = {**report, "file_id": rec.id}
             rec.processing_status = "COMPLETED" if report["valid"] else "INVALID_FORMAT"
+
+    def add_generated(self, purpose: str, filename: str, tmp: Path, size: int, sha256: str, lines: int) -> FileRecord:
+        """A file the service wrote itself (a batch job's output): `tmp` becomes its content, and
+        it is processed already."""
+        rec = FileRecord(id=self.new_id("file"), purpose=purpose, filename=filename, file_type="jsonl",
+                         checksum=None, created_at=int(time.time()), method="generated", state="uploaded",
+                         bytes=size, sha256=sha256, line_count=lines, processing_started=time.monotonic(),
+                         processing_status="COMPLETED")
+        rec.validation_report = {"valid": True, "nlines": lines, "file_id": rec.id}
+        tmp.replace(self.content_path(rec.id))
+        with self.lock:
+            self.files[rec.id] = rec
+        return rec
 
     def delete(self, file_id: str) -> bool:
         with self.lock:
