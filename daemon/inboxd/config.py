@@ -30,6 +30,7 @@ from pydantic import (
     Field,
     SecretStr,
     ValidationError,
+    ValidationInfo,
     field_validator,
     model_validator,
 )
@@ -230,6 +231,39 @@ class DaemonConfig(_Section):
         return host.strip("[]"), int(port)
 
 
+class BatchConfig(_Section):
+    """`[inboxes.batch]` (SPEC §4, §10; issue 12): the batch round trip of a batch-api inbox.
+    Absent: the inbox behaves as before (upload and manifest only)."""
+
+    endpoint: str = "/v1/chat/completions"
+    completion_window: str = Field("24h", min_length=1)
+    model_id: str | None = Field(None, min_length=1)
+    priority: int | None = None
+    poll_seconds: float = Field(30, gt=0)
+    # default <inbox path>/outbox (resolved when the inbox is loaded)
+    outbox: Path | None = None
+    join: bool = False
+
+    @field_validator("endpoint")
+    @classmethod
+    def _check_endpoint(cls, v: str) -> str:
+        if not re.fullmatch(r"/[A-Za-z0-9._~/-]*", v) or "//" in v:
+            raise ValueError('expected an API path such as "/v1/chat/completions"')
+        return v
+
+    @field_validator("outbox")
+    @classmethod
+    def _absolute_outbox(cls, v: Path | None) -> Path | None:
+        if v is None:
+            return None
+        if not v.is_absolute():
+            raise ValueError("expected an absolute path")
+        try:
+            return Path(os.path.normpath(v)).resolve()
+        except (OSError, RuntimeError) as exc:
+            raise ValueError(f"cannot resolve {v}: {getattr(exc, 'strerror', None) or exc}") from None
+
+
 class InboxConfig(_Section):
     path: Path
     purpose: Purpose
@@ -244,8 +278,26 @@ class InboxConfig(_Section):
     # issue 15: create the folder when it is missing (else a missing folder is an error: a typo
     # must not become a new, empty inbox)
     create: bool = False
+    # issue 12: the batch round trip (batch-api inboxes only); None = upload and manifest only
+    batch: BatchConfig | None = None
 
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+    @field_validator("batch")
+    @classmethod
+    def _batch_purpose(cls, v: BatchConfig | None, info: ValidationInfo) -> BatchConfig | None:
+        """`batch` belongs to batch-api inboxes only."""
+        purpose = info.data.get("purpose")
+        if v is not None and purpose is not None and purpose != "batch-api":
+            raise ValueError(f'the batch round trip is for purpose = "batch-api" inboxes, not {purpose!r}')
+        return v
+
+    @model_validator(mode="after")
+    def _batch_outbox(self) -> InboxConfig:
+        """The batch outbox defaults to <path>/outbox."""
+        if self.batch is not None and self.batch.outbox is None:
+            object.__setattr__(self, "batch", self.batch.model_copy(update={"outbox": self.path / "outbox"}))
+        return self
 
     @field_validator("path", "done_dir", "failed_dir")
     @classmethod
