@@ -4,22 +4,39 @@ for storage (without it), the retry loop, and careful reading of untrusted answe
 Timeouts are `(connect, read)`: the read timeout bounds the wait between bytes, never the
 whole transfer. 429, 5xx, connection resets and idle timeouts are retried with exponential
 backoff and full jitter, honouring `Retry-After` / `retry-after-ms` (capped).
+
+Proxies and CAs (`Network`, from `resolve_network`): ``api.proxy`` wins over the environment,
+``api.ca_bundle`` over ``REQUESTS_CA_BUNDLE`` / ``SSL_CERT_FILE``, else certifi. The sessions
+keep ``trust_env = False`` (so ~/.netrc never lends credentials to any host); the environment's
+proxies are resolved here per request url with requests' own `get_environ_proxies` (HTTP_PROXY,
+HTTPS_PROXY, ALL_PROXY, NO_PROXY, lower case first as curl does), and the CA goes into
+``session.verify``. API and storage requests take the same route; only the API session carries
+the key, so a presigned url's host never sees it, proxy or not. A proxy's password is handed
+to the log redaction at once and only ever shown as ``user:***``.
 """
 
 from __future__ import annotations
 
+import base64
 import json
+import os
 import random
 import re
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import unquote, urlsplit
 
 import requests
+import requests.adapters
+import requests.utils
 
 from .. import __version__
+from ..config import ApiConfig
+from ..log import register_secret
 from ._errors import AuthError, CancelledError, ProtocolError, TransientError
 
 MAX_ANSWER = 2**20  # the most of an answer body ever read into memory
@@ -115,12 +132,150 @@ def error_text(response: requests.Response, route: str) -> str:
     return body[:200].decode("utf-8", "replace")
 
 
+# --- proxies and CAs ----------------------------------------------------------------------
+
+PROXY_ENV = ("http_proxy", "https_proxy", "all_proxy", "no_proxy")
+CA_ENV = ("REQUESTS_CA_BUNDLE", "SSL_CERT_FILE")
+
+
+def redact_proxy(url: str | None) -> str | None:
+    """A proxy url fit to show: the password replaced by ``***`` (``http://user:***@proxy:3128``)."""
+    if not url:
+        return url
+    parts = urlsplit(url if "://" in url else f"http://{url}")
+    if parts.password is None and parts.username is None:
+        return url
+    host = parts.netloc.rpartition("@")[2]
+    user = parts.username or ""
+    shown = f"{user}:***@{host}" if parts.password is not None else f"{user}@{host}"
+    return url.replace(parts.netloc, shown, 1) if "://" in url else shown
+
+
+def protect_proxy(url: str | None) -> None:
+    """Hand a proxy's password (as written, decoded, and as the Basic header carries it) to the
+    log redaction, so that no log line can ever show it."""
+    if not url:
+        return
+    try:
+        parts = urlsplit(url if "://" in url else f"http://{url}")
+        password = parts.password
+    except ValueError:
+        return
+    if password is None:
+        return
+    user = unquote(parts.username or "")
+    for value in {password, unquote(password)}:
+        register_secret(value)
+    register_secret(base64.b64encode(f"{user}:{unquote(password)}".encode()).decode())
+
+
+def _env_proxy_var(scheme: str, env: Mapping[str, str]) -> tuple[str, str] | None:
+    """(variable name, value) of the environment's proxy for a url scheme, lower case first."""
+    for name in (f"{scheme}_proxy", "all_proxy"):
+        for var in (name, name.upper()):
+            if env.get(var):
+                return var, env[var]
+    return None
+
+
+@dataclass(frozen=True)
+class Network:
+    """The route to the API and storage hosts: which proxy, which CAs, and where each came from."""
+
+    proxy: str | None  # api.proxy: a url, "" (direct, the environment ignored), or None (the environment)
+    verify: str | bool  # a CA bundle path, or True (certifi)
+    ca_source: str
+
+    @property
+    def proxy_source(self) -> str:
+        if self.proxy is None:
+            return "environment"
+        return "api.proxy" if self.proxy else "api.proxy (\"\": direct, the environment ignored)"
+
+    def proxies_for(self, url: str) -> dict[str, str]:
+        """The `proxies` argument of one request to `url`."""
+        if self.proxy is not None:
+            return {"all": self.proxy} if self.proxy else {}
+        # the live environment, as requests reads it with trust_env (NO_PROXY included), minus netrc
+        return requests.utils.get_environ_proxies(url)
+
+    def proxy_for(self, url: str) -> str | None:
+        return requests.utils.select_proxy(url, self.proxies_for(url))
+
+    def describe(self, url: str) -> dict[str, Any]:
+        """What `inboxd config check` shows: the effective proxy for `url` (redacted), and where it
+        came from; the CA bundle, and where it came from. Reads the live environment, as requests do."""
+        env = os.environ
+        chosen = self.proxy_for(url)
+        if self.proxy is not None:
+            source = self.proxy_source if chosen else "api.proxy = \"\" (direct; the environment is ignored)"
+        else:
+            scheme = urlsplit(url).scheme
+            var = _env_proxy_var(scheme, env)
+            no_proxy = env.get("no_proxy") or env.get("NO_PROXY")
+            if var is None:
+                source = f"none (no api.proxy; no {scheme}_proxy or all_proxy in the environment)"
+            elif not chosen:
+                source = f"none ({var[0]} is set but NO_PROXY={no_proxy} excludes the host)"
+            else:
+                source = f"environment variable {var[0]}"
+        out: dict[str, Any] = {"proxy": redact_proxy(chosen) or None, "proxy_source": source}
+        if self.proxy is None:
+            out["no_proxy"] = env.get("no_proxy") or env.get("NO_PROXY") or None
+        out["ca_bundle"] = self.verify if isinstance(self.verify, str) else _certifi_where()
+        out["ca_bundle_source"] = self.ca_source
+        return out
+
+
+def _certifi_where() -> str | None:
+    try:
+        import certifi
+
+        return str(certifi.where())
+    except ImportError:  # pragma: no cover - requests depends on certifi
+        return None
+
+
+def resolve_network(api: ApiConfig, env: Mapping[str, str] | None = None) -> Network:
+    """The proxy and CA of `api` (the configuration wins) else of the environment.
+
+    A CA variable naming a file that does not exist is skipped (and said so in the source):
+    the environment is ambient, the configuration deliberate (``api.ca_bundle`` must exist)."""
+    env = os.environ if env is None else env
+    proxy = api.proxy.get_secret_value() if api.proxy is not None else None
+    verify: str | bool = True
+    ca_source = "certifi (the default)"
+    skipped: list[str] = []
+    if api.ca_bundle is not None:
+        verify, ca_source = str(api.ca_bundle), "api.ca_bundle"
+    else:
+        for var in CA_ENV:
+            value = env.get(var)
+            if not value:
+                continue
+            if Path(value).exists():
+                verify, ca_source = value, f"environment variable {var}"
+                break
+            skipped.append(f"{var}={value} does not exist")
+        if skipped:
+            ca_source += f" ({'; '.join(skipped)}: ignored)"
+    return Network(proxy=proxy, verify=verify, ca_source=ca_source)
+
+
+# --- the transport --------------------------------------------------------------------------
+
+
 class Transport:
-    def __init__(self, key: str, *, timeout: float, max_retries: int, observer: Observer | None = None) -> None:
+    def __init__(self, key: str, *, timeout: float, max_retries: int, observer: Observer | None = None,
+                 network: Network | None = None) -> None:
         self._key = key
         self.timeout = (min(CONNECT_TIMEOUT, timeout), timeout)
         self.max_retries = max_retries
         self.observer = observer
+        self.network = network or Network(proxy=None, verify=True, ca_source="certifi (the default)")
+        protect_proxy(self.network.proxy)
+        for var in PROXY_ENV[:-1]:  # the environment's proxies too: their passwords are never logged
+            protect_proxy(os.environ.get(var) or os.environ.get(var.upper()))
         self._local = threading.local()
 
     def __repr__(self) -> str:
@@ -132,7 +287,9 @@ class Transport:
         if s is None:
             s = requests.Session()
             s.headers["User-Agent"] = f"inboxd/{__version__}"
-            s.trust_env = False  # loopback and the API host only; no proxies or netrc from the environment
+            # never ~/.netrc; the environment's proxies come per request from self.network instead
+            s.trust_env = False
+            s.verify = self.network.verify
             adapter = requests.adapters.HTTPAdapter(pool_connections=4, pool_maxsize=16, max_retries=0)
             s.mount("http://", adapter)
             s.mount("https://", adapter)
@@ -179,7 +336,8 @@ class Transport:
             try:
                 data = body() if body is not None else fixed_data
                 response = self.session(storage).request(
-                    method, url, data=data, timeout=self.timeout, allow_redirects=False, stream=True, **kwargs)
+                    method, url, data=data, timeout=self.timeout, allow_redirects=False, stream=True,
+                    proxies=self.network.proxies_for(url), **kwargs)
             except (requests.ConnectionError, requests.Timeout, requests.exceptions.ChunkedEncodingError) as exc:
                 last = f"{type(exc).__name__}"
                 reason = "timeout" if isinstance(exc, requests.Timeout) else "connection"
@@ -191,6 +349,12 @@ class Transport:
                     reason = f"http_{status}"
                     self.emit("api_error", route=route, status=status)
                     read_answer_quietly(response, route)
+                elif status == 407:
+                    self.emit("api_error", route=route, status=status)
+                    read_answer_quietly(response, route)
+                    raise AuthError(f"{route}: the proxy refused inboxd (HTTP 407 Proxy Authentication Required); "
+                                    "check the credentials in api.proxy or the *_PROXY variables", route=route,
+                                    status=status)
                 elif status in (401, 403) and not storage:
                     self.emit("api_error", route=route, status=status)
                     text = error_text(response, route)
