@@ -7,6 +7,12 @@
     emu.conflicts(), emu.creates_by_sha256()  # checksum 409s given; creates counted by sha256
 
     start_emulator(tmp_path, no_dedupe=True, latency_ms=50)   # True is a bare --no-dedupe
+    start_emulator(tmp_path, batch_seconds=0.5)               # a batch job's time
+
+    emu.batch_script([{"outcome": "EXPIRED", "fraction": 0.5}])   # POST /v1/_emulator/batches
+    emu.next_batch_outcome("FAILED"); emu.next_batch_create_status(429, retry_after=1)
+    emu.cut_next_download(0.5)                                     # the next content download is cut
+    emu.batch_creates(), emu.batch_creates_by_input(), emu.batches()
     emu.stop()
 """
 
@@ -64,6 +70,44 @@ class EmulatorProc:
         """Successful creates (POST /files, multipart initiate) by the checksum sent, or the
         content's sha256 for a create that sent none: a re-send shows as a count of 2."""
         return dict(self.stats()["creates_by_sha256"])
+
+    # -- batches (daemon/inboxd/emulator/_batches.py) -----------------------------------------
+
+    def batch_script(self, entries: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """Scripted batch behaviour, each entry used once (or "times" times): {"outcome": FAILED |
+        EXPIRED | CANCELLED | COMPLETED, "fraction"?, "error"?}, {"create_status": 429, "retry_after"?},
+        {"cut_download": 0.5, "file_id"?}. Returns what is left of the batch script."""
+        return self._control("POST", "batches", entries)["batch_script"]
+
+    def next_batch_outcome(self, outcome: str, fraction: float | None = None, times: int = 1) -> None:
+        """The next create's job ends this way (EXPIRED/CANCELLED keep `fraction` of the lines' answers)."""
+        entry: dict[str, Any] = {"outcome": outcome, "times": times}
+        if fraction is not None:
+            entry["fraction"] = fraction
+        self.batch_script([entry])
+
+    def next_batch_create_status(self, status: int = 429, retry_after: float = 1.0, times: int = 1) -> None:
+        """The next batch create is answered with `status` (429: with Retry-After) and makes no job."""
+        self.batch_script([{"create_status": status, "retry_after": retry_after, "times": times}])
+
+    def cut_next_download(self, fraction: float = 0.5, file_id: str | None = None) -> None:
+        """The next content download (of `file_id`, or any) sends `fraction` of its body, then closes."""
+        entry: dict[str, Any] = {"cut_download": fraction}
+        if file_id:
+            entry["file_id"] = file_id
+        self.batch_script([entry])
+
+    def batch_creates(self) -> int:
+        """How many batch jobs were created (POST /v1/batches answered 201)."""
+        return int(self.stats()["batch_creates"])
+
+    def batch_creates_by_input(self) -> dict[str, int]:
+        """Batch creates by input_file_id: a second job for the same input shows as 2."""
+        return dict(self.stats()["batch_creates_by_input"])
+
+    def batches(self) -> list[dict[str, Any]]:
+        """Every job (brought up to date with the clock) as a BatchJob plus "outcome" and "lines"."""
+        return list(self.stats()["batches"])
 
     def stop(self) -> None:
         self._http.close()
