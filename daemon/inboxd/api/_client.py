@@ -9,10 +9,13 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+import requests
 from pydantic import SecretStr
 
 from ..config import ApiConfig, UploadConfig
+from . import _batches
 from ._bandwidth import Bandwidth, metered
+from ._batches import BatchJob
 from ._bodies import sha256_of
 from ._errors import AuthError, CancelledError, ProtocolError, RejectedError, SourceChangedError, TransientError
 from ._models import FileObject
@@ -147,6 +150,30 @@ class FilesClient:
 
     def close(self) -> None:
         self._t.close()
+
+    # --- the Batch API (SPEC §9; api/_batches.py) --------------------------------------------
+
+    def create_batch(self, input_file_id: str, endpoint: str, *, completion_window: str | None = "24h",
+                     priority: int | None = None, model_id: str | None = None,
+                     cancel: threading.Event | None = None) -> tuple[BatchJob, str | None]:
+        """One POST /batches, never retried (not idempotent): (job, warning)."""
+        return _batches.create(self._t, self.base, input_file_id, endpoint, completion_window=completion_window,
+                               priority=priority, model_id=model_id, cancel=cancel)
+
+    def get_batch(self, batch_id: str, *, retries: bool = True,
+                  cancel: threading.Event | None = None) -> BatchJob:
+        return _batches.get(self._t, self.base, batch_id, retries=retries, cancel=cancel)
+
+    def list_batches(self, *, retries: bool = True, cancel: threading.Event | None = None) -> list[BatchJob]:
+        return _batches.list_jobs(self._t, self.base, retries=retries, cancel=cancel)
+
+    def cancel_batch(self, batch_id: str) -> BatchJob:
+        return _batches.cancel_job(self._t, self.base, batch_id)
+
+    def file_content(self, file_id: str, *, offset: int = 0,
+                     cancel: threading.Event | None = None) -> requests.Response:
+        """GET /files/{id}/content from `offset`, streamed (the caller reads and closes it)."""
+        return _batches.content(self._t, self.base, file_id, offset=offset, cancel=cancel)
 
 
 __all__ = ["FilesClient", "UploadResult", "AuthError"]

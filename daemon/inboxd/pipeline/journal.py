@@ -29,7 +29,7 @@ from typing import Any
 
 STAGES = ("claimed", "checked", "uploading", "uploaded", "archived", "failed")
 FINISHED = ("archived", "failed")
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS files (
@@ -82,6 +82,44 @@ CREATE TABLE IF NOT EXISTS totals (
     last_at REAL,
     PRIMARY KEY (inbox, stage)
 );
+""",
+    # issue 12: batch jobs (inboxd.batch.store owns this table)
+    3: """
+CREATE TABLE IF NOT EXISTS batches (
+    claim TEXT PRIMARY KEY,
+    inbox TEXT NOT NULL,
+    input_file_id TEXT NOT NULL,
+    input_sha256 TEXT,
+    manifest TEXT,
+    input_path TEXT,
+    stem TEXT,
+    outbox TEXT,
+    endpoint TEXT NOT NULL,
+    completion_window TEXT,
+    model_id TEXT,
+    priority INTEGER,
+    poll_seconds REAL NOT NULL,
+    join_results INTEGER NOT NULL DEFAULT 0,
+    requests INTEGER,
+    stage TEXT NOT NULL,
+    batch_id TEXT,
+    status TEXT,
+    progress REAL,
+    output_file_id TEXT,
+    error_file_id TEXT,
+    job_json TEXT,
+    outputs_json TEXT,
+    error TEXT,
+    dropped_at REAL,
+    uploaded_at REAL,
+    creating_at REAL,
+    created_at REAL,
+    finished_at REAL,
+    delivered_at REAL,
+    updated_at REAL NOT NULL
+);
+CREATE INDEX IF NOT EXISTS batches_by_stage ON batches (stage);
+CREATE INDEX IF NOT EXISTS batches_by_batch_id ON batches (batch_id);
 """,
 }
 
