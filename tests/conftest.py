@@ -1,13 +1,36 @@
 from __future__ import annotations
 
+from collections.abc import Iterator
+from typing import Any
+
 import pytest
 
 from tests.helpers.emulator import EmulatorProc, start_emulator
 
+EMU_KEY = "test-key-0123456789"
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers",
+        "emulator(**flags): options for the `emu` fixture's emulator (start_emulator's keywords), "
+        "e.g. emulator(no_dedupe=False) for a test that needs the checksum 409",
+    )
+
 
 @pytest.fixture
-def emulator(tmp_path) -> EmulatorProc:
-    """A real `inboxd emulator` subprocess on loopback, stopped after the test."""
-    emu = start_emulator(tmp_path / "emulator")
-    yield emu
-    emu.stop()
+def emu(request: pytest.FixtureRequest, tmp_path) -> Iterator[EmulatorProc]:
+    """A real `inboxd emulator` subprocess on loopback, stopped after the test.
+
+    It runs with `--no-dedupe` unless told otherwise: the checksum 409 is off, so a second
+    upload of the same bytes becomes a second file and an exactly-once assertion can fail.
+    A test (or a module, through `pytestmark`) changes the flags with
+    `@pytest.mark.emulator(key=..., no_dedupe=False, processing_delay=0.3, ...)`; the closest
+    marker wins."""
+    flags: dict[str, Any] = {"key": EMU_KEY, "no_dedupe": True}
+    marker = request.node.get_closest_marker("emulator")
+    if marker is not None:
+        flags.update(marker.kwargs)
+    e = start_emulator(tmp_path / "emu", **flags)
+    yield e
+    e.stop()

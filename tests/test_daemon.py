@@ -2,15 +2,24 @@
 
 Each test drops files into real folders and waits for what the daemon says (its JSON log)
 and what it leaves on disk (done/, failed/, sidecars), and checks the server's side through
-the emulator (`files_by_sha256`). Every sidecar any test produces is validated against the
-JSON Schemas the package ships.
+the emulator. Every sidecar any test produces is validated against the JSON Schemas the
+package ships.
+
+The emulator runs with `--no-dedupe` (the `emu` fixture's default, tests/conftest.py): the
+checksum 409 is off, so a file uploaded twice is two files on the server, and its creates
+are counted per sha256. "Exactly once" is `once_on_server`: one whole file and one create
+per sha256, unless a test says why a re-send is legitimate and bounds it.
+
+No test sleeps to let "nothing happen": a claim that something did not happen waits for a
+later event that could only come after it (a file found by the same scan, a file dropped
+after, the daemons stopped).
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -22,45 +31,22 @@ import pytest
 
 from inboxd.schemas import ERROR, MANIFEST, load_schema
 from tests.helpers.daemon import REPO, start_daemon, wait_until, write_config
-from tests.helpers.emulator import start_emulator
+from tests.helpers.files import (
+    batch_lines,
+    claimed,
+    drop,
+    error_sidecars,
+    extra_creates,
+    manifests,
+    once_on_server,
+    sha,
+    whole_files,
+)
+
+pytestmark = pytest.mark.emulator(no_dedupe=True)
 
 
 # --- helpers ----------------------------------------------------------------------------
-
-
-def batch_lines(tag: str, n: int = 50) -> bytes:
-    out = []
-    for i in range(n):
-        body = {"model": "m", "messages": [{"role": "user", "content": f"{tag} #{i}"}]}
-        out.append(json.dumps({"custom_id": f"{tag}-{i}", "body": body}))
-    return ("\n".join(out) + "\n").encode()
-
-
-def sha(data: bytes) -> str:
-    return hashlib.sha256(data).hexdigest()
-
-
-def drop(inbox: Path, name: str, data: bytes, staging: Path) -> str:
-    """Write elsewhere, then rename in (the Maildir habit); return the sha256."""
-    staging.mkdir(parents=True, exist_ok=True)
-    tmp = staging / name
-    tmp.write_bytes(data)
-    os.rename(tmp, inbox / name)
-    return sha(data)
-
-
-def manifests(inbox: Path) -> dict[str, dict]:
-    done = inbox / "done"
-    if not done.exists():
-        return {}
-    return {p.name: json.loads(p.read_text()) for p in sorted(done.glob("*.manifest.json"))}
-
-
-def error_sidecars(inbox: Path) -> dict[str, dict]:
-    failed = inbox / "failed"
-    if not failed.exists():
-        return {}
-    return {p.name: json.loads(p.read_text()) for p in sorted(failed.glob("*.error.json"))}
 
 
 def assert_sidecars_valid(*inboxes: Path) -> None:
@@ -71,20 +57,9 @@ def assert_sidecars_valid(*inboxes: Path) -> None:
             jsonschema.validate(e, load_schema(ERROR))
 
 
-def server_copies(emu, digest: str) -> int:
-    return len(emu.files_by_sha256().get(digest, []))
-
-
-def claimed_files(inbox: Path) -> list[Path]:
-    work = inbox / ".inboxd"
-    return [f for d in work.iterdir() if d.is_dir() for f in d.iterdir()] if work.exists() else []
-
-
-@pytest.fixture
-def emu(tmp_path):
-    e = start_emulator(tmp_path / "emu", key="test-key-0123456789")
-    yield e
-    e.stop()
+def assert_once(emu, *digests: str) -> None:
+    problems = once_on_server(emu.stats(), digests)
+    assert not problems, problems
 
 
 @pytest.fixture
@@ -108,6 +83,7 @@ def test_rename_in_and_slow_writer_in_place(tmp_path, emu, inbox):
     with start_daemon(cfg, key=emu.key) as d:
         renamed = drop(inbox, "renamed.jsonl", batch_lines("r"), tmp_path / "stage")
         # a slow writer: the file grows in place for ~2.5 s with pauses shorter than settle_seconds
+        # (the sleeps are the producer's pace, not a wait for the daemon)
         full = batch_lines("slow", 10)
         with open(inbox / "slow.jsonl", "wb") as f:
             for line in full.splitlines(keepends=True):
@@ -123,7 +99,8 @@ def test_rename_in_and_slow_writer_in_place(tmp_path, emu, inbox):
         assert d.events("file.claimed", name="renamed.jsonl")
         uploaded = {e["sha256"] for e in d.events("file.uploaded")}
         assert uploaded == {renamed, sha(full)}
-        assert server_copies(emu, sha(full)) == 1
+        assert_once(emu, renamed, sha(full))
+        assert set(emu.creates_by_sha256()) == {renamed, sha(full)}  # no create for a half-written slow.jsonl
         assert (inbox / "done" / "slow.jsonl").read_bytes() == full
         m = ms["renamed.jsonl.manifest.json"]
         assert m["source"]["path"] == str(inbox / "done" / "renamed.jsonl")
@@ -131,24 +108,36 @@ def test_rename_in_and_slow_writer_in_place(tmp_path, emu, inbox):
     assert_sidecars_valid(inbox)
 
 
+IGNORED = [".hidden.jsonl", "a.jsonl.tmp", "b.jsonl.part", "c.jsonl.partial", "d.jsonl.crdownload",
+           "e.jsonl.swp", "f.jsonl~", "notes.txt", ".nfs0000123"]
+
+
 def test_ignored_names_are_never_touched(tmp_path, emu, inbox):
-    ignored = [".hidden.jsonl", "a.jsonl.tmp", "b.jsonl.part", "c.jsonl.partial", "d.jsonl.crdownload",
-               "e.jsonl.swp", "f.jsonl~", "notes.txt", ".nfs0000123"]
-    before = {}
-    for name in ignored:
-        (inbox / name).write_bytes(batch_lines(name))
-        before[name] = os.stat(inbox / name)
+    def make(names: list[str]) -> dict[str, os.stat_result]:
+        for name in names:
+            (inbox / name).write_bytes(batch_lines(name))
+        return {name: os.stat(inbox / name) for name in names}
+
+    # present at start, beside a valid file: only the start scan can find `first.jsonl`, so
+    # once it is archived that scan has looked at every ignored name too
+    before = make(IGNORED)
+    (inbox / "first.jsonl").write_bytes(batch_lines("first"))
     cfg = config(tmp_path, emu, [inbox], daemon={"settle_seconds": 0.2, "rescan_seconds": 0.5})
     with start_daemon(cfg, key=emu.key) as d:
+        d.wait_event("file.archived", name="first.jsonl")
+        # written while it runs (events), then a valid file renamed in after them: once that
+        # one is archived, the events of the ignored ones came and went
+        late = [f"late-{n}" if not n.startswith(".") else f".late{n}" for n in IGNORED]
+        before |= make(late)
         drop(inbox, "real.jsonl", batch_lines("real"), tmp_path / "stage")
         d.wait_event("file.archived", name="real.jsonl")
-        time.sleep(1.2)  # two rescans more
-        for name in ignored:
+        for name, was in before.items():
             st = os.stat(inbox / name)
-            assert (st.st_ino, st.st_mtime_ns, st.st_size) == (before[name].st_ino, before[name].st_mtime_ns,
-                                                               before[name].st_size), name
+            assert (st.st_ino, st.st_mtime_ns, st.st_size) == (was.st_ino, was.st_mtime_ns, was.st_size), name
         named = {e.get("name") for e in d.lines}
-        assert not named & set(ignored)
+        assert not named & set(before)
+        assert sorted(e["name"] for e in d.events("file.claimed")) == ["first.jsonl", "real.jsonl"]
+    assert set(emu.creates_by_sha256()) == {sha(batch_lines("first")), sha(batch_lines("real"))}
     assert_sidecars_valid(inbox)
 
 
@@ -160,7 +149,7 @@ def test_fifo_symlink_and_directory_go_to_failed_without_blocking(tmp_path, emu,
     (inbox / "dir.jsonl").mkdir()
     cfg = config(tmp_path, emu, [inbox])
     with start_daemon(cfg, key=emu.key) as d:
-        drop(inbox, "ok.jsonl", batch_lines("ok"), tmp_path / "stage")
+        ok = drop(inbox, "ok.jsonl", batch_lines("ok"), tmp_path / "stage")
         d.wait_event("file.archived", name="ok.jsonl")
         d.wait_event("file.failed", count=3)
     errs = error_sidecars(inbox)
@@ -169,12 +158,14 @@ def test_fifo_symlink_and_directory_go_to_failed_without_blocking(tmp_path, emu,
                      "dir.jsonl": ("directory", "inspect")}
     assert os.path.islink(inbox / "failed" / "link.jsonl")
     assert target.read_bytes() == batch_lines("target")  # never followed
-    assert server_copies(emu, sha(batch_lines("target"))) == 0
+    assert emu.creates_by_sha256() == {ok: 1}  # the link's target was never even created
+    assert_once(emu, ok)
     assert_sidecars_valid(inbox)
 
 
 def test_validation_failure_goes_to_failed_with_report_and_once_exits_1(tmp_path, emu, inbox):
-    (inbox / "bad.jsonl").write_bytes(b'{"custom_id": "a", "body": {}}\nnot json\n')
+    bad = b'{"custom_id": "a", "body": {}}\nnot json\n'
+    (inbox / "bad.jsonl").write_bytes(bad)
     (inbox / "good.jsonl").write_bytes(batch_lines("good"))
     cfg = config(tmp_path, emu, [inbox], daemon={"settle_seconds": 0.1})
     out = subprocess.run([sys.executable, "-m", "inboxd", "run", "--config", str(cfg), "--once"],
@@ -185,6 +176,8 @@ def test_validation_failure_goes_to_failed_with_report_and_once_exits_1(tmp_path
     (err,) = error_sidecars(inbox).values()
     assert err["stage"] == "validate" and err["error"]["line"] == 2 and err["validation"]
     assert emu.key not in out.stdout + out.stderr
+    assert_once(emu, sha(batch_lines("good")))
+    assert sha(bad) not in emu.creates_by_sha256()
     assert_sidecars_valid(inbox)
     status = subprocess.run([sys.executable, "-m", "inboxd", "status", "--config", str(cfg), "--json"],
                             capture_output=True, text=True, timeout=30, cwd=REPO)
@@ -210,10 +203,13 @@ def test_duplicate_name_is_archived_under_a_new_name(tmp_path, emu, inbox):
     assert ms["x.2.jsonl.manifest.json"]["source"]["sha256"] == second
     assert ms["x.2.jsonl.manifest.json"]["source"]["path"] == str(inbox / "done" / "x.2.jsonl")
     assert sha((inbox / "done" / "x.jsonl").read_bytes()) == first
+    assert_once(emu, first, second)
     assert_sidecars_valid(inbox)
 
 
-def test_same_content_twice_reuses_the_file_id(tmp_path, emu, inbox):
+def test_same_content_twice_is_uploaded_once(tmp_path, emu, inbox):
+    """The daemon's own journal knows the content: the second file reuses the id without
+    asking the server (no 409 involved: this emulator never gives one)."""
     cfg = config(tmp_path, emu, [inbox])
     data = batch_lines("same")
     with start_daemon(cfg, key=emu.key) as d:
@@ -225,8 +221,30 @@ def test_same_content_twice_reuses_the_file_id(tmp_path, emu, inbox):
     a, b = ms["a.jsonl.manifest.json"], ms["b.jsonl.manifest.json"]
     assert a["file"]["id"] == b["file"]["id"]
     assert b["upload"]["method"] == "existing"
-    assert server_copies(emu, sha(data)) == 1
+    assert_once(emu, sha(data))
     assert_sidecars_valid(inbox)
+
+
+@pytest.mark.emulator(no_dedupe=False)  # this test is about the server's checksum 409 itself
+def test_content_another_daemon_uploaded_reuses_the_file_id_through_the_409(tmp_path, emu, inbox):
+    """A second daemon with its own journal (another host) sends the same bytes: the server
+    answers the checksum 409 with the existing file's id, which the manifest records."""
+    other = tmp_path / "inbox" / "other"
+    other.mkdir()
+    data = batch_lines("shared")
+    with start_daemon(config(tmp_path / "a", emu, [inbox]), key=emu.key) as a:
+        drop(inbox, "a.jsonl", data, tmp_path / "stage")
+        a.wait_event("file.archived", name="a.jsonl")
+    with start_daemon(config(tmp_path / "b", emu, [other]), key=emu.key) as b:
+        drop(other, "b.jsonl", data, tmp_path / "stage")
+        b.wait_event("file.archived", name="b.jsonl")
+    a_m = manifests(inbox)["a.jsonl.manifest.json"]
+    b_m = manifests(other)["b.jsonl.manifest.json"]
+    assert a_m["file"]["id"] == b_m["file"]["id"]
+    assert (a_m["upload"]["method"], b_m["upload"]["method"]) == ("single", "existing")
+    assert emu.conflicts() == 1
+    assert whole_files(emu.stats()) == {sha(data): 1}
+    assert_sidecars_valid(inbox, other)
 
 
 # --- crashes, peers, signals ------------------------------------------------------------
@@ -240,12 +258,13 @@ def test_kill9_during_uploads_then_restart_every_file_exactly_once(tmp_path, emu
     try:
         for i in range(8):
             digests[f"f{i}.jsonl"] = drop(inbox, f"f{i}.jsonl", batch_lines(f"k{i}", 200), tmp_path / "stage")
-        d.wait_event("file.checked", count=3)
-        time.sleep(0.4)  # in the middle of uploads
+        # in the middle of uploads: two creates answered (each later request waits 0.3 s), none archived
+        wait_until(lambda: emu.stats()["creates"] >= 2, 20, what="two uploads under way")
         d.kill9()
     finally:
         d.stop()
-    assert claimed_files(inbox), "expected files left claimed by the killed daemon"
+    assert not d.events("file.archived"), "the kill came too late to interrupt anything"
+    assert claimed(inbox), "expected files left claimed by the killed daemon"
     emu.set_faults(slow_seconds=0.0)
     with start_daemon(cfg, key=emu.key) as d2:
         d2.wait_for(lambda: len(manifests(inbox)) >= 8, timeout=30, what="8 manifests")
@@ -253,9 +272,15 @@ def test_kill9_during_uploads_then_restart_every_file_exactly_once(tmp_path, emu
     ms = manifests(inbox)
     assert sorted(m["source"]["name"] for m in ms.values()) == sorted(digests)
     assert {m["source"]["sha256"] for m in ms.values()} == set(digests.values())
-    for digest in digests.values():
-        assert server_copies(emu, digest) == 1
-    assert not claimed_files(inbox)
+    # a legitimate re-send: an upload the kill interrupted before the server had it whole is
+    # sent again after its orphan is deleted (file.orphan_removed), so a file may be created
+    # twice (1 + one kill), never held twice; at most one per worker busy at the kill
+    stats = emu.stats()
+    problems = once_on_server(stats, digests.values(), resends=1)
+    assert not problems, problems
+    assert extra_creates(stats, digests.values()) <= 3
+    assert stats["conflicts"] == 0
+    assert not claimed(inbox)
     assert sorted(p.name for p in inbox.iterdir() if not p.name.startswith(".")) == ["done", "failed"]
     assert_sidecars_valid(inbox)
 
@@ -268,15 +293,15 @@ def test_two_daemons_on_one_inbox_never_upload_a_file_twice(tmp_path, emu, inbox
         for i in range(30):
             digests[f"p{i:02d}.jsonl"] = drop(inbox, f"p{i:02d}.jsonl", batch_lines(f"p{i}"), tmp_path / "stage")
         wait_until(lambda: len(manifests(inbox)) >= 30, 30, what="30 manifests")
-        time.sleep(0.5)
-        uploaded = [e["name"] for e in a.events("file.uploaded") + b.events("file.uploaded")]
-        archived = [e["name"] for e in a.events("file.archived") + b.events("file.archived")]
+    # both daemons have stopped (SIGTERM finishes uploads in flight): a late second upload
+    # of any file would be in their logs and on the server by now
+    uploaded = [e["name"] for e in a.events("file.uploaded") + b.events("file.uploaded")]
+    archived = [e["name"] for e in a.events("file.archived") + b.events("file.archived")]
     assert sorted(uploaded) == sorted(digests)
     assert sorted(archived) == sorted(digests)
     assert sorted(m["source"]["name"] for m in manifests(inbox).values()) == sorted(digests)
     assert sorted(manifests(inbox)) == sorted(f"{n}.manifest.json" for n in digests)
-    for digest in digests.values():
-        assert server_copies(emu, digest) == 1
+    assert_once(emu, *digests.values())
     assert_sidecars_valid(inbox)
 
 
@@ -285,17 +310,18 @@ def test_rejected_key_pauses_and_sighup_with_good_key_resumes(tmp_path, emu, inb
     key_file.write_text("wrong-key-abcdef\n")
     cfg = config(tmp_path, emu, [inbox], api={"api_key_file": str(key_file)})
     with start_daemon(cfg) as d:
-        digest = drop(inbox, "p.jsonl", batch_lines("paused"), tmp_path / "stage")
+        p = drop(inbox, "p.jsonl", batch_lines("paused"), tmp_path / "stage")
         d.wait_event("uploads.paused")
-        drop(inbox, "q.jsonl", batch_lines("paused-2"), tmp_path / "stage")
-        time.sleep(1.0)
-        assert not error_sidecars(inbox) and not manifests(inbox)
-        assert not d.events("file.failed")
+        q = drop(inbox, "q.jsonl", batch_lines("paused-2"), tmp_path / "stage")
         # a bad configuration is refused and the running one kept
         good = cfg.read_text()
         cfg.write_text(good + "\n[bogus]\nx = 1\n")
         d.signal(signal.SIGHUP)
         d.wait_event("config.rejected")
+        # paused, not failed: nothing archived either way (and no file.failed until the end)
+        assert not error_sidecars(inbox) and not manifests(inbox)
+        assert not d.events("file.failed")
+        assert not emu.creates_by_sha256()
         cfg.write_text(good)
         key_file.write_text(emu.key + "\n")
         d.signal(signal.SIGHUP)
@@ -305,7 +331,7 @@ def test_rejected_key_pauses_and_sighup_with_good_key_resumes(tmp_path, emu, inb
         assert not d.events("file.failed")
         text = "\n".join(json.dumps(e) for e in d.lines) + "\n".join(d.stderr)
         assert "wrong-key-abcdef" not in text and emu.key not in text
-    assert server_copies(emu, digest) == 1
+    assert_once(emu, p, q)
     assert not error_sidecars(inbox)
     assert_sidecars_valid(inbox)
 
@@ -327,14 +353,15 @@ def test_sigterm_drains_in_flight_uploads_and_exits_0(tmp_path, emu, inbox):
     # the rest went back to the inbox, untouched; nothing is lost, nothing left claimed
     back = {p.name for p in inbox.glob("*.jsonl")}
     assert back | archived == set(names) and not back & archived
-    assert not claimed_files(inbox)
+    assert not claimed(inbox)
     assert d.events("daemon.stopped")
+    # what was archived is on the server once; what went back was never sent
+    assert_once(emu, *(sha(batch_lines(n)) for n in archived))
+    assert not set(emu.creates_by_sha256()) & {sha(batch_lines(n)) for n in back}
     assert_sidecars_valid(inbox)
 
 
 def test_deleted_and_recreated_inbox_is_watched_again(tmp_path, emu, inbox):
-    import shutil
-
     cfg = config(tmp_path, emu, [inbox])
     with start_daemon(cfg, key=emu.key) as d:
         drop(inbox, "before.jsonl", batch_lines("before"), tmp_path / "stage")
@@ -347,6 +374,7 @@ def test_deleted_and_recreated_inbox_is_watched_again(tmp_path, emu, inbox):
         d.wait_event("file.archived", name="after.jsonl")
         assert d.proc.poll() is None
     assert "after.jsonl.manifest.json" in manifests(inbox)
+    assert_once(emu, sha(batch_lines("before")), sha(batch_lines("after")))
     assert_sidecars_valid(inbox)
 
 
@@ -365,16 +393,22 @@ def test_on_success_keep_and_delete_and_the_polling_observer(tmp_path, emu):
             drop(p, f"{m}.jsonl", data[m], tmp_path / "stage")
         for m in ins:
             d.wait_event("file.archived", name=f"{m}.jsonl")
-        time.sleep(1.5)  # rescans: the kept file is remembered, not uploaded again
-        assert len(d.events("file.claimed")) == 3
+    # the kept file stays in the inbox, and every scan must remember it rather than upload it
+    # again. A restart scans at once: `canary.jsonl`, there before the restart, can only be
+    # found by that scan, so once it is archived the scan has looked at keep.jsonl too
+    canary = batch_lines("canary")
+    (ins["keep"] / "canary.jsonl").write_bytes(canary)
+    with start_daemon(cfg, key=emu.key) as d2:
+        d2.wait_event("file.archived", name="canary.jsonl")
+        assert [e["name"] for e in d2.events("file.claimed")] == ["canary.jsonl"]
+    assert len(d.events("file.claimed")) == 3
     assert (ins["keep"] / "keep.jsonl").read_bytes() == data["keep"]
-    assert sorted(os.listdir(ins["keep"] / "done")) == ["keep.jsonl.manifest.json"]
+    assert sorted(os.listdir(ins["keep"] / "done")) == ["canary.jsonl.manifest.json", "keep.jsonl.manifest.json"]
     assert manifests(ins["keep"])["keep.jsonl.manifest.json"]["source"]["path"] == str(ins["keep"] / "keep.jsonl")
     assert sorted(os.listdir(ins["delete"] / "done")) == ["delete.jsonl.manifest.json"]
     assert manifests(ins["delete"])["delete.jsonl.manifest.json"]["source"]["path"] is None
     assert sorted(os.listdir(ins["poll"] / "done")) == ["poll.jsonl", "poll.jsonl.manifest.json"]
-    for m in ins:
-        assert server_copies(emu, sha(data[m])) == 1
+    assert_once(emu, *(sha(v) for v in data.values()), sha(canary))
     assert_sidecars_valid(*ins.values())
 
 
@@ -390,10 +424,12 @@ def test_sighup_adds_and_removes_inboxes(tmp_path, emu, inbox):
         d.wait_event("config.reloaded")
         d.wait_event("inbox.watching", inbox=str(second))
         assert d.events("inbox.removed", inbox=str(inbox))
-        drop(second, "two.jsonl", batch_lines("two"), tmp_path / "stage")
+        # left.jsonl first, two.jsonl after: had the removed inbox still been served, left.jsonl
+        # would have been claimed by the time two.jsonl is archived
         drop(inbox, "left.jsonl", batch_lines("left"), tmp_path / "stage")
+        drop(second, "two.jsonl", batch_lines("two"), tmp_path / "stage")
         d.wait_event("file.archived", name="two.jsonl")
-        time.sleep(1.0)
         assert (inbox / "left.jsonl").exists() and not d.events("file.claimed", name="left.jsonl")
     assert "two.jsonl.manifest.json" in manifests(second)
+    assert sha(batch_lines("left")) not in emu.creates_by_sha256()
     assert_sidecars_valid(inbox, second)
