@@ -1,6 +1,7 @@
 """Upload speed and memory, side by side with curl and the official clients (issue 3).
 
     .venv/bin/python bench/upload.py [--size-mib 1024] [--runs 3]
+    .venv/bin/python bench/upload.py --cap 4MiB [--seconds 30] [--uploads 2]
 
 One `inboxd emulator` on loopback; one file of --size-mib. Single upload: `curl -T` into a
 presigned url (from POST /v1/files), `inboxd upload`, the 3.x and the 1.x client. Multipart
@@ -8,6 +9,13 @@ in 250 MiB parts (every client's threshold lowered below the file size): inboxd,
 Each upload is a child process; wall is the median of --runs, peak RSS is the child's VmHWM
 (read from /proc as it runs, the high-water mark of its own memory). The content differs per
 run (a fresh header line) so that no upload is answered by the checksum 409.
+
+--cap BYTES_PER_SECOND (issue 13) measures the bandwidth cap instead: --uploads files at once
+through one FilesClient with upload.max_bytes_per_second = the cap, multipart in 5 MiB parts
+with 4 in flight each (so 4 x --uploads streams share one bucket), cap x --seconds bytes in all,
+against `inboxd emulator`. It prints the target, the rate achieved while bytes flowed (from
+the progress callbacks: first to last byte handed to the socket), the end-to-end rate
+(hashing and API calls included), and the lowest and highest rate over any 5 s window.
 """
 
 from __future__ import annotations
@@ -82,11 +90,99 @@ def fresh(path: Path, size_mib: int, n: int) -> None:
         f.write(b'{"text": "run %08d"}\n' % n)
 
 
+def cap_bench(cap: int, seconds: float, uploads: int) -> int:
+    from inboxd.api import FilesClient
+    from inboxd.config import format_size, parse_config
+
+    total = int(cap * seconds)
+    work = REPO / ".cache" / "bench"
+    work.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=work) as tmp:
+        tmpd = Path(tmp)
+        files = []
+        line = b'{"text": "' + b"x" * 1000 + b'"}\n'
+        for i in range(uploads):
+            size = total // uploads
+            path = tmpd / f"capped-{i}.jsonl"
+            with open(path, "wb") as f:
+                f.write(b'{"text": "upload %d %d"}\n' % (i, time.time_ns()))
+                while f.tell() + len(line) <= size:
+                    f.write(line)
+                f.write(b"\n" * (size - f.tell()))
+            files.append(path)
+        emu = subprocess.Popen([sys.executable, "-m", "inboxd", "emulator", "--key", KEY, "--data-dir",
+                                str(tmpd / "emu")], stdout=subprocess.PIPE, text=True, cwd=REPO)
+        try:
+            assert emu.stdout is not None
+            base = emu.stdout.readline().strip()
+            cfg = parse_config({"api": {"base_url": base, "proxy": ""},
+                                "upload": {"multipart_threshold": "8MiB", "part_size": "5MiB", "part_concurrency": 4,
+                                           "max_bytes_per_second": cap}})
+            client = FilesClient(cfg.api, cfg.upload, KEY)
+            lock = threading.Lock()
+            marks: list[tuple[float, int]] = []  # (time, bytes) at every slice handed to the socket
+
+            def progress(n: int) -> None:
+                with lock:
+                    marks.append((time.perf_counter(), n))
+
+            results: list[object] = []
+            errors: list[BaseException] = []
+
+            def one(path: Path) -> None:
+                try:
+                    results.append(client.upload(path, "fine-tune", progress=progress))
+                except BaseException as exc:  # noqa: BLE001 - reported below
+                    errors.append(exc)
+
+            t0 = time.perf_counter()
+            threads = [threading.Thread(target=one, args=(p,)) for p in files]
+            for t in threads:
+                t.start()
+            for t in threads:
+                t.join()
+            wall = time.perf_counter() - t0
+            client.close()
+        finally:
+            emu.terminate()
+            emu.wait(10)
+    if errors:
+        raise SystemExit(f"upload failed: {errors[0]!r}")
+    sent = sum(n for _, n in marks)
+    first, last = marks[0][0], marks[-1][0]
+    flowing = (sent - marks[0][1]) / (last - first)  # bytes after the first mark, over first..last
+    windows = []
+    for start in range(int(last - first) - 4):
+        lo, hi = first + start, first + start + 5
+        windows.append(sum(n for t, n in marks if lo < t <= hi) / 5)
+    parts = [getattr(r, "parts", 0) for r in results]
+    print(f"cap {format_size(cap)}/s = {cap} B/s; {uploads} uploads at once, parts {parts}, 4 in flight each; "
+          f"{sent} bytes sent (retries included)")
+    print(f"  target            {cap / 1e6:8.3f} MB/s")
+    print(f"  achieved, flowing {flowing / 1e6:8.3f} MB/s  ({(flowing / cap - 1) * 100:+.2f} %, "
+          f"{last - first:.2f} s from first to last byte)")
+    print(f"  achieved, end to end {total / wall / 1e6:5.3f} MB/s  ({(total / wall / cap - 1) * 100:+.2f} %, "
+          f"{wall:.2f} s wall incl. hashing and API calls)")
+    if windows:
+        print(f"  5 s windows       {min(windows) / 1e6:8.3f} .. {max(windows) / 1e6:.3f} MB/s "
+              f"({(min(windows) / cap - 1) * 100:+.2f} % .. {(max(windows) / cap - 1) * 100:+.2f} %)")
+    print(f"machine: {os.cpu_count()} cores, shared; emulator on the same cores")
+    return 0
+
+
 def main() -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--size-mib", type=int, default=1024)
     ap.add_argument("--runs", type=int, default=3)
+    ap.add_argument("--cap", metavar="BYTES_PER_SECOND",
+                    help="measure upload.max_bytes_per_second instead (bytes, or a size such as 4MiB)")
+    ap.add_argument("--seconds", type=float, default=30.0, help="with --cap: how long the capped upload lasts")
+    ap.add_argument("--uploads", type=int, default=2, help="with --cap: uploads at once through one client")
     args = ap.parse_args()
+    if args.cap:
+        from inboxd.config import parse_size
+
+        return cap_bench(parse_size(int(args.cap) if args.cap.isdigit() else args.cap), args.seconds, args.uploads)
     py1, py3 = str(official_python("1")), str(official_python("3"))
     work = REPO / ".cache" / "bench"
     work.mkdir(parents=True, exist_ok=True)
