@@ -222,7 +222,7 @@ def test_sigterm_while_waiting_for_processing_exits_in_grace_and_restart_adopts(
         assert not manifests(inbox)
         with start_daemon(cfg, key=emu.key) as d:
             d.wait_event("file.archived", name="w.jsonl", timeout=30)
-            assert d.events("file.adopted", name="w.jsonl")
+            assert d.events("file.adopted", name="w.jsonl"), d.tail(40)
         assert emu.creates_by_sha256() == {sha(data): 1}
         assert emu.conflicts() == 0
         m = manifests(inbox)["w.jsonl.manifest.json"]

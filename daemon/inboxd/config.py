@@ -207,6 +207,10 @@ class DaemonConfig(_Section):
     max_source_changes: int = Field(3, ge=1)
     # not in SPEC §4 (issue 10): journal rows of finished files older than this are deleted
     journal_retention_days: float = Field(30, gt=0)
+    # how a claim folder's owner is known to be alive (issue 13): auto = flock where the filesystem
+    # is local, plus the heartbeat; heartbeat = never flock (network filesystems, FUSE)
+    claim_liveness: Literal["auto", "heartbeat"] = "auto"
+    claim_timeout_seconds: float = Field(60, gt=0)
 
     @field_validator("log_level", mode="before")
     @classmethod

@@ -18,6 +18,8 @@ import structlog
 
 from ..config import InboxConfig
 from .fsutil import free_name, fsync_dir, move_no_replace, place, same_file, write_atomic
+from .claim import manifest_path as claim_manifest
+from .claim import state_path as claim_state
 from .failure import Failure
 from .journal import Journal, Row
 from .sidecars import ERROR_SUFFIX, MANIFEST_SUFFIX, error_sidecar, manifest, write_sidecar
@@ -55,11 +57,20 @@ def archive(journal: Journal, inbox: InboxConfig, row: Row) -> Path:
         target = _move(journal, inbox, row, claim, done)
     row = journal.get(row.claim) or row
     manifest_path = target.with_name(target.name + MANIFEST_SUFFIX)
-    if not manifest_path.exists():
+    waiting = claim_manifest(claim)
+    if os.path.lexists(waiting):
+        # written into the claim folder before the data moved (SPEC §2): now it follows the data
+        os.replace(waiting, manifest_path)
+        fsync_dir(manifest_path.parent)
+    elif not manifest_path.exists():
         write_atomic(manifest_path, (row.sidecar or "{}").encode("utf-8") + b"\n")
     if inbox.on_success == "delete" and os.path.lexists(claim):
         os.unlink(claim)
         fsync_dir(claim.parent)
+    try:
+        claim_state(claim).unlink()
+    except FileNotFoundError:
+        pass
     journal.update(row.claim, stage="archived")
     return manifest_path
 
@@ -81,7 +92,11 @@ def _resume(row: Row, claim: Path, inbox: InboxConfig) -> Path | None:
 def _move(journal: Journal, inbox: InboxConfig, row: Row, claim: Path, done: Path) -> Path:
     def reserve(target: Path, data_path: Path | None) -> None:
         sidecar = manifest_from_row(row, inbox, data_path)
-        journal.update(row.claim, target=str(target), sidecar=json.dumps(sidecar))
+        text = json.dumps(sidecar)
+        journal.update(row.claim, target=str(target), sidecar=text)
+        if inbox.on_success == "move":
+            # a survivor on another host finds it here if we die between the move and the manifest
+            write_atomic(claim_manifest(claim), text.encode("utf-8") + b"\n")
 
     if inbox.on_success == "keep" and row.sha256 and row.bytes is not None and row.mtime_ns is not None:
         original = inbox.path / row.name

@@ -1,35 +1,63 @@
 """Claiming: whoever wins the atomic rename into `.inboxd/` owns the file (SPEC §2).
 
-Each daemon claims into its own folder `.inboxd/<claimer>/`, where `<claimer>` is
-host-pid-token, and holds an exclusive `flock` on that folder while it lives (so nothing
-but claimed files ever lies in `.inboxd/`). The folder is made under a dot-name, locked,
-then renamed into place, so no peer ever sees it unlocked. A claim folder whose lock can
-be taken belongs to a daemon that is gone: its files are taken over (renamed into our
-folder, again atomically, so one taker wins each file).
-Claim names are `<n>.<original name>`, unique within the folder, so a second `x.jsonl`
-never replaces a first one still in flight.
+Each daemon claims into its own folder `.inboxd/<claimer>/` (`<claimer>` is
+host-pid-token). The folder is made under a dot-name with its `.owner` file (host, boot
+id, pid) inside, then renamed into place, so no peer ever sees it without an owner.
+
+Liveness, without depending on a lock shared between hosts (issue 13):
+- the owner refreshes the mtime of `.owner` every few seconds (`beat`): the heartbeat;
+- a folder's owner is dead when it is on this host and boot and its pid is gone, or when
+  its heartbeat is older than `claim_timeout_seconds`;
+- with `claim_liveness = "auto"` on a local filesystem, the owner also holds an exclusive
+  `flock` on the folder and a folder whose lock can be taken is dead at once (the fast
+  path); on a network or FUSE filesystem, flock may not be seen by other hosts, so only
+  the heartbeat counts there.
+
+Taking over is a rename of the dead folder to `.takeover.<us>.<dead>`: of two survivors,
+one wins. Its files are then claimed into our folder one by one (again by rename).
+
+A claim folder carries what a survivor on another host needs, since the journal is one
+host's local index: `.<claim name>.state.json` (the file id, written once the file is
+uploaded) and `.<claim name>.manifest.json` (the manifest, written before the data moves
+to done/ and moved after it).
+Claim names are `<n>.<original name>`, unique within the folder.
 """
 
 from __future__ import annotations
 
+import errno
 import fcntl
 import itertools
+import json
 import os
 import re
 import secrets
 import socket
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, TypeVar
 
-from .fsutil import fit_name, move_no_replace
+from .fsutil import fit_name, is_network_filesystem, move_no_replace, write_atomic
 
 _counter = itertools.count(1)
 _CLAIM_NAME = re.compile(r"^(\d+)\.(.+)$")
+OWNER = ".owner"
+STATE_SUFFIX = ".state.json"
+MANIFEST_SUFFIX = ".manifest.json"
+TAKEOVER = ".takeover."
+CACHE_RETRY_SECONDS = 5.0  # network filesystems: ENOENT right after our own mkdir/rename
+
+T = TypeVar("T")
 
 
 def new_claimer() -> str:
-    host = re.sub(r"[^A-Za-z0-9_-]", "_", socket.gethostname())[:40] or "host"
-    return f"{host}-{os.getpid()}-{secrets.token_hex(4)}"
+    return f"{_host_token()}-{os.getpid()}-{secrets.token_hex(4)}"
+
+
+def _host_token() -> str:
+    return re.sub(r"[^A-Za-z0-9_-]", "_", socket.gethostname())[:40] or "host"
 
 
 def original_name(claim_name: str) -> str:
@@ -37,34 +65,122 @@ def original_name(claim_name: str) -> str:
     return m.group(2) if m else claim_name
 
 
+def boot_id() -> str:
+    try:
+        return Path("/proc/sys/kernel/random/boot_id").read_text().strip()
+    except OSError:
+        return ""
+
+
+def state_path(claim: Path) -> Path:
+    """Where the claim folder keeps a claimed file's state (its file id once uploaded)."""
+    return claim.with_name(f".{claim.name}{STATE_SUFFIX}")
+
+
+def manifest_path(claim: Path) -> Path:
+    """Where the manifest waits in the claim folder while the data moves to done/."""
+    return claim.with_name(f".{claim.name}{MANIFEST_SUFFIX}")
+
+
+def write_state(claim: Path, state: dict[str, Any]) -> None:
+    write_atomic(state_path(claim), json.dumps(state).encode())
+
+
+def read_state(claim: Path) -> dict[str, Any] | None:
+    try:
+        data = json.loads(state_path(claim).read_text())
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) else None
+
+
+def retry_enoent(step: Callable[[], T], seconds: float = CACHE_RETRY_SECONDS) -> T:
+    """Run `step`; on ENOENT retry briefly: a network filesystem's cache may not show a folder
+    we just made (or renamed) for a moment. Anything else, or a lasting ENOENT, is raised."""
+    deadline = time.monotonic() + seconds
+    delay = 0.05
+    while True:
+        try:
+            return step()
+        except FileNotFoundError:
+            if time.monotonic() >= deadline:
+                raise
+            time.sleep(delay)
+            delay = min(delay * 2, 0.5)
+
+
 @dataclass
 class Takeover:
     old: Path
-    new: Path
+    new: Path  # the file's claim path in our folder (kind "manifest": the manifest's final path)
     name: str
+    state: dict[str, Any] | None = None  # the dead owner's state file for this file
+    kind: str = "file"  # file | manifest (a manifest moved after its data, which was already in done/)
+
+
+@dataclass
+class Liveness:
+    mode: str = "auto"  # auto | heartbeat
+    timeout: float = 60.0
+
+    def heartbeat_every(self) -> float:
+        return max(0.5, min(5.0, self.timeout / 6))
 
 
 class ClaimArea:
-    """Our claim folder in one inbox's `.inboxd/`, and the lock that says we are alive."""
+    """Our claim folder in one inbox's `.inboxd/`, its heartbeat, and the takeover of dead ones."""
 
-    def __init__(self, work: Path, claimer: str) -> None:
+    def __init__(self, work: Path, claimer: str, liveness: Liveness | None = None) -> None:
         self.work = work
         self.claimer = claimer
         self.folder = work / claimer
+        self.liveness = liveness or Liveness()
         self._lock_fd: int | None = None
+        self._last_beat = 0.0
+        self._use_flock: bool | None = None
+
+    @property
+    def use_flock(self) -> bool:
+        if self._use_flock is None:
+            self._use_flock = self.liveness.mode == "auto" and not is_network_filesystem(self.work.parent)
+        return self._use_flock
 
     def ensure(self) -> None:
-        """Create (or re-create, if the inbox was deleted) our folder, locked."""
-        if self._lock_fd is not None and self.folder.is_dir():
+        """Create (or re-create, if the inbox was deleted or we were taken over) our folder."""
+        if self.folder.is_dir() and (self._lock_fd is not None or not self.use_flock):
             return
         self.release()
-        self.work.mkdir(parents=True, exist_ok=True)
+        retry_enoent(lambda: self.work.mkdir(parents=True, exist_ok=True))
         staging = self.work / f".{self.claimer}.new"
-        staging.mkdir(exist_ok=True)
-        fd = os.open(staging, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW)
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        os.rename(staging, self.folder)
+        retry_enoent(lambda: staging.mkdir(exist_ok=True))
+        fd = None
+        if self.use_flock:
+            fd = retry_enoent(lambda: os.open(staging, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW))
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError as exc:
+                if exc.errno not in (errno.ENOLCK, errno.EOPNOTSUPP, errno.ENOSYS, errno.EINVAL):
+                    os.close(fd)
+                    raise
+                os.close(fd)  # no flock here: the heartbeat alone tells we are alive
+                fd, self._use_flock = None, False
+        owner = {"claimer": self.claimer, "host": socket.gethostname(), "boot_id": boot_id(), "pid": os.getpid(),
+                 "started": time.time(), "flock": fd is not None}
+        retry_enoent(lambda: write_atomic(staging / OWNER, json.dumps(owner).encode()))
+        retry_enoent(lambda: os.rename(staging, self.folder))
         self._lock_fd = fd
+        self._last_beat = time.monotonic()
+
+    def beat(self, now: float | None = None) -> None:
+        """Refresh our heartbeat (the mtime of `.owner`) when it is due."""
+        now = time.monotonic() if now is None else now
+        if now - self._last_beat < self.liveness.heartbeat_every():
+            return
+        self._last_beat = now
+        try:
+            os.utime(self.folder / OWNER)
+        except FileNotFoundError:
+            pass  # our folder is gone (inbox deleted, or taken over): ensure() makes a new one
 
     def release(self) -> None:
         if self._lock_fd is not None:
@@ -74,15 +190,19 @@ class ClaimArea:
     def remove(self) -> None:
         """On a clean exit with nothing left claimed: remove our folder."""
         try:
+            for leftover in self.folder.iterdir():
+                if leftover.name.startswith("."):
+                    leftover.unlink()
             self.folder.rmdir()
         except OSError:
             pass
         self.release()
 
-    def claim(self, path: Path) -> Path | None:
+    def claim(self, path: Path, into: Path | None = None) -> Path | None:
         """Rename `path` into our folder; None when someone else got it first (or it is gone)."""
         prefix = f"{next(_counter)}."
-        dst = self.folder / (prefix + fit_name(path.name, len(prefix)))
+        name = original_name(path.name) if into is not None else path.name
+        dst = (into or self.folder) / (prefix + fit_name(name, len(prefix)))
         try:
             os.rename(path, dst)
         except FileNotFoundError:
@@ -100,13 +220,21 @@ class ClaimArea:
             move_no_replace(claim, inbox / name)
         except FileExistsError:
             return False
+        for extra in (state_path(claim), manifest_path(claim)):
+            try:
+                extra.unlink()
+            except FileNotFoundError:
+                pass
         return True
 
     def mine(self) -> list[Path]:
+        """The claimed data files in our folder (not the dot-files that carry their state)."""
         try:
-            return sorted(self.folder.iterdir())
+            return sorted(p for p in self.folder.iterdir() if not p.name.startswith("."))
         except OSError:
             return []
+
+    # --- takeover --------------------------------------------------------------------------
 
     def take_over_stale(self) -> list[Takeover]:
         """Move the files of every dead claimer's folder into ours."""
@@ -116,28 +244,116 @@ class ClaimArea:
         except OSError:
             return out
         for d in entries:
-            if d.name.startswith(".") or d.name == self.claimer or not d.is_dir(follow_symlinks=False):
+            if d.name == self.claimer or not d.is_dir(follow_symlinks=False):
                 continue
-            fd = _lock_if_dead(Path(d.path))
-            if fd is None:
+            if d.name.startswith(TAKEOVER):
+                taker = d.name[len(TAKEOVER):].split(".", 1)[0]
+                if taker == self.claimer or not self.owner_dead(self.work / taker, missing_is_dead=True):
+                    continue  # a survivor is taking it over right now
+            elif d.name.startswith(".") or not self.owner_dead(Path(d.path)):
                 continue
+            dead = d.name.split(".")[-1]
+            mine = self.work / f"{TAKEOVER}{self.claimer}.{dead}"
             try:
-                for f in sorted(Path(d.path).iterdir()):
-                    name = original_name(f.name)
-                    new = self.claim(f)
-                    if new is not None:
-                        out.append(Takeover(f, new, name))
-                try:
-                    os.rmdir(d.path)
-                except OSError:
-                    pass
-            finally:
-                os.close(fd)
+                os.rename(d.path, mine)  # of two survivors, one wins
+            except OSError:
+                continue
+            out += self._move_in(mine, self.work / dead)
         return out
 
+    def _move_in(self, taken: Path, original: Path) -> list[Takeover]:
+        """Claim the files of a folder we took over; `Takeover.old` is their path under the dead
+        owner's folder name (what its journal, ours after a restart, knows them by)."""
+        out: list[Takeover] = []
+        for f in sorted(taken.iterdir()):
+            if f.name.startswith("."):
+                continue
+            state = read_state(f)
+            new = self.claim(f, into=self.folder)
+            if new is None:
+                continue
+            if state is not None:
+                write_state(new, state)
+            _move_manifest(f, new)
+            out.append(Takeover(original / f.name, new, original_name(f.name), state))
+        for f in sorted(taken.iterdir()):
+            if f.name.endswith(MANIFEST_SUFFIX) and f.name.startswith("."):
+                final = finish_manifest(f)  # its data already moved to done/: move the manifest after it
+                if final is not None:
+                    out.append(Takeover(f, final, original_name(f.name[1:-len(MANIFEST_SUFFIX)]), kind="manifest"))
+        for f in taken.iterdir():
+            if f.name.startswith("."):
+                f.unlink()
+        try:
+            taken.rmdir()
+        except OSError:
+            pass
+        return out
 
-def _lock_if_dead(folder: Path) -> int | None:
-    """An fd holding the lock of a dead claimer's folder, or None if it is alive (or gone)."""
+    def owner_dead(self, folder: Path, *, missing_is_dead: bool = False) -> bool:
+        """Whether the daemon that owns claim folder `folder` is provably gone."""
+        if not folder.is_dir():
+            return missing_is_dead
+        try:
+            owner = json.loads((folder / OWNER).read_text())
+            beat = (folder / OWNER).stat().st_mtime
+        except (OSError, ValueError):
+            owner, beat = {}, _mtime(folder)
+        if self.use_flock:
+            fd = _lock_if_unlocked(folder)
+            if fd is None:
+                return False  # its owner holds the lock: alive
+            os.close(fd)
+            if not owner or owner.get("flock"):
+                return True  # it held the lock (older folders: always) and the lock is free: dead
+            # a peer that never held a lock (heartbeat only): judge by its heartbeat below
+        if owner.get("host") == socket.gethostname() and owner.get("boot_id") == boot_id():
+            pid = owner.get("pid")
+            if isinstance(pid, int) and not _pid_alive(pid):
+                return True
+        return beat is not None and time.time() - beat > self.liveness.timeout
+
+
+def _move_manifest(old_claim: Path, new_claim: Path) -> None:
+    src = manifest_path(old_claim)
+    if os.path.lexists(src):
+        os.rename(src, manifest_path(new_claim))
+
+
+def finish_manifest(claim_manifest: Path) -> Path | None:
+    """A manifest left in a claim folder after its data moved to done/: move it next to the
+    data (its `source.path`). Returns the manifest's final path, or None if it cannot be."""
+    try:
+        data = json.loads(claim_manifest.read_text())
+        target = Path(data["source"]["path"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    final = target.with_name(target.name + MANIFEST_SUFFIX)
+    if not os.path.lexists(target) or os.path.lexists(final):
+        return None
+    os.rename(claim_manifest, final)
+    return final
+
+
+def _mtime(path: Path) -> float | None:
+    try:
+        return path.stat().st_mtime
+    except OSError:
+        return None
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _lock_if_unlocked(folder: Path) -> int | None:
+    """An fd holding the lock of `folder`, or None if someone holds it (or it is gone)."""
     try:
         fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW)
     except OSError:
@@ -150,12 +366,9 @@ def _lock_if_dead(folder: Path) -> int | None:
     return fd
 
 
-def claimer_alive(folder: Path) -> bool:
-    """Whether the daemon that owns claim folder `folder` still holds its lock."""
+def claimer_alive(folder: Path, liveness: Liveness | None = None) -> bool:
+    """Whether the daemon that owns claim folder `folder` is still alive."""
     if not folder.is_dir():
         return False
-    fd = _lock_if_dead(folder)
-    if fd is None:
-        return True
-    os.close(fd)
-    return False
+    probe = ClaimArea(folder.parent, "", liveness)
+    return not probe.owner_dead(folder)

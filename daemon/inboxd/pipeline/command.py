@@ -26,13 +26,10 @@ from pydantic import SecretStr
 from ..config import CREDENTIAL_NAME, Config, ConfigError, resolve_api_key
 from ..log import configure, register_secret
 
+from .fsutil import NETWORK_FILESYSTEMS, filesystem_type, nearest_existing as _nearest_existing
+
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 
-# SQLite in WAL mode needs a local disk (SPEC §2): state_dir on one of these is refused
-NETWORK_FILESYSTEMS = frozenset({
-    "nfs", "nfs4", "cifs", "smb3", "smbfs", "fuse.sshfs", "sshfs", "9p", "ceph", "glusterfs",
-    "fuse.glusterfs", "lustre", "afs",
-})
 
 
 # --- the machine checks -------------------------------------------------------------------
@@ -56,14 +53,6 @@ def _who() -> str:
         return f"user {pwd.getpwuid(uid).pw_name} (uid {uid})"
     except KeyError:
         return f"uid {uid}"
-
-
-def _nearest_existing(path: Path) -> Path:
-    """`path` itself, or its nearest ancestor that exists."""
-    p = path
-    while not os.path.lexists(p) and p != p.parent:
-        p = p.parent
-    return p
 
 
 def _writable(path: Path) -> bool:
@@ -176,32 +165,6 @@ def _same_filesystem(i: int, config: Config) -> list[Problem]:
                            f"{folder}{label}{where} is on another filesystem than the inbox {inbox.path}: archiving "
                            "is a rename, which cannot cross filesystems; put it on the inbox's filesystem"))
     return out
-
-
-def _unescape(field: str) -> str:
-    return re.sub(r"\\([0-7]{3})", lambda m: chr(int(m.group(1), 8)), field)
-
-
-def filesystem_type(path: Path, mountinfo: str | None = None) -> str | None:
-    """The type of the filesystem `path` (or its nearest existing ancestor) lives on, from
-    /proc/self/mountinfo: the longest mount point that contains it, the last one mounted."""
-    if mountinfo is None:
-        try:
-            mountinfo = Path("/proc/self/mountinfo").read_text()
-        except OSError:
-            return None
-    target = os.path.realpath(_nearest_existing(path))
-    best, best_len = None, -1
-    for line in mountinfo.splitlines():
-        left, sep, right = line.partition(" - ")
-        fields, rest = left.split(), right.split()
-        if not sep or len(fields) < 5 or not rest:
-            continue
-        mount = _unescape(fields[4])
-        inside = target == mount or target.startswith(mount.rstrip("/") + "/")
-        if inside and len(mount) >= best_len:
-            best, best_len = rest[0], len(mount)
-    return best
 
 
 def _state_dir_local(config: Config, mountinfo: str | None = None) -> Problem | None:

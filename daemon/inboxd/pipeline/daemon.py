@@ -29,13 +29,13 @@ from ..watch.lease import ignore_lease_breaks
 from ..watch.observers import hook_overflow
 from ..watch.queue import PathQueue
 from .archive import finish_orphan
-from .claim import claimer_alive, new_claimer
+from .claim import Liveness, claimer_alive, new_claimer
 from .claimer import Claimer
 from .hooks import Hooks, NoService
 from .inboxes import InboxSet, InboxState
 from .journal import Journal
 from .pause import AuthGate
-from .process import Context
+from .process import Context, adoptable
 from .shutdown import shutdown
 from .work import Job, WorkQueue
 from .workers import Worker
@@ -74,7 +74,8 @@ class Daemon:
         self.paths = PathQueue()
         self.queue = WorkQueue()
         self.journal = Journal(config.daemon.state_dir)
-        self.inboxes = InboxSet(new_claimer())
+        self.liveness = Liveness(config.daemon.claim_liveness, config.daemon.claim_timeout_seconds)
+        self.inboxes = InboxSet(new_claimer(), self.liveness)
         self.claimer = Claimer(self.inboxes, self.journal, self.queue, settle_seconds=config.daemon.settle_seconds,
                                held_open_warn_seconds=config.daemon.held_open_warn_seconds,
                                state_dir=config.daemon.state_dir)
@@ -130,8 +131,13 @@ class Daemon:
                  validate=config.validate_mode, on_success=config.on_success)
 
     def _recover(self, state: InboxState) -> None:
-        """Take over the claimed files of daemons that are gone (ourselves before a restart)."""
+        """Take over the claimed files of daemons that are gone (ourselves before a restart, or
+        another host): our journal knows our own; another host's leave their state in the folder."""
         for t in state.area.take_over_stale():
+            if t.kind == "manifest":
+                log.info("file.recovered", inbox=state.key, name=t.name, stage="archived", manifest=str(t.new),
+                         how="the dead owner's manifest moved next to its data in done/")
+                continue
             row = self.journal.get(str(t.old))
             if row is not None:
                 self.journal.move(str(t.old), str(t.new))
@@ -139,14 +145,19 @@ class Daemon:
             else:
                 self.journal.claimed(str(t.new), state.key, t.name)
                 stage = "claimed"
-            log.info("file.recovered", inbox=state.key, name=t.name, stage=stage, claim=str(t.new))
+                if t.state and t.state.get("file_id"):
+                    # uploaded by the dead owner: the worker asks the server before sending anything
+                    self.journal.update(str(t.new), stage="uploading", **adoptable(t.state))
+                    stage = "uploaded elsewhere"
+            log.info("file.recovered", inbox=state.key, name=t.name, stage=stage, claim=str(t.new),
+                     taken_from=t.old.parent.name)
             self.queue.put(Job(state.config, t.new, t.name, recovered=True))
 
     def _recover_orphan_rows(self) -> None:
         """Rows whose claimed file is gone and whose claimer is gone: finish or forget them."""
         for row in self.journal.open_rows():
             claim = Path(row.claim)
-            if os.path.lexists(claim) or claimer_alive(claim.parent):
+            if os.path.lexists(claim) or claimer_alive(claim.parent, self.liveness):
                 continue
             outcome = finish_orphan(self.journal, row)
             log.info("file.orphan", inbox=row.inbox, name=row.name, stage=row.stage, outcome=outcome)
@@ -204,6 +215,8 @@ class Daemon:
         self._probe_now = False
         if now >= self._next_prune:
             self._prune(now)
+        for state in self.inboxes:
+            state.area.beat(now)
         self.service.tick(self)
 
     def _prune(self, now: float) -> None:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import errno
 import hashlib
 import os
+import re
 import secrets
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -121,3 +122,50 @@ def same_file(a: Path, b: Path) -> bool:
         return os.path.samefile(a, b)
     except OSError:
         return False
+
+
+# network filesystems: SQLite in WAL mode needs a local disk (SPEC §2), and flock there may not
+# be seen by other hosts (claim liveness uses heartbeats instead)
+NETWORK_FILESYSTEMS = frozenset({
+    "nfs", "nfs4", "cifs", "smb3", "smbfs", "fuse.sshfs", "sshfs", "9p", "ceph", "glusterfs",
+    "fuse.glusterfs", "lustre", "afs",
+})
+
+
+def nearest_existing(path: Path) -> Path:
+    """`path` itself, or its nearest ancestor that exists."""
+    p = path
+    while not os.path.lexists(p) and p != p.parent:
+        p = p.parent
+    return p
+
+
+def _unescape(field: str) -> str:
+    return re.sub(r"\\([0-7]{3})", lambda m: chr(int(m.group(1), 8)), field)
+
+
+def filesystem_type(path: Path, mountinfo: str | None = None) -> str | None:
+    """The type of the filesystem `path` (or its nearest existing ancestor) lives on, from
+    /proc/self/mountinfo: the longest mount point that contains it, the last one mounted."""
+    if mountinfo is None:
+        try:
+            mountinfo = Path("/proc/self/mountinfo").read_text()
+        except OSError:
+            return None
+    target = os.path.realpath(nearest_existing(path))
+    best, best_len = None, -1
+    for line in mountinfo.splitlines():
+        left, sep, right = line.partition(" - ")
+        fields, rest = left.split(), right.split()
+        if not sep or len(fields) < 5 or not rest:
+            continue
+        mount = _unescape(fields[4])
+        inside = target == mount or target.startswith(mount.rstrip("/") + "/")
+        if inside and len(mount) >= best_len:
+            best, best_len = rest[0], len(mount)
+    return best
+
+
+def is_network_filesystem(path: Path) -> bool:
+    fstype = filesystem_type(path)
+    return fstype is not None and (fstype in NETWORK_FILESYSTEMS or fstype.startswith("fuse"))

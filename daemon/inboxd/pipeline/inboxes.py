@@ -12,14 +12,14 @@ from pathlib import Path
 from ..config import InboxConfig
 from ..watch.observers import Watch, make_watch
 from ..watch.queue import PathQueue
-from .claim import ClaimArea
+from .claim import ClaimArea, Liveness
 
 
 class InboxState:
-    def __init__(self, config: InboxConfig, claimer: str) -> None:
+    def __init__(self, config: InboxConfig, claimer: str, liveness: Liveness | None = None) -> None:
         self.config = config
         self.key = str(config.path)
-        self.area = ClaimArea(config.work, claimer)
+        self.area = ClaimArea(config.work, claimer, liveness)
         self.watch: Watch | None = None
         self.ready: OrderedDict[str, None] = OrderedDict()
         self.missing = False
@@ -67,8 +67,9 @@ class InboxSet:
     are still released (or removed) at shutdown.
     """
 
-    def __init__(self, claimer: str) -> None:
+    def __init__(self, claimer: str, liveness: Liveness | None = None) -> None:
         self.claimer = claimer
+        self.liveness = liveness or Liveness()
         self.states: dict[str, InboxState] = {}
         self.retired: list[InboxState] = []
 
@@ -87,7 +88,7 @@ class InboxSet:
 
     def add(self, config: InboxConfig, queue: PathQueue) -> InboxState:
         """Create its folders and claim area, then schedule its watch (the caller scans after)."""
-        state = InboxState(config, self.claimer)
+        state = InboxState(config, self.claimer, self.liveness)
         state.prepare()
         self.states[state.key] = state
         state.start_watch(queue)

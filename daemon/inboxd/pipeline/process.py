@@ -32,6 +32,7 @@ from ..config import Config
 from ..watch.lease import Writers, open_for_writing
 from ..watch.scan import file_kind
 from .archive import archive, fail, finish_orphan
+from .claim import write_state
 from .failure import Failure
 from .journal import Journal, Row
 from .work import Heartbeat, Job, WorkQueue
@@ -185,6 +186,8 @@ def _source_changed(ctx: Context, job: Job, exc: BaseException) -> str:
         return _failed(ctx, job, Failure("upload", "source_changed",
                                          f"the file kept changing while it was uploaded ({job.source_changes} "
                                          f"times); write it elsewhere and rename it into the inbox"))
+    if row is not None and row.stage == "uploading" and row.file_id:
+        _drop_orphan(ctx, job, row.file_id, row.upload_id)  # created for bytes that are not the file's
     if row is not None:
         ctx.journal.update(row.claim, stage="claimed", sha256=None, file_id=None, upload_id=None, file_json=None)
     delay = max(1.0, ctx.config.daemon.settle_seconds)
@@ -215,6 +218,23 @@ def _report_json(report: Any) -> dict[str, Any] | None:
         except ValueError:
             return {"text": report}
     return report if isinstance(report, dict) else {"value": report}
+
+
+_ADOPTABLE = ("file_id", "sha256", "bytes", "mtime_ns", "validation", "method", "parts", "started_at", "finished_at")
+
+
+def adoptable(state: dict[str, Any]) -> dict[str, Any]:
+    """Journal fields from a claim folder's state file (another host uploaded the file)."""
+    return {k: state[k] for k in _ADOPTABLE if state.get(k) is not None}
+
+
+def _write_claim_state(job: Job, row: Row) -> None:
+    """The claim folder carries the file id once the file is uploaded (SPEC §2): a survivor on
+    another host, without our journal, asks the server instead of sending it again."""
+    write_state(job.claim, {"file_id": row.file_id, "sha256": row.sha256, "bytes": row.bytes,
+                            "mtime_ns": row.mtime_ns, "validation": row.validation, "method": row.method,
+                            "parts": row.parts, "started_at": row.started_at, "finished_at": row.finished_at,
+                            "purpose": job.inbox.purpose})
 
 
 def _signature(st: os.stat_result) -> tuple[int, int, int]:
@@ -264,6 +284,7 @@ def _adopt(ctx: Context, job: Job, row: Row, st: os.stat_result, hb: Heartbeat) 
         ctx.journal.uploaded(row.claim, row.sha256 or "", job.inbox.purpose, obj.manifest_dict(), file_id=obj.id,
                              method=row.method or "single", parts=row.parts or 1, attempts=max(1, row.attempts),
                              started_at=row.started_at or time.time(), finished_at=time.time())
+        _write_claim_state(job, _row(ctx, job))
         log.info("file.adopted", **_fields(job, row, processing_status=obj.processing_status),
                  reason="the server already holds this upload; nothing was sent again")
         return True
@@ -332,6 +353,7 @@ def _upload(ctx: Context, job: Job, f: IO[bytes], st: os.stat_result, hb: Heartb
     _unchanged_since_check(job, f, st, file_object.get("id") if method != "existing" else None, ctx)
     ctx.journal.uploaded(str(job.claim), sha256, purpose, file_object, file_id=file_object.get("id"),
                          method=method, parts=parts, attempts=attempts, started_at=started, finished_at=time.time())
+    _write_claim_state(job, _row(ctx, job))
     log.info("file.uploaded", inbox=str(job.inbox.path), name=job.name, sha256=sha256, bytes=row.bytes,
              file_id=file_object.get("id"), method=method, parts=parts, attempt=attempts,
              seconds=round(time.time() - started, 3))
@@ -345,13 +367,24 @@ def _unchanged_since_check(job: Job, f: IO[bytes], st: os.stat_result, uploaded_
     if not changed and open_for_writing(str(job.claim)) is not Writers.OPEN:
         return
     if uploaded_id:
-        try:
-            ctx.client.delete(uploaded_id)  # the stale upload: no manifest will ever name it
-        except ApiError as exc:
-            log.warning("file.stale_upload_kept", inbox=str(job.inbox.path), name=job.name, file_id=uploaded_id,
-                        error=str(exc))
+        _drop_orphan(ctx, job, uploaded_id, None)  # the stale upload: no manifest will ever name it
+        ctx.journal.update(str(job.claim), file_id=None, upload_id=None)
     raise SourceChangedError("the file changed (or is still open for writing) after it was checked; "
                              "it is checked and uploaded again")
+
+
+def _drop_orphan(ctx: Context, job: Job, file_id: str, upload_id: str | None) -> None:
+    """Delete a file object (or abort a multipart upload) that no manifest will ever name."""
+    try:
+        if upload_id:
+            ctx.client.abort_multipart(upload_id, file_id)
+        else:
+            ctx.client.delete(file_id)
+    except ApiError as exc:
+        log.warning("file.orphan_kept", inbox=str(job.inbox.path), name=job.name, file_id=file_id, error=str(exc),
+                    hint="a file object for bytes that were never archived stays on the server")
+        return
+    log.info("file.orphan_deleted", inbox=str(job.inbox.path), name=job.name, file_id=file_id)
 
 
 def _archive(ctx: Context, job: Job, hb: Heartbeat) -> str:
