@@ -337,6 +337,23 @@ def test_a_refusing_proxy_is_a_configuration_error_and_its_password_is_never_pri
             assert "407" in out.stderr and "(auth)" in out.stderr and "Traceback" not in out.stderr
 
 
+def test_proxy_passwords_are_handed_to_the_log_redaction(emu, monkeypatch):
+    """Whatever a log line holds (the url, the decoded password, the Basic header), never the password."""
+    import base64
+
+    from inboxd.log import redact_text
+
+    config_pw, env_pw = "c0nfig-pr0xy-p@ss", "env-pr0xy-pw-77"
+    monkeypatch.setenv("HTTPS_PROXY", f"http://envuser:{env_pw}@corp-proxy:8080")
+    client(emu, api={"proxy": "http://cfguser:c0nfig-pr0xy-p%40ss@127.0.0.1:3128"}).close()
+    basic = base64.b64encode(f"cfguser:{config_pw}".encode()).decode()
+    line = (f"proxy http://cfguser:c0nfig-pr0xy-p%40ss@127.0.0.1:3128 pw={config_pw} "
+            f"Proxy-Authorization: Basic {basic} env={env_pw}")
+    out = redact_text(line)
+    for secret in (config_pw, "c0nfig-pr0xy-p%40ss", basic, env_pw):
+        assert secret not in out, out
+
+
 # --- bandwidth ------------------------------------------------------------------------------
 
 
