@@ -1,4 +1,4 @@
-"""JSON Schemas of the two sidecars inboxd writes (SPEC §3): shipped with the package."""
+"""JSON Schemas of the sidecars inboxd writes (SPEC §3, §10): shipped with the package."""
 
 from __future__ import annotations
 
@@ -9,11 +9,12 @@ from typing import Any
 
 MANIFEST = "inboxd.manifest/v1"
 ERROR = "inboxd.error/v1"
-_FILES = {MANIFEST: "manifest.schema.json", ERROR: "error.schema.json"}
+BATCH = "inboxd.batch/v1"  # <outbox>/<stem>.batch.json (issue 12)
+_FILES = {MANIFEST: "manifest.schema.json", ERROR: "error.schema.json", BATCH: "batch.schema.json"}
 
 
 @cache
 def load_schema(name: str) -> dict[str, Any]:
-    """The JSON Schema of `inboxd.manifest/v1` or `inboxd.error/v1`."""
+    """The JSON Schema of `inboxd.manifest/v1`, `inboxd.error/v1` or `inboxd.batch/v1`."""
     text = resources.files(__package__).joinpath(_FILES[name]).read_text(encoding="utf-8")
     return json.loads(text)

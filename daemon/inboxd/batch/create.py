@@ -1,0 +1,132 @@
+"""Create a batch job exactly once (SPEC §10, issue 12).
+
+``POST /batches`` is not idempotent: a second call makes a second job, and a second job costs
+the user money. So:
+
+1. the stage ``creating`` is journaled BEFORE the call;
+2. the call itself is never retried blindly (api/_batches.py makes one attempt);
+3. whenever the journal already says ``creating`` without a batch id (a retry after a failed
+   or cut call, or recovery after a crash), ``GET /batches`` is asked first, and a job for this
+   ``input_file_id`` that no other input of ours owns is adopted; only if none exists is
+   another ``POST`` made;
+4. the batch id is journaled right after the answer.
+"""
+
+from __future__ import annotations
+
+import random
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import structlog
+
+from ..api import ApiError, CancelledError, ProtocolError, TransientError
+from ..api._batches import BatchJob, BatchRejected
+from ..config import BatchConfig
+from .store import BatchRecord, BatchStore
+
+log = structlog.get_logger("inboxd.batch")
+
+
+def _job_dict(job: BatchJob) -> dict[str, Any]:
+    return job.model_dump(mode="json")
+
+
+def _created(store: BatchStore, rec: BatchRecord, job: BatchJob, *, adopted: bool) -> BatchRecord:
+    attached = bool(rec.manifest or rec.input_path) and bool(rec.outbox)
+    return store.update(
+        rec.claim, stage="following" if attached else "created", batch_id=job.id, status=job.status,
+        progress=job.progress, output_file_id=job.output_file_id, error_file_id=job.error_file_id,
+        job=_job_dict(job), created_at=time.time(),
+        error=None if not adopted else rec.error)
+
+
+def _adoptable(store: BatchStore, rec: BatchRecord, jobs: list[BatchJob]) -> BatchJob | None:
+    """The job a crashed or cut create made for this input: same input_file_id, not another
+    input's (a second drop of the same bytes shares the file id); the same endpoint first; the
+    newest first."""
+    owned = store.owned_batch_ids(except_claim=rec.claim)
+    mine = [j for j in jobs if j.input_file_id == rec.input_file_id and j.id not in owned]
+    if not mine:
+        return None
+    same = [j for j in mine if j.endpoint in (None, rec.endpoint)] or mine
+
+    def created(j: BatchJob) -> str:
+        return str(j.created_at or "")
+
+    return sorted(same, key=created)[-1]
+
+
+def create_once(client: Any, store: BatchStore, claim_key: str, input_file_id: str, cfg: BatchConfig, *,
+                inbox: Path | str | None = None, outbox: Path | str | None = None,
+                input_sha256: str | None = None, dropped_at: float | None = None,
+                uploaded_at: float | None = None, requests: int | None = None,
+                manifest: Path | str | None = None, input_path: Path | str | None = None,
+                cancel: threading.Event | None = None, attempts: int | None = None) -> dict[str, Any]:
+    """The BatchJob (as a dict) of this input, created at most once. Raises BatchRejected (a 4xx:
+    permanent, the input goes to failed/), TransientError (429/5xx/resets after `attempts`
+    tries, default api.max_retries + 1; the journal stays at `creating`: a later call adopts),
+    CancelledError when `cancel` is set."""
+    rec = store.get(claim_key)
+    if rec is not None and rec.batch_id:
+        return rec.job or {"id": rec.batch_id, "status": rec.status, "input_file_id": rec.input_file_id}
+    if rec is not None and rec.stage == "failed":
+        raise BatchRejected(rec.error or "the server refused this batch earlier", route="batch_create")
+    if rec is None:
+        inbox_s = str(inbox) if inbox is not None else ""
+        box = outbox if outbox is not None else cfg.outbox
+        if box is None and inbox:
+            box = Path(inbox) / "outbox"
+        rec = store.begin(
+            claim_key, inbox=inbox_s, input_file_id=input_file_id, endpoint=cfg.endpoint,
+            poll_seconds=cfg.poll_seconds, completion_window=cfg.completion_window, model_id=cfg.model_id,
+            priority=cfg.priority, join=cfg.join, outbox=str(box) if box is not None else None,
+            input_sha256=input_sha256, dropped_at=dropped_at, uploaded_at=uploaded_at, requests=requests,
+            manifest=str(manifest) if manifest else None, input_path=str(input_path) if input_path else None)
+        fresh = True
+    else:
+        fresh = False  # `creating` without an id: an earlier call may have created it
+    tries = attempts if attempts is not None else client.api.max_retries + 1
+    last: ApiError | None = None
+    for attempt in range(max(1, tries)):
+        if cancel is not None and cancel.is_set():
+            raise CancelledError("cancelled before the batch was created", route="batch_create")
+        try:
+            if not fresh:
+                found = _adoptable(store, rec, client.list_batches(cancel=cancel))
+                if found is not None:
+                    rec = _created(store, rec, found, adopted=True)
+                    log.info("batch.adopted", claim=claim_key, batch_id=found.id, input_file_id=input_file_id,
+                             status=found.status)
+                    return _job_dict(found)
+            fresh = False  # from here on, any retry looks first
+            job, warning = client.create_batch(
+                input_file_id, rec.endpoint, completion_window=rec.completion_window, priority=rec.priority,
+                model_id=rec.model_id, cancel=cancel)
+        except BatchRejected as exc:
+            store.update(claim_key, stage="failed", error=str(exc))
+            raise
+        except (TransientError, ProtocolError) as exc:
+            # the job may or may not exist: stay at `creating`; the next try asks the server first
+            if isinstance(exc, ProtocolError) and exc.status is not None and exc.status < 500:
+                raise
+            last = exc
+            delay = random.uniform(0, min(30.0, 0.5 * 2 ** attempt))
+            log.warning("batch.create_retry", claim=claim_key, attempt=attempt + 1, error=str(exc),
+                        delay=round(delay, 3))
+            if attempt + 1 < tries:
+                if cancel is not None:
+                    if cancel.wait(delay):
+                        raise CancelledError("cancelled while creating the batch", route="batch_create") from None
+                else:
+                    time.sleep(delay)
+            continue
+        rec = _created(store, rec, job, adopted=False)
+        log.info("batch.created", claim=claim_key, batch_id=job.id, input_file_id=input_file_id, status=job.status,
+                 warning=warning)
+        return _job_dict(job)
+    assert last is not None
+    raise TransientError(f"batch create: gave up after {tries} tries ({last})", route="batch_create",
+                         status=last.status)

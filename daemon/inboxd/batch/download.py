@@ -1,0 +1,172 @@
+"""Stream a file's content (``GET /files/{id}/content``) into a temporary name, resumably.
+
+Bounded memory (1 MiB chunks), sha256 and line count computed while the bytes arrive. A
+connection cut mid-body is resumed with ``Range: bytes=N-`` up to `MAX_RESUMES` times (the
+newer official client's rule). The temporary file survives a restart: its bytes are hashed
+again and the download goes on from its end. A server that ignores the Range (200 with the
+whole file) makes it start over. The file is fsynced before this returns; renaming it into
+place is the caller's (`deliver.py`).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import requests
+
+from ..api import CancelledError, ProtocolError, TransientError
+
+CHUNK = 1 << 20
+MAX_RESUMES = 5
+_RANGE = re.compile(r"bytes\s+(\d+)-(\d+)/(\d+|\*)")
+_UNSATISFIED = re.compile(r"bytes\s+\*/(\d+)")
+
+
+@dataclass
+class Downloaded:
+    bytes: int
+    sha256: str
+    lines: int
+    resumes: int  # Range requests after a cut connection (this run)
+    resumed_from: int  # bytes already in the temp file when this run started (a restart)
+    seconds: float
+
+    def meta(self, path: Path) -> dict[str, Any]:
+        return {"path": str(path), "bytes": self.bytes, "sha256": self.sha256, "lines": self.lines}
+
+
+class _Cut(Exception):
+    """The body ended before the length the server announced."""
+
+
+class _Hasher:
+    def __init__(self) -> None:
+        self.h = hashlib.sha256()
+        self.size = 0
+        self.newlines = 0
+        self.last = b""
+
+    def update(self, chunk: bytes) -> None:
+        if chunk:
+            self.h.update(chunk)
+            self.size += len(chunk)
+            self.newlines += chunk.count(b"\n")
+            self.last = chunk[-1:]
+
+    @property
+    def lines(self) -> int:
+        return self.newlines + (1 if self.size and self.last != b"\n" else 0)
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        n = os.write(fd, view)
+        view = view[n:]
+
+
+def _rehash(fd: int, size: int, cancel: threading.Event | None) -> _Hasher:
+    h = _Hasher()
+    os.lseek(fd, 0, os.SEEK_SET)
+    left = size
+    while left > 0:
+        if cancel is not None and cancel.is_set():
+            raise CancelledError("cancelled")
+        chunk = os.read(fd, min(CHUNK, left))
+        if not chunk:
+            break
+        h.update(chunk)
+        left -= len(chunk)
+    return h
+
+
+def download(client: Any, file_id: str, tmp: Path, *, cancel: threading.Event | None = None,
+             max_resumes: int = MAX_RESUMES, on_cut: Callable[[int, str], None] | None = None) -> Downloaded:
+    """Download `file_id` into `tmp` (created, or continued from its current end); fsynced."""
+    t0 = time.monotonic()
+    fd = os.open(tmp, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW, 0o644)
+    try:
+        start_size = os.fstat(fd).st_size
+        h = _rehash(fd, start_size, cancel)
+        offset = h.size
+        if offset != start_size:  # shorter than stat said: keep what was read
+            os.ftruncate(fd, offset)
+        cuts = 0
+        while True:
+            if cancel is not None and cancel.is_set():
+                raise CancelledError("cancelled during the download", route="content")
+            try:
+                r = client.file_content(file_id, offset=offset, cancel=cancel)
+                try:
+                    total: int | None = None
+                    if r.status_code == 416:
+                        m = _UNSATISFIED.search(r.headers.get("Content-Range", ""))
+                        if m and int(m.group(1)) == offset:
+                            break  # the temp file already holds all of it
+                        # the temp file is longer than the content: not ours; start over
+                        os.ftruncate(fd, 0)
+                        h, offset = _Hasher(), 0
+                        continue
+                    if r.status_code == 200:
+                        if offset:
+                            os.ftruncate(fd, 0)  # the server ignored the Range: the whole file again
+                            h, offset = _Hasher(), 0
+                        cl = r.headers.get("Content-Length")
+                        total = int(cl) if cl and cl.isdigit() else None
+                    else:  # 206
+                        m = _RANGE.search(r.headers.get("Content-Range", ""))
+                        if not m or int(m.group(1)) != offset:
+                            raise ProtocolError(f"content: asked for bytes={offset}-, got Content-Range "
+                                                f"{r.headers.get('Content-Range')!r}", route="content",
+                                                status=206)
+                        total = int(m.group(3)) if m.group(3) != "*" else None
+                    os.lseek(fd, offset, os.SEEK_SET)
+                    for chunk in r.iter_content(CHUNK):
+                        if cancel is not None and cancel.is_set():
+                            raise CancelledError("cancelled during the download", route="content")
+                        _write_all(fd, chunk)
+                        h.update(chunk)
+                        offset += len(chunk)
+                    if total is not None and offset < total:
+                        raise _Cut(f"the body ended at {offset} of {total} bytes")
+                    if total is not None and offset > total:
+                        raise ProtocolError(f"content: {offset} bytes arrived, {total} announced", route="content")
+                finally:
+                    r.close()
+                break
+            except (requests.RequestException, _Cut) as exc:
+                cuts += 1
+                if on_cut is not None:
+                    on_cut(offset, type(exc).__name__)
+                if cuts > max_resumes:
+                    raise TransientError(f"content of {file_id}: cut {cuts} times (last at byte {offset}: "
+                                         f"{type(exc).__name__})", route="content") from None
+                delay = min(5.0, 0.1 * 2 ** cuts)
+                if cancel is not None:
+                    if cancel.wait(delay):
+                        raise CancelledError("cancelled during the download", route="content") from None
+                else:
+                    time.sleep(delay)
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    return Downloaded(bytes=h.size, sha256=h.h.hexdigest(), lines=h.lines, resumes=cuts, resumed_from=start_size,
+                      seconds=time.monotonic() - t0)
+
+
+def hash_file(path: Path, cancel: threading.Event | None = None) -> dict[str, Any]:
+    """bytes, sha256 and lines of a file already in place (a restart after its rename)."""
+    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        h = _rehash(fd, os.fstat(fd).st_size, cancel)
+    finally:
+        os.close(fd)
+    return {"path": str(path), "bytes": h.size, "sha256": h.h.hexdigest(), "lines": h.lines}

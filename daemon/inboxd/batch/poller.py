@@ -1,0 +1,248 @@
+"""One thread that follows every batch job (issue 12), not a thread per job.
+
+A heap of (due time, claim). Each job is polled (``GET /batches/{id}``, one attempt) right
+after `follow`, then every ``poll_seconds`` with ±10 % jitter. A status or progress change is
+journaled and the input's manifest rewritten (its `batch` section). A 429 or 5xx backs the
+job off exponentially (capped at `max_backoff`); a 429 also pauses every poll for that long
+(batch jobs share one rate-limit pool per account). A terminal job is delivered into its
+outbox (deliver.py) on this same thread; `stop()` cancels a delivery between chunks and the
+next start resumes it (`resume()` follows every job in the journal not yet delivered).
+
+`on_event(name, **fields)` is called for metrics (never allowed to break the poller):
+``batch.status`` (claim, inbox, batch_id, status, previous, progress), ``batch.download``
+(kind, outcome: ok | resumed | cut | failed, bytes ...), ``batch.delivered`` (status, seconds
+from drop to results, succeeded, failed, missing), ``batch.poll_error`` (status, delay),
+``batch.lost`` (the server does not know the job).
+"""
+
+from __future__ import annotations
+
+import heapq
+import itertools
+import random
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+import structlog
+
+from ..api import ApiError, AuthError, CancelledError, ProtocolError, TransientError
+from .deliver import Busy, deliver
+from .manifest import update_manifest
+from .store import FINISHED_STAGES, BatchRecord, BatchStore
+
+log = structlog.get_logger("inboxd.batch")
+
+JITTER = 0.1
+LOST_AFTER = 3  # consecutive 404s on GET /batches/{id} before a job is given up
+
+
+class Poller:
+    def __init__(self, get_client: Callable[[], Any], store: BatchStore,
+                 on_event: Callable[..., None] | None = None, *, max_backoff: float = 600.0) -> None:
+        self.get_client = get_client
+        self.store = store
+        self.on_event = on_event
+        self.max_backoff = max_backoff
+        self._heap: list[tuple[float, int, str]] = []
+        self._due: dict[str, float] = {}
+        self._seq = itertools.count()
+        self._cond = threading.Condition()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._failures: dict[str, int] = {}
+        self._pause_until = 0.0
+        self._busy_claim: str | None = None
+
+    # --- control -------------------------------------------------------------------------------
+
+    def start(self) -> None:
+        if self._thread is not None and self._thread.is_alive():
+            return
+        self._stop.clear()
+        self._thread = threading.Thread(target=self._run, name="inboxd-batch-poller", daemon=True)
+        self._thread.start()
+
+    def stop(self, timeout: float | None = 10.0) -> None:
+        """Stop polling; a delivery in progress is cancelled between chunks (resumed next start)."""
+        self._stop.set()
+        with self._cond:
+            self._cond.notify_all()
+        if self._thread is not None:
+            self._thread.join(timeout)
+
+    @property
+    def alive(self) -> bool:
+        return self._thread is not None and self._thread.is_alive()
+
+    def follow(self, record: BatchRecord | str) -> None:
+        """Follow a job (a record, or its claim key): polled at once, then every poll_seconds."""
+        claim = record if isinstance(record, str) else record.claim
+        self._schedule(claim, time.time())
+
+    def resume(self) -> int:
+        """Follow every job of the journal that is created and not yet delivered (at daemon start)."""
+        records = self.store.open_records()
+        for rec in records:
+            self.follow(rec)
+        return len(records)
+
+    def following(self) -> list[str]:
+        with self._cond:
+            return sorted(self._due)
+
+    def _schedule(self, claim: str, due: float) -> None:
+        with self._cond:
+            self._due[claim] = due
+            heapq.heappush(self._heap, (due, next(self._seq), claim))
+            self._cond.notify_all()
+
+    def _emit(self, name: str, **fields: Any) -> None:
+        if self.on_event is None:
+            return
+        try:
+            self.on_event(name, **fields)
+        except Exception:  # noqa: BLE001 - metrics never break the poller
+            log.exception("batch.on_event_failed", name=name)
+
+    # --- the thread ----------------------------------------------------------------------------
+
+    def _next(self) -> str | None:
+        """The next due claim, waiting for it; None when stopping."""
+        with self._cond:
+            while not self._stop.is_set():
+                now = time.time()
+                if self._heap:
+                    due, _, claim = self._heap[0]
+                    if self._due.get(claim) != due:  # superseded by a later schedule
+                        heapq.heappop(self._heap)
+                        continue
+                    start = max(due, self._pause_until)
+                    if start <= now:
+                        heapq.heappop(self._heap)
+                        del self._due[claim]
+                        return claim
+                    self._cond.wait(min(start - now, 60.0))
+                else:
+                    self._cond.wait(60.0)
+        return None
+
+    def _run(self) -> None:
+        log.info("batch.poller_started", jobs=len(self._due))
+        while True:
+            claim = self._next()
+            if claim is None:
+                break
+            try:
+                again = self._step(claim)
+            except Exception:  # noqa: BLE001 - a bug in one job must not stop the others
+                log.exception("batch.poller_error", claim=claim)
+                again = self._backoff(claim, None)
+            if again is not None and not self._stop.is_set():
+                self._schedule(claim, again)
+        log.info("batch.poller_stopped")
+
+    def _interval(self, rec: BatchRecord) -> float:
+        return rec.poll_seconds * random.uniform(1 - JITTER, 1 + JITTER)
+
+    def _backoff(self, claim: str, rec: BatchRecord | None, status: int | None = None) -> float:
+        n = self._failures.get(claim, 0) + 1
+        self._failures[claim] = n
+        base = rec.poll_seconds if rec is not None else 30.0
+        delay = min(self.max_backoff, base * 2 ** min(n, 16))
+        delay *= random.uniform(1 - JITTER, 1 + JITTER)
+        if status == 429:
+            with self._cond:
+                self._pause_until = max(self._pause_until, time.time() + delay)
+        return time.time() + delay
+
+    def _step(self, claim: str) -> float | None:
+        """One look at one job; the time of the next, or None when it is done with."""
+        rec = self.store.get(claim)
+        if rec is None or rec.stage in FINISHED_STAGES:
+            self._failures.pop(claim, None)
+            return None
+        if rec.batch_id is None or rec.stage in ("creating", "created"):
+            return time.time() + self._interval(rec)  # not created / not attached yet: look later
+        client = self.get_client()
+        if rec.stage == "following":
+            try:
+                job = client.get_batch(rec.batch_id, retries=False, cancel=self._stop)
+            except CancelledError:
+                return None
+            except (TransientError, AuthError) as exc:
+                when = self._backoff(claim, rec, exc.status)
+                self._emit("batch.poll_error", claim=claim, batch_id=rec.batch_id, status=exc.status,
+                           delay=round(when - time.time(), 3))
+                log.warning("batch.poll_error", claim=claim, batch_id=rec.batch_id, status=exc.status,
+                            error=str(exc), retry_in=round(when - time.time(), 1))
+                return when
+            except ProtocolError as exc:
+                if exc.status == 404:
+                    n = self._failures.get(claim, 0) + 1
+                    self._failures[claim] = n
+                    if n >= LOST_AFTER:
+                        rec = self.store.update(claim, stage="failed", status=rec.status,
+                                                error=f"the server does not know batch {rec.batch_id} (HTTP 404)")
+                        update_manifest(rec)
+                        self._emit("batch.lost", claim=claim, inbox=rec.inbox, batch_id=rec.batch_id)
+                        log.error("batch.lost", claim=claim, batch_id=rec.batch_id)
+                        return None
+                    return time.time() + self._interval(rec)
+                when = self._backoff(claim, rec, exc.status)
+                log.warning("batch.poll_error", claim=claim, batch_id=rec.batch_id, status=exc.status, error=str(exc))
+                return when
+            self._failures.pop(claim, None)
+            rec = self._observe(rec, job)
+            if not rec.terminal:
+                return time.time() + self._interval(rec)
+        # terminal (or already delivering after a restart): the outbox
+        try:
+            self._busy_claim = claim
+            deliver(client, self.store, rec, cancel=self._stop, emit=self._emit)
+        except CancelledError:
+            return None
+        except Busy:
+            return time.time() + self._interval(rec)
+        except (ApiError, OSError) as exc:
+            when = self._backoff(claim, rec, getattr(exc, "status", None))
+            log.error("batch.delivery_error", claim=claim, batch_id=rec.batch_id, error=str(exc),
+                      kind=getattr(exc, "kind", type(exc).__name__), retry_in=round(when - time.time(), 1))
+            return when
+        finally:
+            self._busy_claim = None
+        self._failures.pop(claim, None)
+        return None
+
+    def _observe(self, rec: BatchRecord, job: Any) -> BatchRecord:
+        """Journal what changed; rewrite the manifest and tell on_event when status/progress did."""
+        status = job.status
+        changes: dict[str, Any] = {}
+        if status != rec.status:
+            changes["status"] = status
+        if job.progress != rec.progress:
+            changes["progress"] = job.progress
+        for name in ("output_file_id", "error_file_id"):
+            if getattr(job, name) and getattr(job, name) != getattr(rec, name):
+                changes[name] = getattr(job, name)
+        err = job.error if isinstance(job.error, str) or job.error is None else str(job.error)
+        if err != rec.error:
+            changes["error"] = err
+        job_dict = job.model_dump(mode="json")
+        if job_dict != rec.job:
+            changes["job"] = job_dict
+        if job.terminal and rec.finished_at is None:
+            changes["finished_at"] = time.time()
+        if not changes:
+            return rec
+        previous = rec.status
+        rec = self.store.update(rec.claim, **changes)
+        if "status" in changes or "progress" in changes:
+            update_manifest(rec)
+        if "status" in changes:
+            self._emit("batch.status", claim=rec.claim, inbox=rec.inbox, batch_id=rec.batch_id, status=status,
+                       previous=previous, progress=rec.progress)
+            log.info("batch.status", claim=rec.claim, inbox=rec.inbox, batch_id=rec.batch_id, status=status,
+                     previous=previous, progress=rec.progress)
+        return rec
