@@ -216,6 +216,50 @@ def cmd_status(args: argparse.Namespace) -> int:
     return status_command(config, as_json=args.json)
 
 
+# --- inboxd batch / batches (issue 12) ----------------------------------------------------
+
+
+def _config_and_key(args: argparse.Namespace):  # -> (Config, SecretStr)
+    config = _load_config(args)
+    try:
+        key, _ = resolve_api_key(config.api)
+    except ConfigError as exc:
+        _fail_usage(str(exc))
+    return config, key
+
+
+def cmd_batch(args: argparse.Namespace) -> int:
+    """`inboxd batch FILE --endpoint E ...` (the round trip), or `inboxd batch cancel ID`."""
+    from .batch.command import batch_command, cancel_command, state_dir_for
+
+    target = args.target
+    try:
+        if len(target) == 2 and target[0] == "cancel":
+            config, key = _config_and_key(args)
+            return cancel_command(config, key, target[1], as_json=args.json)
+        if len(target) != 1:
+            _fail_usage("inboxd batch: expected FILE, or cancel ID")
+        if not args.endpoint:
+            _fail_usage("inboxd batch FILE: --endpoint is required (for example /v1/chat/completions)")
+        config, key = _config_and_key(args)
+    except UsageError as exc:
+        if args.json:  # --json: stdout is always one JSON object
+            print(json.dumps({"error": {"kind": "usage", "message": str(exc)}}, indent=2))
+        raise
+    return batch_command(
+        config, key, Path(target[0]), endpoint=args.endpoint, model_id=args.model_id,
+        outbox=Path(args.outbox) if args.outbox else None, wait=args.wait, as_json=args.json, join=args.join,
+        poll_seconds=args.poll_seconds, completion_window=args.completion_window, priority=args.priority,
+        state_dir=state_dir_for(config, bool(args.config)))
+
+
+def cmd_batches(args: argparse.Namespace) -> int:
+    from .batch.command import batches_command, state_dir_for
+
+    config = _load_config(args)
+    return batches_command(state_dir_for(config, bool(args.config)), as_json=args.json)
+
+
 # --- the parser -------------------------------------------------------------------------
 
 
@@ -265,6 +309,29 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--offline", action="store_true",
                    help="check the syntax only, not the machine (folders, filesystems, state_dir, key source)")
     c.set_defaults(func=cmd_config_check)
+
+    p = sub.add_parser("batch", help="the batch round trip for one file (or: batch cancel ID)",
+                       usage="%(prog)s FILE --endpoint E [--model-id M] [--outbox DIR] [--join] [--no-wait] "
+                             "[--json] [--config PATH]\n       %(prog)s cancel ID [--json] [--config PATH]",
+                       description="inboxd batch FILE --endpoint E: upload, create the job, follow it, deliver "
+                                   "the results into the outbox. inboxd batch cancel ID: cancel a job.")
+    p.add_argument("target", nargs="+", metavar="FILE | cancel ID")
+    p.add_argument("--endpoint", help="the API path each request goes to, e.g. /v1/chat/completions")
+    p.add_argument("--model-id", help="the model for requests that name none")
+    p.add_argument("--outbox", metavar="DIR", help="where results go (default: outbox/ next to FILE)")
+    p.add_argument("--join", action="store_true", help="also write <stem>.results.jsonl in input order")
+    p.add_argument("--no-wait", dest="wait", action="store_false", help="create the job and exit")
+    p.add_argument("--poll-seconds", type=float, default=30.0, metavar="S", help="how often to ask (default 30)")
+    p.add_argument("--completion-window", default="24h")
+    p.add_argument("--priority", type=int)
+    p.add_argument("--config", metavar="PATH", help="api settings and the journal's state_dir from this file")
+    p.add_argument("--json", action="store_true", help="print batch.json (or the job) as one JSON object")
+    p.set_defaults(func=cmd_batch)
+
+    p = sub.add_parser("batches", help="batch jobs known to the journal, with their status")
+    p.add_argument("--config", metavar="PATH")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_batches)
 
     p = sub.add_parser("emulator", help="serve a local Files API on loopback")
     _add_emulator_args(p)
