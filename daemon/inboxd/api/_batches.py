@@ -152,7 +152,10 @@ def content(t: Transport, base: str, file_id: str, *, offset: int = 0,
     reads the body (``iter_content``) and closes it. 200 means the whole file (a server that
     ignored the Range), 206 the rest from `offset`, 416 nothing left; others raise."""
     route = "content"
-    headers = {"Range": f"bytes={offset}-"} if offset > 0 else {}
+    # identity: byte offsets are the file's own bytes, never a compressed stream's
+    headers = {"Accept-Encoding": "identity"}
+    if offset > 0:
+        headers["Range"] = f"bytes={offset}-"
     r = t.request(route, "GET", f"{base}/files/{check_id(file_id, route)}/content", headers=headers, cancel=cancel)
     if r.status_code in (200, 206, 416):
         return r

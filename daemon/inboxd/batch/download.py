@@ -15,12 +15,13 @@ import os
 import re
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import requests
+import urllib3
 
 from ..api import CancelledError, ProtocolError, TransientError
 
@@ -88,6 +89,23 @@ def _rehash(fd: int, size: int, cancel: threading.Event | None) -> _Hasher:
     return h
 
 
+def _body(r: requests.Response) -> Iterator[bytes]:
+    """The body as it arrives: `read1` hands over whatever came (up to CHUNK), so a cut
+    connection loses nothing already received (a fixed-size read would drop its partial chunk)."""
+    read1 = getattr(r.raw, "read1", None)
+    if read1 is None:
+        yield from r.iter_content(64 * 1024)
+        return
+    while True:
+        try:
+            chunk = read1(CHUNK)
+        except (urllib3.exceptions.HTTPError, OSError) as exc:
+            raise requests.exceptions.ChunkedEncodingError(str(exc)) from None
+        if not chunk:
+            return
+        yield chunk
+
+
 def download(client: Any, file_id: str, tmp: Path, *, cancel: threading.Event | None = None,
              max_resumes: int = MAX_RESUMES, on_cut: Callable[[int, str], None] | None = None) -> Downloaded:
     """Download `file_id` into `tmp` (created, or continued from its current end); fsynced."""
@@ -129,7 +147,7 @@ def download(client: Any, file_id: str, tmp: Path, *, cancel: threading.Event | 
                                                 status=206)
                         total = int(m.group(3)) if m.group(3) != "*" else None
                     os.lseek(fd, offset, os.SEEK_SET)
-                    for chunk in r.iter_content(CHUNK):
+                    for chunk in _body(r):
                         if cancel is not None and cancel.is_set():
                             raise CancelledError("cancelled during the download", route="content")
                         _write_all(fd, chunk)
