@@ -362,3 +362,26 @@ def test_jobs_are_followed_from_the_journal_alone(world: World, tmp_path: Path) 
     finally:
         poller.stop()
         journal.close()
+
+
+@pytest.mark.emulator(batch_seconds=3.0)
+def test_the_manifest_follows_the_job_as_it_moves(world: World) -> None:
+    rec = world.job("mf", batch_lines("mf", 10), poll_seconds=0.2)
+    world.poller().follow(rec)
+    seen: list[tuple[str, float]] = []
+
+    def section() -> dict[str, Any]:
+        return json.loads(Path(rec.manifest).read_text()).get("batch") or {}
+
+    def moving() -> bool:
+        b = section()
+        if b and (b["status"], b["progress"]) not in seen:
+            seen.append((b["status"], b["progress"]))
+        return sum(1 for s, _ in seen if s == "IN_PROGRESS") >= 2
+
+    wait_until(moving, 10, interval=0.05)
+    b = section()
+    assert b["id"] == rec.batch_id and 0 < b["progress"] < 100
+    assert "sidecar" not in b and not rec.path("batch.json").exists()
+    world.delivered("mf")
+    assert section()["status"] == "COMPLETED" and section()["sidecar"] == str(rec.path("batch.json"))

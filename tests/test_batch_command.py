@@ -1,0 +1,198 @@
+"""`inboxd batch FILE`, `inboxd batches`, `inboxd batch cancel ID` as real processes against a
+real `inboxd emulator`: the one-shot round trip end to end, --no-wait then a second run that
+follows the same job, kill -9 at random moments with exactly one job in the end, cancel, a
+rejected create, usage errors, and the live status line on a terminal."""
+
+from __future__ import annotations
+
+import json
+import os
+import pty
+import random
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import jsonschema
+import pytest
+
+from inboxd.batch import BatchStore
+from inboxd.pipeline.journal import Journal
+from inboxd.schemas import BATCH, load_schema
+from tests.helpers.daemon import REPO, wait_until
+from tests.helpers.emulator import EmulatorProc
+from tests.helpers.files import batch_line, batch_lines
+
+pytestmark = pytest.mark.emulator(batch_seconds=0.5)
+
+ENDPOINT = "/v1/chat/completions"
+
+
+def _env(emu: EmulatorProc, tmp: Path) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("TOGETHER_")}
+    env.update(TOGETHER_API_KEY=emu.key, TOGETHER_BASE_URL=emu.base_url, XDG_STATE_HOME=str(tmp / "state"),
+               PYTHONUNBUFFERED="1")
+    return env
+
+
+def inboxd(emu: EmulatorProc, tmp: Path, *args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "inboxd", *args], env=_env(emu, tmp), cwd=REPO,
+                          capture_output=True, text=True, timeout=timeout)
+
+
+def _records(tmp: Path) -> list[Any]:
+    state = tmp / "state" / "inboxd"
+    if not (state / "journal.sqlite3").exists():
+        return []
+    j = Journal(state)
+    try:
+        return BatchStore(j).all()
+    finally:
+        j.close()
+
+
+def _server_file(emu: EmulatorProc, file_id: str) -> bytes:
+    return (emu.data_dir / "files" / file_id).read_bytes()
+
+
+def test_one_shot_round_trip_end_to_end(emu: EmulatorProc, tmp_path: Path) -> None:
+    data = b"".join(batch_line(f"q-{i}", {"model": "unknown-model", "messages": [{"role": "user", "content": "x"}]}
+                               if i == 5 else None) for i in range(30))
+    src = tmp_path / "work" / "questions.jsonl"
+    src.parent.mkdir()
+    src.write_bytes(data)
+    r = inboxd(emu, tmp_path, "batch", str(src), "--endpoint", ENDPOINT, "--join", "--json", "--poll-seconds", "0.1")
+    assert r.returncode == 0, r.stderr
+    answer = json.loads(r.stdout)  # exactly one JSON object on stdout
+    jsonschema.validate(answer, load_schema(BATCH))
+    outbox = src.parent / "outbox"
+    assert json.loads((outbox / "questions.batch.json").read_text()) == answer
+    assert answer["batch"]["status"] == "COMPLETED"
+    assert answer["counts"] == {"succeeded": 29, "failed": 1, "missing": 0}
+    assert (outbox / "questions.output.jsonl").read_bytes() == _server_file(emu, answer["batch"]["output_file_id"])
+    assert (outbox / "questions.errors.jsonl").read_bytes() == _server_file(emu, answer["batch"]["error_file_id"])
+    results = [json.loads(x) for x in (outbox / "questions.results.jsonl").read_text().splitlines()]
+    assert [x["custom_id"] for x in results] == [f"q-{i}" for i in range(30)]
+    assert emu.batch_creates() == 1
+
+    listed = inboxd(emu, tmp_path, "batches", "--json")
+    assert listed.returncode == 0, listed.stderr
+    [job] = json.loads(listed.stdout)["batches"]
+    assert job["batch_id"] == answer["batch"]["id"] and job["stage"] == "delivered" and job["status"] == "COMPLETED"
+    text = inboxd(emu, tmp_path, "batches")
+    assert answer["batch"]["id"] in text.stdout and "delivered" in text.stdout
+
+
+def test_no_wait_then_a_second_run_follows_the_same_job(emu: EmulatorProc, tmp_path: Path) -> None:
+    src = tmp_path / "a.jsonl"
+    src.write_bytes(batch_lines("a", 12))
+    r = inboxd(emu, tmp_path, "batch", str(src), "--endpoint", ENDPOINT, "--no-wait")
+    assert r.returncode == 0, r.stderr
+    batch_id = r.stdout.split()[0]
+    assert batch_id.startswith("batch") and emu.batch_creates() == 1
+    r = inboxd(emu, tmp_path, "batch", str(src), "--endpoint", ENDPOINT, "--poll-seconds", "0.1", "--json")
+    assert r.returncode == 0, r.stderr
+    assert json.loads(r.stdout)["batch"]["id"] == batch_id
+    assert emu.batch_creates() == 1 and emu.stats()["creates"] == 1  # one upload, one job
+    # delivered: a third run is a new round trip, into new names
+    r = inboxd(emu, tmp_path, "batch", str(src), "--endpoint", ENDPOINT, "--poll-seconds", "0.1", "--json")
+    assert r.returncode == 0, r.stderr
+    assert json.loads(r.stdout)["outputs"]["output"]["path"].endswith("a.2.output.jsonl")
+    assert emu.batch_creates() == 2
+
+
+@pytest.mark.emulator(batch_seconds=2.0, latency_ms=40)
+def test_kill_9_at_random_moments_makes_exactly_one_job(emu: EmulatorProc, tmp_path: Path) -> None:
+    """The one-shot killed -9 again and again (upload, create, polling, download), then run to
+    the end: one batch job for the file, outputs byte-identical to the emulator's."""
+    src = tmp_path / "k.jsonl"
+    src.write_bytes(batch_lines("k", 300, pad=400))
+    rnd = random.Random(12)
+    args = [sys.executable, "-m", "inboxd", "batch", str(src), "--endpoint", ENDPOINT, "--poll-seconds", "0.1",
+            "--json"]
+    stages = []
+    for _ in range(8):
+        p = subprocess.Popen(args, env=_env(emu, tmp_path), cwd=REPO, stdout=subprocess.DEVNULL,
+                             stderr=subprocess.DEVNULL)
+        time.sleep(rnd.uniform(0.3, 1.2))
+        p.send_signal(signal.SIGKILL)
+        p.wait(10)
+        recs = _records(tmp_path)
+        stages.append(recs[0].stage if recs else "none")
+        if stages[-1] == "delivered":
+            break
+    if stages[-1] != "delivered":  # (once delivered, another run would be a new round trip)
+        r = subprocess.run(args, env=_env(emu, tmp_path), cwd=REPO, capture_output=True, text=True, timeout=60)
+        assert r.returncode == 0, r.stderr
+    answer = json.loads((tmp_path / "outbox" / "k.batch.json").read_text())
+    assert emu.batch_creates() == 1, (stages, emu.batch_creates_by_input())
+    assert (tmp_path / "outbox" / "k.output.jsonl").read_bytes() == _server_file(
+        emu, answer["batch"]["output_file_id"])
+    assert sorted(p.name for p in (tmp_path / "outbox").iterdir()) == ["k.batch.json", "k.output.jsonl"]
+    print("stages at the kills:", stages)
+    assert len(set(stages) - {"none"}) >= 1, stages
+
+
+@pytest.mark.emulator(batch_seconds=30)
+def test_cancel_a_running_job(emu: EmulatorProc, tmp_path: Path) -> None:
+    src = tmp_path / "c.jsonl"
+    src.write_bytes(batch_lines("c", 20))
+    r = inboxd(emu, tmp_path, "batch", str(src), "--endpoint", ENDPOINT, "--no-wait")
+    batch_id = r.stdout.split()[0]
+    r = inboxd(emu, tmp_path, "batch", "cancel", batch_id)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.split() == [batch_id, "CANCELING"]
+    r = inboxd(emu, tmp_path, "batch", str(src), "--endpoint", ENDPOINT, "--poll-seconds", "0.1", "--json")
+    assert r.returncode == 1  # delivered, but the job did not complete
+    answer = json.loads(r.stdout)
+    assert answer["batch"]["status"] == "CANCELLED"
+    assert (tmp_path / "outbox" / "c.batch.json").exists()
+    r = inboxd(emu, tmp_path, "batch", "cancel", batch_id, "--json")
+    assert r.returncode == 1
+    assert json.loads(r.stdout)["error"]["status"] == 409
+
+
+def test_a_rejected_create_exits_1_and_usage_errors_exit_2(emu: EmulatorProc, tmp_path: Path) -> None:
+    src = tmp_path / "r.jsonl"
+    src.write_bytes(batch_lines("r", 3))
+    r = inboxd(emu, tmp_path, "batch", str(src), "--endpoint", "/v1/embeddings", "--json")
+    assert r.returncode == 1
+    err = json.loads(r.stdout)["error"]
+    assert err["kind"] == "batch_rejected" and err["status"] == 400
+    assert emu.batch_creates() == 0
+    r = inboxd(emu, tmp_path, "batch", str(src), "--json")
+    assert r.returncode == 2 and json.loads(r.stdout)["error"]["kind"] == "usage"
+    r = inboxd(emu, tmp_path, "batches", "--config", str(tmp_path / "missing.toml"))
+    assert r.returncode == 2
+    r = subprocess.run([sys.executable, "-m", "inboxd", "batches"], cwd=REPO, capture_output=True, text=True,
+                       env={**_env(emu, tmp_path), "XDG_STATE_HOME": str(tmp_path / "nothing")})
+    assert r.returncode == 2 and "no journal" in r.stderr
+
+
+@pytest.mark.emulator(batch_seconds=2.0)
+def test_a_live_status_line_on_a_terminal(emu: EmulatorProc, tmp_path: Path) -> None:
+    src = tmp_path / "t.jsonl"
+    src.write_bytes(batch_lines("t", 10))
+    master, slave = pty.openpty()
+    p = subprocess.Popen([sys.executable, "-m", "inboxd", "batch", str(src), "--endpoint", ENDPOINT,
+                          "--poll-seconds", "0.2"], env=_env(emu, tmp_path), cwd=REPO,
+                         stdout=subprocess.PIPE, stderr=slave)
+    os.close(slave)
+    seen = b""
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        try:
+            chunk = os.read(master, 4096)
+        except OSError:
+            break
+        if not chunk:
+            break
+        seen += chunk
+    os.close(master)
+    assert p.wait(30) == 0
+    text = seen.decode(errors="replace")
+    assert "\r" in text and "IN_PROGRESS" in text and "%" in text
+    wait_until(lambda: (tmp_path / "outbox" / "t.batch.json").exists(), 5)
