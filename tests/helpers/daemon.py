@@ -93,13 +93,14 @@ def write_config(
 
 class DaemonProc:
     def __init__(self, config: Path, *, key: str | None = None, extra_args: Iterable[str] = (),
-                 env: Mapping[str, str] | None = None) -> None:
+                 env: Mapping[str, str] | None = None, prefix: Iterable[str] = ()) -> None:
         full_env = {k: v for k, v in os.environ.items() if not k.startswith(("NOTIFY_SOCKET", "TOGETHER_"))}
         full_env["PYTHONUNBUFFERED"] = "1"
         if key is not None:
             full_env["TOGETHER_API_KEY"] = key
         full_env.update(env or {})
-        self.args = [sys.executable, "-m", "inboxd", "run", "--config", str(config), *extra_args]
+        # `prefix`: a wrapper command, e.g. unshare to run the daemon as another "host"
+        self.args = [*prefix, sys.executable, "-m", "inboxd", "run", "--config", str(config), *extra_args]
         self.proc = subprocess.Popen(
             self.args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=full_env, cwd=REPO,
             text=True, bufsize=1,

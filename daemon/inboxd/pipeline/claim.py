@@ -82,8 +82,14 @@ def manifest_path(claim: Path) -> Path:
     return claim.with_name(f".{claim.name}{MANIFEST_SUFFIX}")
 
 
-def write_state(claim: Path, state: dict[str, Any]) -> None:
-    write_atomic(state_path(claim), json.dumps(state).encode())
+def write_state(claim: Path, state: dict[str, Any], *, durable: bool = True) -> None:
+    """The claimed file's state, atomically (rename); `durable` also fsyncs it and its folder."""
+    if durable:
+        write_atomic(state_path(claim), json.dumps(state).encode())
+        return
+    tmp = claim.with_name(f".{claim.name}.{secrets.token_hex(4)}.tmp")
+    tmp.write_bytes(json.dumps(state).encode())
+    os.rename(tmp, state_path(claim))
 
 
 def read_state(claim: Path) -> dict[str, Any] | None:

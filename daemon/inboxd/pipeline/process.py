@@ -220,7 +220,7 @@ def _report_json(report: Any) -> dict[str, Any] | None:
     return report if isinstance(report, dict) else {"value": report}
 
 
-_ADOPTABLE = ("file_id", "sha256", "bytes", "mtime_ns", "validation", "method", "parts", "started_at", "finished_at")
+_ADOPTABLE = ("file_id", "upload_id", "sha256", "bytes", "mtime_ns", "validation", "method", "parts", "started_at", "finished_at")
 
 
 def adoptable(state: dict[str, Any]) -> dict[str, Any]:
@@ -333,6 +333,12 @@ def _upload(ctx: Context, job: Job, f: IO[bytes], st: os.stat_result, hb: Heartb
 
         def on_created(file_id: str, upload_id: str | None) -> None:
             ctx.journal.update(str(job.claim), file_id=file_id, upload_id=upload_id)
+            # the claim folder knows the file id from now on: a survivor on another host asks the
+            # server about it instead of sending the file a second time (no fsync: a power cut
+            # costs at most one re-send, a crash of this process nothing)
+            write_state(job.claim, {"file_id": file_id, "upload_id": upload_id, "sha256": sha256, "bytes": row.bytes,
+                                    "mtime_ns": row.mtime_ns, "validation": row.validation,
+                                    "purpose": purpose}, durable=False)
             hb.beat("upload")
 
         result = client.upload(job.claim, purpose, file_name=job.name, sha256=sha256, expected_size=row.bytes,
