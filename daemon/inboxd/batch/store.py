@@ -157,6 +157,8 @@ class BatchStore:
             if k not in _UPDATABLE:
                 raise ValueError(f"batch store: not a record field: {k}")
             setattr(rec, k, v)
+        if rec.stem is None and rec.input_path:
+            rec.stem = stem_of(Path(rec.input_path).name)
         cols = [f.name for f in fields(BatchRecord)]
         self.journal._exec(
             f"INSERT OR IGNORE INTO batches ({', '.join(_COLUMN.get(c, c) for c in cols)}) "

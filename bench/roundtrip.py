@@ -1,0 +1,351 @@
+"""Benchmark of the batch round trip (issue 12), not a test. Against one `inboxd emulator`
+with the job time set to 0 (`--batch-seconds 0`) and no processing delay:
+
+1. join RSS: `inboxd batch big.jsonl --endpoint /v1/chat/completions --join` on a 50,000-line
+   ~100 MB input (the whole one-shot: check, upload, create, poll, download ~100 MB of output,
+   join), its peak RSS from wait4(); then the join alone in a fresh process on the delivered
+   files (RSS before and after it).
+2. drop to results, N small batch files (default 1,000):
+   - `--mode library` (default): the one-shot's pieces in one process, as the daemon will use
+     them: per file the basic check, FilesClient.upload, wait_for_processing, create_once
+     (workers threads), one Poller delivering every outbox. Latency per file = from the start
+     of its check to its delivered_at; files/s from the first start to the last delivery.
+   - `--mode cli`: `inboxd batch FILE` processes, `--cli-concurrency` at a time (Python start-up
+     included).
+   - `--mode daemon`: `inboxd run` with a batch-api inbox that has `[inboxes.batch]`; files
+     renamed in; latency = rename to the appearance of `<stem>.batch.json` in the outbox.
+     Needs the daemon to be wired to inboxd.batch; says so when no batch.json ever shows.
+
+    .venv/bin/python bench/roundtrip.py [--files 1000] [--mode library|cli|daemon] [--skip-join]
+           [--skip-files] [--join-lines 50000] [--join-mb 100]
+
+Shared machine, 2 cores: the emulator, the client and this script compete for them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(REPO / "daemon"))
+
+PY = sys.executable
+KEY = "bench-key-" + os.urandom(6).hex()
+ENDPOINT = "/v1/chat/completions"
+
+
+def start_emulator(data: Path, *extra: str) -> tuple[subprocess.Popen[str], str]:
+    data.mkdir(parents=True, exist_ok=True)
+    proc = subprocess.Popen(
+        [PY, "-m", "inboxd", "emulator", "--key", KEY, "--data-dir", str(data), "--batch-seconds", "0",
+         "--processing-delay", "0", *extra],
+        stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, cwd=REPO)
+    assert proc.stdout is not None
+    url = proc.stdout.readline().strip()
+    if not url.startswith("http"):
+        raise SystemExit(f"the emulator did not start: {url!r}")
+    return proc, url
+
+
+def env_for(url: str, state: Path) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("TOGETHER_")}
+    env.update(TOGETHER_API_KEY=KEY, TOGETHER_BASE_URL=url, XDG_STATE_HOME=str(state), PYTHONUNBUFFERED="1")
+    return env
+
+
+def write_batch(path: Path, tag: str, lines: int, line_bytes: int) -> None:
+    """`lines` chat requests of about `line_bytes` bytes each."""
+    base = len(json.dumps({"custom_id": f"{tag}-{lines}", "body": {
+        "model": "bench-model", "messages": [{"role": "user", "content": ""}]}}))
+    pad_len = max(0, line_bytes - base - 8)
+    words = "lorem ipsum dolor sit amet consectetur adipiscing elit sed do eiusmod tempor ".split()
+    rnd = random.Random(tag)
+    with path.open("w") as f:
+        for i in range(lines):
+            text = []
+            size = 0
+            while size < pad_len:
+                w = rnd.choice(words)
+                text.append(w)
+                size += len(w) + 1
+            body = {"model": "bench-model", "messages": [{"role": "user", "content": " ".join(text)[:pad_len]}]}
+            f.write(json.dumps({"custom_id": f"{tag}-{i}", "body": body}) + "\n")
+
+
+def mb(n: float) -> str:
+    return f"{n / 1e6:.1f} MB"
+
+
+# --- 1. join RSS -----------------------------------------------------------------------------------
+
+_JOIN_ALONE = """
+import resource, sys
+from pathlib import Path
+from inboxd.batch.join import ERRORS, OUTPUT, join_results
+before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+d, stem = Path(sys.argv[1]), sys.argv[2]
+out = d / f"{stem}.output.jsonl"
+err = d / f"{stem}.errors.jsonl"
+c = join_results(Path(sys.argv[3]), {OUTPUT: out, ERRORS: err if err.exists() else None}, d / "bench.results.tmp",
+                 work_dir=d)
+print(before, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, c.succeeded, c.failed, c.missing)
+(d / "bench.results.tmp").unlink()
+"""
+
+
+def bench_join(work: Path, lines: int, size_mb: float) -> None:
+    emu, url = start_emulator(work / "emu-join")
+    try:
+        src = work / "join" / "big.jsonl"
+        src.parent.mkdir(parents=True)
+        write_batch(src, "big", lines, int(size_mb * 1e6 / lines))
+        size = src.stat().st_size
+        print(f"join: input {src.name}: {lines} lines, {mb(size)}")
+        t0 = time.monotonic()
+        proc = subprocess.Popen([PY, "-m", "inboxd", "batch", str(src), "--endpoint", ENDPOINT, "--join", "--json",
+                                 "--poll-seconds", "1"], env=env_for(url, work / "state-join"), cwd=REPO,
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        out, err = proc.communicate()
+        seconds = time.monotonic() - t0
+        # communicate() waited already; the child's rusage is in RUSAGE_CHILDREN (only child so far)
+        import resource
+
+        peak_kb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+        if proc.returncode != 0:
+            print(f"join: inboxd batch failed ({proc.returncode}): {err[-2000:]}")
+            return
+        answer = json.loads(out)
+        outputs = answer["outputs"]
+        print(f"join: inboxd batch --join: {seconds:.1f} s end to end; output {mb(outputs['output']['bytes'])}, "
+              f"results {mb(outputs['results']['bytes'])}, counts {answer['counts']}")
+        print(f"join: peak RSS of the whole one-shot process (check, upload, poll, download, join): "
+              f"{peak_kb / 1024:.1f} MiB")
+        r = subprocess.run([PY, "-c", _JOIN_ALONE, str(src.parent / "outbox"), "big", str(src)], cwd=REPO,
+                           capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(REPO / "daemon")})
+        before, peak, ok, failed, missing = (int(x) if x != "None" else None for x in r.stdout.split())
+        assert before is not None and peak is not None
+        print(f"join: the join alone in a fresh process: RSS {before / 1024:.1f} MiB before, peak "
+              f"{peak / 1024:.1f} MiB (+{(peak - before) / 1024:.1f} MiB) for {mb(size)} in + "
+              f"{mb(outputs['output']['bytes'])} out; {ok} succeeded, {failed} failed, {missing} missing")
+    finally:
+        emu.terminate()
+        emu.wait(10)
+
+
+# --- 2. drop to results ----------------------------------------------------------------------------
+
+
+def make_small(folder: Path, n: int, lines: int) -> list[Path]:
+    folder.mkdir(parents=True, exist_ok=True)
+    out = []
+    for i in range(n):
+        p = folder / f"s-{i:05d}.jsonl"
+        write_batch(p, f"s{i}", lines, 200)
+        out.append(p)
+    return out
+
+
+def report(label: str, latencies: list[float], first: float, last: float, n: int) -> None:
+    lat = sorted(latencies)
+    if not lat:
+        print(f"{label}: nothing delivered")
+        return
+    p = lambda q: lat[min(len(lat) - 1, int(q * len(lat)))]  # noqa: E731
+    wall = last - first
+    print(f"{label}: {len(lat)}/{n} files delivered in {wall:.1f} s = {len(lat) / wall:.1f} files/s; "
+          f"drop -> results p50 {p(0.5):.2f} s, p99 {p(0.99):.2f} s, max {lat[-1]:.2f} s, "
+          f"mean {statistics.mean(lat):.2f} s")
+
+
+def bench_library(work: Path, files: list[Path], workers: int, poll: float) -> None:
+    from inboxd.api import FilesClient
+    from inboxd.batch import BatchStore, Poller, create_once
+    from inboxd.check import check_file
+    from inboxd.config import BatchConfig, parse_config
+    from inboxd.log import configure
+    from inboxd.pipeline.journal import Journal
+
+    configure("warning", "console", stream=sys.stderr)
+    emu, url = start_emulator(work / "emu-lib")
+    journal = Journal(work / "state-lib")
+    try:
+        cfg = parse_config({"api": {"base_url": url}})
+        client = FilesClient(cfg.api, cfg.upload, KEY)
+        store = BatchStore(journal)
+        bcfg = BatchConfig(poll_seconds=poll, outbox=work / "lib-outbox")
+        poller = Poller(lambda: client, store)
+        poller.start()
+        started: dict[str, float] = {}
+
+        def one(path: Path) -> None:
+            t0 = time.time()
+            started[path.name] = t0
+            rep = check_file(path, "batch-api", "basic")
+            up = client.upload(path, "batch-api", sha256=rep.sha256, expected_size=rep.bytes)
+            obj = client.wait_for_processing(up.file.id)
+            create_once(client, store, path.name, obj.id, bcfg, inbox=path.parent, input_sha256=rep.sha256,
+                        dropped_at=t0, uploaded_at=time.time(), requests=rep.records, input_path=path)
+            poller.follow(path.name)
+
+        t_first = time.time()
+        with ThreadPoolExecutor(workers) as pool:
+            list(pool.map(one, files))
+        t_created = time.time()
+        done_then = sum(r.stage == "delivered" for r in store.all())
+        deadline = time.time() + 600
+        while time.time() < deadline:
+            recs = store.all()
+            if sum(r.stage == "delivered" for r in recs) == len(files):
+                break
+            time.sleep(0.2)
+        poller.stop()
+        recs = [r for r in store.all() if r.stage == "delivered"]
+        lat = [r.delivered_at - (r.dropped_at or 0) for r in recs if r.delivered_at]
+        report(f"drop->results (library, {workers} workers, one poller, poll {poll} s)", lat, t_first,
+               max((r.delivered_at or 0) for r in recs) if recs else time.time(), len(files))
+        print(f"  (every file uploaded and its job created {t_created - t_first:.1f} s after the first; "
+              f"{done_then} delivered by then)")
+        client.close()
+    finally:
+        journal.close()
+        emu.terminate()
+        emu.wait(10)
+
+
+def bench_cli(work: Path, files: list[Path], concurrency: int) -> None:
+    emu, url = start_emulator(work / "emu-cli")
+    env = env_for(url, work / "state-cli")
+    lat: list[float] = []
+    lock = threading.Lock()
+    try:
+        def one(path: Path) -> None:
+            t0 = time.time()
+            r = subprocess.run([PY, "-m", "inboxd", "batch", str(path), "--endpoint", ENDPOINT, "--poll-seconds",
+                                "0.5"], env=env, cwd=REPO, capture_output=True, text=True)
+            if r.returncode == 0:
+                with lock:
+                    lat.append(time.time() - t0)
+
+        t_first = time.time()
+        with ThreadPoolExecutor(concurrency) as pool:
+            list(pool.map(one, files))
+        report(f"drop->results (inboxd batch processes, {concurrency} at a time)", lat, t_first, time.time(),
+               len(files))
+    finally:
+        emu.terminate()
+        emu.wait(10)
+
+
+def bench_daemon(work: Path, files: list[Path], poll: float, timeout: float) -> None:
+    emu, url = start_emulator(work / "emu-daemon")
+    inbox = work / "inbox"
+    inbox.mkdir()
+    outbox = inbox / "outbox"
+    config = work / "inboxd.toml"
+    config.write_text(f"""[api]
+base_url = "{url}"
+[daemon]
+state_dir = "{work / 'state-daemon'}"
+workers = 4
+settle_seconds = 0.2
+rescan_seconds = 5
+log_format = "json"
+metrics_address = ""
+[[inboxes]]
+path = "{inbox}"
+purpose = "batch-api"
+[inboxes.batch]
+poll_seconds = {poll}
+""")
+    (work / "state-daemon").mkdir()
+    d = subprocess.Popen([PY, "-m", "inboxd", "run", "--config", str(config)], env=env_for(url, work / "x"),
+                         cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:
+        time.sleep(2)
+        if d.poll() is not None:
+            print(f"daemon: did not start: {(d.stderr.read() if d.stderr else '')[-1500:]}")
+            return
+        staging = work / "staging"
+        staging.mkdir()
+        dropped: dict[str, float] = {}
+        t_first = time.time()
+        for p in files:
+            tmp = staging / p.name
+            shutil.copyfile(p, tmp)
+            dropped[p.name[: -len(".jsonl")]] = time.time()
+            os.rename(tmp, inbox / p.name)
+        seen: dict[str, float] = {}
+        deadline = time.time() + timeout
+        while time.time() < deadline and len(seen) < len(files):
+            if outbox.exists():
+                now = time.time()
+                for name in os.listdir(outbox):
+                    if name.endswith(".batch.json") and name not in seen:
+                        seen[name] = now
+            time.sleep(0.05)
+        if not seen:
+            print(f"daemon: no <stem>.batch.json in {outbox} after {timeout:.0f} s: the daemon is not wired to "
+                  "inboxd.batch yet (or failed; see its log)")
+            return
+        lat = [seen[f"{stem}.batch.json"] - t for stem, t in dropped.items() if f"{stem}.batch.json" in seen]
+        report(f"drop->results (inboxd run, [inboxes.batch] poll {poll} s)", lat, t_first, max(seen.values()),
+               len(files))
+    finally:
+        d.terminate()
+        try:
+            d.wait(30)
+        except subprocess.TimeoutExpired:
+            d.kill()
+        emu.terminate()
+        emu.wait(10)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--files", type=int, default=1000)
+    ap.add_argument("--lines", type=int, default=20, help="requests per small file")
+    ap.add_argument("--mode", choices=("library", "cli", "daemon"), default="library")
+    ap.add_argument("--workers", type=int, default=4, help="library mode: upload/create threads")
+    ap.add_argument("--poll", type=float, default=1.0, help="poll_seconds (jobs are done at the first look)")
+    ap.add_argument("--cli-concurrency", type=int, default=2)
+    ap.add_argument("--daemon-timeout", type=float, default=300)
+    ap.add_argument("--join-lines", type=int, default=50_000)
+    ap.add_argument("--join-mb", type=float, default=99.0, help="input size (the emulator refuses > 100 MB)")
+    ap.add_argument("--skip-join", action="store_true")
+    ap.add_argument("--skip-files", action="store_true")
+    ap.add_argument("--keep", action="store_true", help="keep the work folder")
+    args = ap.parse_args()
+    work = Path(tempfile.mkdtemp(prefix="inboxd-roundtrip-"))
+    try:
+        if not args.skip_join:
+            bench_join(work, args.join_lines, args.join_mb)
+        if not args.skip_files:
+            files = make_small(work / "small", args.files, args.lines)
+            if args.mode == "library":
+                bench_library(work, files, args.workers, args.poll)
+            elif args.mode == "cli":
+                bench_cli(work, files, args.cli_concurrency)
+            else:
+                bench_daemon(work, files, args.poll, args.daemon_timeout)
+    finally:
+        if args.keep:
+            print(f"kept {work}")
+        else:
+            shutil.rmtree(work, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
