@@ -133,7 +133,9 @@ def test_create_once_adopts_the_job_a_crash_left_instead_of_creating_again(world
     assert world.emu.batch_creates() == 1
     # the crash: the POST went through, the batch id never reached the journal
     world.store.update("claim-a", stage="creating", batch_id=None, status=None, job=None)
-    again = create_once(world.client, world.store, "claim-a", file_id, world.cfg(), inbox=world.inbox)
+    [pending] = world.store.unfinished_creates()  # what the daemon's recovery finishes
+    assert pending.claim == "claim-a" and pending.config() == world.cfg()
+    again = create_once(world.client, world.store, "claim-a", file_id, pending.config(), inbox=world.inbox)
     assert again["id"] == job["id"]
     assert world.emu.batch_creates() == 1
     assert world.emu.batch_creates_by_input() == {file_id: 1}

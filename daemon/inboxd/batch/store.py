@@ -20,6 +20,7 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
+from ..config import BatchConfig
 from ..pipeline.journal import Journal
 
 STAGES = ("creating", "created", "following", "downloading", "delivered", "failed")
@@ -82,6 +83,12 @@ class BatchRecord:
         assert self.outbox and self.stem
         return Path(self.outbox) / f"{self.stem}.{kind}"
 
+    def config(self) -> BatchConfig:
+        """The [inboxes.batch] this job was made with (for create_once after a SIGHUP removed the table)."""
+        return BatchConfig(endpoint=self.endpoint, completion_window=self.completion_window or "24h",
+                           model_id=self.model_id, priority=self.priority, poll_seconds=self.poll_seconds,
+                           outbox=Path(self.outbox) if self.outbox else None, join=self.join)
+
     def to_json(self) -> dict[str, Any]:
         return {f.name: getattr(self, f.name) for f in fields(self)}
 
@@ -129,6 +136,13 @@ class BatchStore:
         """Jobs the poller follows: created and attached (following) or being delivered."""
         rows = self.journal._exec("SELECT * FROM batches WHERE stage IN (?, ?) AND batch_id IS NOT NULL "
                                   "ORDER BY updated_at", OPEN_STAGES)
+        return [self._record(r) for r in rows]
+
+    def unfinished_creates(self) -> list[BatchRecord]:
+        """Rows at `creating` (the POST may or may not have happened) or `created` and not yet
+        attached: the daemon's recovery finishes them (create_once adopts; then attach). The
+        poller never creates."""
+        rows = self.journal._exec("SELECT * FROM batches WHERE stage IN ('creating', 'created') ORDER BY updated_at")
         return [self._record(r) for r in rows]
 
     def owned_batch_ids(self, except_claim: str | None = None) -> set[str]:
