@@ -51,7 +51,8 @@ def update_manifest(rec: BatchRecord, *, delivered: str | None = None) -> bool:
         return False
     if not isinstance(data, dict):
         return False
-    previous = data.get("batch") if isinstance(data.get("batch"), dict) else {}
+    found = data.get("batch")
+    previous: dict[str, Any] = found if isinstance(found, dict) else {}
     section = batch_section(rec, delivered=delivered or previous.get("sidecar"))
     if {k: v for k, v in previous.items() if k != "updated_at"} == {k: v for k, v in section.items()
                                                                     if k != "updated_at"}:
