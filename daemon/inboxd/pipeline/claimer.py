@@ -27,7 +27,8 @@ from .work import Job, WorkQueue
 
 log = structlog.get_logger("inboxd.daemon")
 
-HELD_OPEN_REPEAT = 600.0  # a file held open is warned about again every 10 minutes
+HELD_OPEN_REPEAT = 600.0
+STUCK_SCANS = 3  # seen by more scans than this and not claimed: file.stuck  # a file held open is warned about again every 10 minutes
 
 
 class Claimer:
@@ -40,6 +41,10 @@ class Claimer:
         self.held_open_warn_seconds = held_open_warn_seconds
         self.state_dir = state_dir
         self.paused_until = 0.0  # the journal could not be written: claim nothing until then
+        # never stall in silence (issue 16): scans in which each path was seen and not claimed
+        self.sightings: dict[str, int] = {}
+        self.stuck_warned: dict[str, float] = {}
+        self.claim_errors: dict[str, str] = {}
 
     # --- ready -----------------------------------------------------------------------------
 
@@ -89,6 +94,48 @@ class Claimer:
         for e in entries:
             self.look(state, e.path)
         state.scanned = True
+        self._count_sightings(state, {e.path for e in entries})
+
+    def _count_sightings(self, state: InboxState, present: set[str]) -> None:
+        """A file seen by more than STUCK_SCANS scans and never claimed is stuck: say so, and why."""
+        prefix = state.key.rstrip("/") + "/"
+        for path in [p for p in self.sightings if p.startswith(prefix) and p not in present]:
+            self._forget_sighting(path)
+        now = time.monotonic()
+        for path in present:
+            n = self.sightings[path] = self.sightings.get(path, 0) + 1
+            if n <= STUCK_SCANS:
+                continue
+            warned = self.stuck_warned.get(path)
+            if warned is None or now - warned >= HELD_OPEN_REPEAT:
+                self.stuck_warned[path] = now
+                log.warning("file.stuck", inbox=state.key, name=os.path.basename(path), scans=n,
+                            reason=self._why_stuck(state, path))
+
+    def _why_stuck(self, state: InboxState, path: str) -> str:
+        if path in self.claim_errors:
+            return f"the claim (a rename into .inboxd/) fails: {self.claim_errors[path]}"
+        if path in self.tracker.held_open(state.key):
+            return "a producer still has it open for writing"
+        if path in state.ready:
+            return "ready, waiting for a free worker (or paused: the API rejects the key)"
+        if path in self.tracker.paths_in(state.key):
+            return "its size or mtime keeps changing (settling)"
+        return "not ready: neither settled nor claimable (see the log for the file)"
+
+    def stuck(self, key: str) -> dict[str, str]:
+        """The stuck files of an inbox and why, for status, metrics and health."""
+        state = self.inboxes.get(key)
+        prefix = key.rstrip("/") + "/"
+        if state is None:
+            return {}
+        return {p: self._why_stuck(state, p) for p, n in self.sightings.items()
+                if n > STUCK_SCANS and p.startswith(prefix)}
+
+    def _forget_sighting(self, path: str) -> None:
+        self.sightings.pop(path, None)
+        self.stuck_warned.pop(path, None)
+        self.claim_errors.pop(path, None)
 
     def look_again_due(self) -> None:
         """Paths whose settle time ran out (or that were held open): look at them again."""
@@ -100,8 +147,15 @@ class Claimer:
                 self.look(state, path)
 
     def waiting(self, key: str) -> int:
+        """Files seen in the inbox and not claimed yet: settling, ready, or stuck."""
         state = self.inboxes.get(key)
-        return (len(state.ready) if state else 0) + self.tracker.pending_in(key)
+        if state is None:
+            return 0
+        prefix = key.rstrip("/") + "/"
+        paths = set(state.ready) | set(self.tracker.paths_in(key))
+        paths |= {p for p in self.sightings if p.startswith(prefix) and (p in self.claim_errors
+                                                                          or self.sightings[p] > STUCK_SCANS)}
+        return len(paths)
 
     def pending(self) -> bool:
         return any(s.ready for s in self.inboxes) or self.tracker.pending() > 0
@@ -129,8 +183,11 @@ class Claimer:
         try:
             dst = state.area.claim(Path(path))
         except OSError as exc:
-            log.error("file.claim_failed", inbox=state.key, name=os.path.basename(path), error=str(exc))
+            if path not in self.claim_errors:
+                log.error("file.claim_failed", inbox=state.key, name=os.path.basename(path), error=str(exc))
+            self.claim_errors[path] = exc.strerror or str(exc)
             return
+        self._forget_sighting(path)
         if dst is None:
             return  # another daemon won it, or it went away
         name = os.path.basename(path)

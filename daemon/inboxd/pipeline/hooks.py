@@ -74,6 +74,7 @@ def snapshot(daemon: Daemon) -> dict[str, Any]:
                 "purpose": s.config.purpose,
                 "waiting": daemon.claimer.waiting(s.key),
                 "held_open": len(daemon.claimer.tracker.held_open(s.key)),
+                "stuck": daemon.claimer.stuck(s.key),
                 "queued": queued.get(s.key, 0),
                 "in_flight": busy.get(s.key, 0),
                 "done": by_inbox.get(s.key, {}).get("archived", 0),
@@ -215,7 +216,8 @@ class Service(Notify):
         return health_verdict(paused=snap["paused"], watches_alive=snap["watches_alive"],
                               inboxes_missing=snap["inboxes_missing"], waiting=waiting, last_success=last,
                               started=self.started, now=time.time(),
-                              stale_seconds=self.config.daemon.health_stale_seconds)
+                              stale_seconds=self.config.daemon.health_stale_seconds,
+                              stuck={p: why for i in snap["inboxes"].values() for p, why in i.get("stuck", {}).items()})
 
     def reloading(self, daemon: Daemon) -> None:
         super().reloading(daemon)

@@ -7,8 +7,9 @@ from typing import Any
 
 def health_verdict(*, paused: bool, watches_alive: bool, inboxes_missing: list[str], waiting: int,
                    last_success: float | None, started: float, now: float,
-                   stale_seconds: float) -> tuple[bool, dict[str, Any]]:
-    """Unhealthy while the key is rejected, a watch is lost (or an inbox folder is missing), or
+                   stale_seconds: float, stuck: dict[str, str] | None = None) -> tuple[bool, dict[str, Any]]:
+    """Unhealthy while the key is rejected, a watch is lost (or an inbox folder is missing), a
+    file is stuck (visible for more than 3 rescans, never claimed; `stuck` maps it to why), or
     nothing has succeeded for `stale_seconds` while work waits."""
     problems = []
     if paused:
@@ -17,9 +18,11 @@ def health_verdict(*, paused: bool, watches_alive: bool, inboxes_missing: list[s
         problems.append("a watch is lost")
     if inboxes_missing:
         problems.append(f"inbox folders missing: {', '.join(inboxes_missing)}")
+    if stuck:
+        problems.append(f"{len(stuck)} files visible for more than 3 rescans and not claimed")
     since = now - (last_success if last_success is not None else started)
     if waiting > 0 and since > stale_seconds:
         problems.append(f"{waiting} files wait and nothing succeeded for {int(since)} s")
     body = {"healthy": not problems, "problems": problems, "paused": paused, "watches_alive": watches_alive,
-            "waiting": waiting, "seconds_since_success": round(since, 1)}
+            "waiting": waiting, "seconds_since_success": round(since, 1), "stuck": dict(stuck or {})}
     return not problems, body

@@ -115,6 +115,10 @@ class ReadinessTracker:
     def pending(self) -> int:
         return len(self._seen)
 
+    def paths_in(self, folder: str) -> list[str]:
+        prefix = folder.rstrip("/") + "/"
+        return [p for p in self._seen if p.startswith(prefix)]
+
     def pending_in(self, folder: str) -> int:
         prefix = folder.rstrip("/") + "/"
         return sum(1 for p in self._seen if p.startswith(prefix))
