@@ -83,7 +83,11 @@ def write_config(
         lines.append("")
     for inbox in inboxes:
         lines.append("[[inboxes]]")
-        lines += [f"{k} = {_toml_value(v)}" for k, v in inbox.items()]
+        lines += [f"{k} = {_toml_value(v)}" for k, v in inbox.items() if not isinstance(v, Mapping)]
+        for k, table in inbox.items():  # sub-tables such as [inboxes.batch]
+            if isinstance(table, Mapping):
+                lines.append(f"[inboxes.{k}]")
+                lines += [f"{tk} = {_toml_value(tv)}" for tk, tv in table.items()]
         lines.append("")
     path = tmp_path / name
     path.write_text("\n".join(lines))

@@ -97,6 +97,12 @@ class EmulatorProc:
             entry["file_id"] = file_id
         self.batch_script([entry])
 
+    def content(self, file_id: str) -> bytes:
+        """A file's content as the server serves it (GET /files/{id}/content)."""
+        r = self._http.get(f"{self.base_url}/files/{file_id}/content", timeout=60)
+        r.raise_for_status()
+        return r.content
+
     def batch_creates(self) -> int:
         """How many batch jobs were created (POST /v1/batches answered 201)."""
         return int(self.stats()["batch_creates"])

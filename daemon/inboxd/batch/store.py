@@ -230,3 +230,7 @@ class BatchStore:
 
     def forget(self, claim: str) -> None:
         self.journal._exec("DELETE FROM batches WHERE claim = ?", (claim,))
+
+    def move(self, old_claim: str, new_claim: str) -> None:
+        """The input's claim was taken over under a new path (as `Journal.move`)."""
+        self.journal._exec("UPDATE batches SET claim = ? WHERE claim = ?", (new_claim, old_claim))

@@ -23,6 +23,7 @@ import structlog
 from pydantic import SecretStr
 
 from ..api import FilesClient
+from ..batch import BatchStore, Poller
 from ..config import Config, ConfigError, InboxConfig, load_config, resolve_api_key
 from ..log import register_secret
 from ..watch.lease import ignore_lease_breaks
@@ -85,6 +86,9 @@ class Daemon:
             config=config, client=make_client(config, key), journal=self.journal, queue=self.queue,
             cancel=self.cancel, on_auth_rejected=self.gate.rejected, observe=self.service.observe,
         )
+        # the batch round trip: one poller follows every job, whichever inbox made it
+        self.ctx.batches = BatchStore(self.journal)
+        self.ctx.poller = Poller(lambda: self.ctx.client, self.ctx.batches, self._batch_event)
         self.workers: list[Worker] = []
         self.capacity = max(16, 4 * config.daemon.workers)
         self._stop = False
@@ -115,6 +119,7 @@ class Daemon:
         for inbox in self.config.inboxes:
             self._add_inbox(inbox)
         self._recover_orphan_rows()
+        self._resume_batches()
         for i in range(self.config.daemon.workers):
             w = Worker(self.ctx, i, on_done=self.paths.wake)
             w.start()
@@ -141,6 +146,8 @@ class Daemon:
             row = self.journal.get(str(t.old))
             if row is not None:
                 self.journal.move(str(t.old), str(t.new))
+                if self.ctx.batches is not None:
+                    self.ctx.batches.move(str(t.old), str(t.new))
                 stage = row.stage
             else:
                 self.journal.claimed(str(t.new), state.key, t.name)
@@ -161,6 +168,24 @@ class Daemon:
                 continue
             outcome = finish_orphan(self.journal, row)
             log.info("file.orphan", inbox=row.inbox, name=row.name, stage=row.stage, outcome=outcome)
+
+    def _resume_batches(self) -> None:
+        """Follow every batch job the journal knows and has not delivered; a job created for an
+        input archived before a crash (not yet attached) is attached first."""
+        store, poller = self.ctx.batches, self.ctx.poller
+        if store is None or poller is None:
+            return
+        for rec in store.unfinished_creates():
+            row = self.journal.get(rec.claim)
+            if rec.batch_id and row is not None and row.stage == "archived" and row.target:
+                store.attach(rec.claim, manifest=row.target + ".manifest.json", input_path=row.target)
+        poller.start()
+        n = poller.resume()
+        if n:
+            log.info("batch.resumed", jobs=n)
+
+    def _batch_event(self, name: str, **fields: Any) -> None:
+        self.service.batch_event(name, fields)
 
     # --- the loop --------------------------------------------------------------------------
 

@@ -22,11 +22,13 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import IO, Any
 
 import structlog
 
 from ..api import ApiError, AuthError, CancelledError, FilesClient, RejectedError, SourceChangedError
+from ..batch import BatchRejected, BatchStore, Poller, create_once, stem_of
 from ..check import check_file
 from ..config import Config
 from ..watch.lease import Writers, open_for_writing
@@ -59,6 +61,8 @@ class Context:
     cancel: threading.Event
     on_auth_rejected: Callable[[BaseException], None]
     observe: Callable[[str, Job], None] | None = None  # for metrics
+    batches: BatchStore | None = None  # the batch round trip (inboxes with [inboxes.batch])
+    poller: Poller | None = None
     counters: dict[str, int] = field(default_factory=lambda: {"archived": 0, "failed": 0, "retried": 0})
     by_inbox: dict[str, dict[str, int]] = field(default_factory=dict)
     lock: threading.Lock = field(default_factory=threading.Lock)
@@ -116,6 +120,9 @@ def handle(ctx: Context, job: Job, hb: Heartbeat) -> str:
         return "cancelled"
     except Failure as failure:
         return _failed(ctx, job, failure)
+    except BatchRejected as exc:
+        return _failed(ctx, job, Failure("batch", "batch_rejected", f"the server refused the batch job: {exc}",
+                                         status=exc.status))
     except RejectedError as exc:
         return _failed(ctx, job, Failure("upload", exc.kind or "rejected", str(exc), status=exc.status,
                                          validation=_report_json(exc.report)))
@@ -247,9 +254,8 @@ def _run(ctx: Context, job: Job, row: Row, hb: Heartbeat) -> str:
     if kind != "regular":
         raise Failure("inspect", "not_a_regular_file",
                       f"a {kind} matching the inbox patterns is never opened or followed", file_kind=kind)
-    if row.stage == "uploaded":
-        return _archive(ctx, job, hb)
-    if row.stage == "uploading" and row.file_id and _adopt(ctx, job, row, st, hb):
+    if row.stage == "uploaded" or (row.stage == "uploading" and row.file_id and _adopt(ctx, job, row, st, hb)):
+        _create_batch(ctx, job, hb)
         return _archive(ctx, job, hb)
     flags = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
     try:
@@ -263,6 +269,7 @@ def _run(ctx: Context, job: Job, row: Row, hb: Heartbeat) -> str:
         _check(ctx, job, f, st, hb)
         _bug_hook("check")
         _upload(ctx, job, f, st, hb)
+    _create_batch(ctx, job, hb)
     return _archive(ctx, job, hb)
 
 
@@ -274,7 +281,8 @@ def _adopt(ctx: Context, job: Job, row: Row, st: os.stat_result, hb: Heartbeat) 
     obj = ctx.client.lookup(hb_file_id)
     unchanged = row.ino in (None, st.st_ino) and (row.bytes, row.mtime_ns) == (st.st_size, st.st_mtime_ns)
     if obj is not None and unchanged and obj.bytes == row.bytes and (obj.processed or obj.processing_status in STARTED):
-        if ctx.config.upload.wait_for_processing and obj.processing_status != "COMPLETED":
+        if (ctx.config.upload.wait_for_processing or job.inbox.batch is not None) \
+                and obj.processing_status != "COMPLETED":
             obj = ctx.client.wait_for_processing(obj.id, timeout=ctx.config.upload.processing_timeout_seconds,
                                                  cancel=ctx.cancel, on_poll=lambda: hb.beat("processing"))
         if obj.processing_status in TERMINAL_BAD:
@@ -345,8 +353,8 @@ def _upload(ctx: Context, job: Job, f: IO[bytes], st: os.stat_result, hb: Heartb
                                progress=lambda n: hb.beat(), cancel=ctx.cancel, on_created=on_created)
         _bug_hook("upload")
         file_obj = result.file
-        if ctx.config.upload.wait_for_processing:
-            hb.beat("processing")
+        if ctx.config.upload.wait_for_processing or job.inbox.batch is not None:
+            hb.beat("processing")  # a batch job needs the server's processing COMPLETED first
             file_obj = client.wait_for_processing(file_obj.id, timeout=ctx.config.upload.processing_timeout_seconds,
                                                   cancel=ctx.cancel, on_poll=lambda: hb.beat("processing"))
         file_object = file_obj.manifest_dict()
@@ -379,6 +387,33 @@ def _unchanged_since_check(job: Job, f: IO[bytes], st: os.stat_result, uploaded_
                              "it is checked and uploaded again")
 
 
+def _create_batch(ctx: Context, job: Job, hb: Heartbeat) -> None:
+    """For an inbox with [inboxes.batch]: the job for this input, created exactly once (the
+    store says `creating` before the POST; a retry or a restart adopts what the server has)."""
+    if job.inbox.batch is None or ctx.batches is None:
+        return
+    hb.beat("batch")
+    row = _row(ctx, job)
+    if not row.file_id:
+        raise sqlite3.OperationalError(f"no file id journaled for {job.claim}")
+    validation = json.loads(row.validation) if row.validation else {}
+    create_once(ctx.client, ctx.batches, row.claim, row.file_id, job.inbox.batch, inbox=job.inbox.path,
+                input_sha256=row.sha256, dropped_at=job.seen_at, uploaded_at=row.finished_at,
+                requests=validation.get("records"), cancel=ctx.cancel)
+
+
+def _follow_batch(ctx: Context, job: Job, row: Row) -> None:
+    """The input is archived: the poller follows its job and delivers into the outbox."""
+    if job.inbox.batch is None or ctx.batches is None or ctx.batches.get(row.claim) is None:
+        return
+    manifest = Path(row.target + ".manifest.json") if row.target else None
+    data = {"move": row.target, "keep": str(job.inbox.path / row.name)}.get(job.inbox.on_success)
+    stem = stem_of(Path(row.target).name) if row.target else None
+    rec = ctx.batches.attach(row.claim, manifest=manifest, input_path=data, stem=stem)
+    if ctx.poller is not None:
+        ctx.poller.follow(rec)
+
+
 def _drop_orphan(ctx: Context, job: Job, file_id: str, upload_id: str | None) -> None:
     """Delete a file object (or abort a multipart upload) that no manifest will ever name."""
     try:
@@ -398,6 +433,7 @@ def _archive(ctx: Context, job: Job, hb: Heartbeat) -> str:
     _bug_hook("archive")
     row = _row(ctx, job)
     manifest_path = archive(ctx.journal, job.inbox, row)
+    _follow_batch(ctx, job, _row(ctx, job))
     log.info("file.archived", **_fields(job, row, manifest=str(manifest_path), recovered=job.recovered,
                                           on_success=job.inbox.on_success,
                                           seconds=round(time.time() - job.seen_at, 3)))

@@ -32,6 +32,14 @@ class Metrics:
                                   ["inbox"], registry=r)
         self.paused = Gauge("inboxd_paused", "1 while the API rejects the key", registry=r)
         self.watch_alive = Gauge("inboxd_watch_alive", "1 while an inbox is watched", ["inbox"], registry=r)
+        self.batch_jobs = Gauge("inboxd_batch_jobs", "Batch jobs known to the journal, by status", ["status"],
+                                registry=r)
+        self.batch_seconds = Histogram("inboxd_batch_drop_to_results_seconds",
+                                       "Seconds from a batch input's drop to its results in the outbox",
+                                       buckets=(1, 5, 15, 60, 300, 900, 3600, 4 * 3600, 12 * 3600, 24 * 3600,
+                                                48 * 3600), registry=r)
+        self.batch_downloads = Counter("inboxd_batch_downloads", "Result downloads, by outcome", ["outcome"],
+                                       registry=r)
 
     def file_finished(self, inbox: str, outcome: str, bytes: int = 0, seconds: float | None = None) -> None:
         self.files.labels(inbox, outcome).inc()
@@ -39,6 +47,17 @@ class Metrics:
             self.bytes.labels(inbox).inc(bytes)
         if seconds is not None:
             self.seconds.labels(inbox).observe(seconds)
+
+    def set_batch_jobs(self, counts: dict[str, int]) -> None:
+        for status in ("VALIDATING", "IN_PROGRESS", "CANCELING", "COMPLETED", "FAILED", "EXPIRED", "CANCELLED"):
+            self.batch_jobs.labels(status).set(counts.get(status, 0))
+
+    def batch_delivered(self, seconds: float | None) -> None:
+        if seconds is not None:
+            self.batch_seconds.observe(seconds)
+
+    def batch_download(self, outcome: str) -> None:
+        self.batch_downloads.labels(outcome).inc()
 
     def api_error(self, route: str, status: int | str) -> None:
         self.api_errors.labels(route, str(status)).inc()
