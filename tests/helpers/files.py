@@ -30,7 +30,7 @@ def sha(data: bytes) -> str:
 # --- batch files ---------------------------------------------------------------------------------
 
 
-def record(custom_id: str, body: object | None = None) -> bytes:
+def batch_line(custom_id: str, body: object | None = None) -> bytes:
     """One batch line: {"custom_id": ..., "body": ...}, with a minimal chat body by default."""
     body = body if body is not None else {"model": "m", "messages": [{"role": "user", "content": "hi"}]}
     return (json.dumps({"custom_id": custom_id, "body": body}) + "\n").encode()
@@ -41,7 +41,7 @@ def batch_lines(tag: str, n: int = 50, pad: int = 0) -> bytes:
     filler per record make it bigger."""
     filler = " " + "x" * pad if pad else ""
     return b"".join(
-        record(f"{tag}-{i}", {"model": "m", "messages": [{"role": "user", "content": f"{tag} #{i}{filler}"}]})
+        batch_line(f"{tag}-{i}", {"model": "m", "messages": [{"role": "user", "content": f"{tag} #{i}{filler}"}]})
         for i in range(n)
     )
 
@@ -86,9 +86,12 @@ def resolved(inbox: Path) -> int:
 
 
 def claimed(inbox: Path) -> list[Path]:
-    """Files left in the claim folders (.inboxd/)."""
+    """Files left claimed in the claim folders (.inboxd/): their dot-files (a running
+    claimer's `.owner` heartbeat, its `.<claim>.state.json` ...) are bookkeeping, not files."""
     work = inbox / ".inboxd"
-    return [p for p in work.rglob("*") if not p.is_dir()] if work.exists() else []
+    if not work.exists():
+        return []
+    return [p for p in work.rglob("*") if not p.name.startswith(".") and not p.is_dir()]
 
 
 def waiting(inbox: Path) -> list[str]:

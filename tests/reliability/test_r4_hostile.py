@@ -11,8 +11,9 @@ import time
 
 from tests.helpers.daemon import start_daemon, wait_until, write_config
 from tests.helpers.emulator import start_emulator
+from tests.helpers.files import batch_lines, big_batch, claimed, drop, error_sidecars, manifests
 
-from .common import Clock, batch_bytes, big_batch_bytes, claimed, drop, error_sidecars, manifests, record
+from .common import Clock, record
 
 KEY = "r4-key-2b4d6f8a0c1e3"
 
@@ -57,10 +58,12 @@ def test_r4_hostile_answers(tmp_path):
                 name = f"h{i:02d}-{route}-{mode}.jsonl"
                 emu.script([{"route": route, "hostile": mode}])
                 t0 = time.monotonic()
-                data = big_batch_bytes(name, 7 * 2**20) if big else batch_bytes(name)
+                data = big_batch(name, 7 * 2**20) if big else batch_lines(name, 20)
                 drop(inbox, name, data, tmp_path / "stage")
-                resolved = lambda: name in {m["source"]["name"] for m in manifests(inbox)} | {
-                    e["source"]["name"] for e in error_sidecars(inbox)}
+                def resolved(name: str = name) -> bool:
+                    return name in {m["source"]["name"] for m in manifests(inbox).values()} | {
+                        e["source"]["name"] for e in error_sidecars(inbox).values()}
+
                 try:
                     wait_until(resolved, 60, interval=0.2, what=f"{name} resolved")
                 except AssertionError:
@@ -70,7 +73,7 @@ def test_r4_hostile_answers(tmp_path):
                 said = " ".join(json.dumps(e).lower() for e in d.lines if e.get("name") == name
                                 and e.get("event") in ("file.retry", "file.failed"))
                 if words is None:
-                    (m,) = [m for m in manifests(inbox) if m["source"]["name"] == name]
+                    (m,) = [m for m in manifests(inbox).values() if m["source"]["name"] == name]
                     if m["upload"]["attempts"] < 2 or seconds[f"{route}/{mode}"] > 15:
                         problems.append(f"{route}/{mode}: expected a retry after the idle timeout: {m['upload']}")
                 elif not any(w in said for w in words):

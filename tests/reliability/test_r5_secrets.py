@@ -13,8 +13,9 @@ import sys
 
 from tests.helpers.daemon import REPO, start_daemon, wait_until, write_config
 from tests.helpers.emulator import start_emulator
+from tests.helpers.files import batch_lines, drop, error_sidecars, manifests, resolved
 
-from .common import Clock, batch_bytes, drop, error_sidecars, manifests, record
+from .common import Clock, record
 
 CANARY = "sk-canary-R5-9f8e7d6c5b4a39281706"
 
@@ -60,13 +61,12 @@ def test_r5_the_key_appears_nowhere(tmp_path):
             emu.script([{"route": "create", "status": 401}, {"route": "preprocess", "hostile": "garbage_json"}])
             with start_daemon(cfg, env=env) as d:
                 for i in range(4):
-                    drop(inbox, f"{way}-{i}.jsonl".replace(" ", "_"), batch_bytes(f"r5-{way}-{i}"), tmp_path / "st")
+                    drop(inbox, f"{way}-{i}.jsonl".replace(" ", "_"), batch_lines(f"r5-{way}-{i}", 20), tmp_path / "st")
                 drop(inbox, f"{way}-bad.jsonl".replace(" ", "_"), b'{"custom_id": 1}\n', tmp_path / "st")
                 n += 5
                 d.wait_event("uploads.paused", timeout=30)
                 d.signal(signal.SIGHUP)  # the key is fine again: reload probes it at once
-                wait_until(lambda: len(manifests(inbox)) + len(error_sidecars(inbox)) >= n, 60, interval=0.2,
-                           what=f"{n} files resolved ({way})")
+                wait_until(lambda n=n: resolved(inbox) >= n, 60, interval=0.2, what=f"{n} files resolved ({way})")
             emu.set_faults(error_rate=0.0)
             outputs.append("\n".join(json.dumps(e) for e in d.lines) + "\n".join(d.stderr))
         for args in (["status", "--config", str(cfg)], ["status", "--config", str(cfg), "--json"],
