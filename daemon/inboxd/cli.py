@@ -140,8 +140,15 @@ def cmd_emulator(args: argparse.Namespace) -> int:
         dedupe=args.dedupe,
         latency_ms=args.latency_ms,
         batch_seconds=args.batch_seconds,
+        tls=args.tls,
         faults=faults,
     )
+    if args.tls:
+        try:  # only --tls needs it, so only --tls imports it
+            import trustme  # noqa: F401
+        except ImportError:
+            print("inboxd emulator: --tls needs the trustme package: pip install 'inboxd[tls]'", file=sys.stderr)
+            return 2
     return serve_forever(settings)
 
 
@@ -158,6 +165,9 @@ def _add_emulator_args(p: argparse.ArgumentParser) -> None:
                    help="every API and storage answer is delayed by N ms")
     p.add_argument("--batch-seconds", type=float, default=2.0, metavar="S",
                    help="a batch job's time from create to COMPLETED (0: done at the first look)")
+    p.add_argument("--tls", action="store_true",
+                   help="serve HTTPS with a throwaway CA made at start (for 127.0.0.1 and localhost); the CA "
+                        "file's path is the second stdout line (needs trustme: pip install 'inboxd[tls]')")
     g = p.add_argument_group("fault injection (rates are 0..1)")
     g.add_argument("--fail-rate", type=float, default=0.0, help="HTTP 500 on API calls")
     g.add_argument("--part-fail-rate", type=float, default=0.0, help="HTTP 503 on upload PUTs")

@@ -8,6 +8,7 @@
 
     start_emulator(tmp_path, no_dedupe=True, latency_ms=50)   # True is a bare --no-dedupe
     start_emulator(tmp_path, batch_seconds=0.5)               # a batch job's time
+    start_emulator(tmp_path, tls=True)    # HTTPS; emu.ca_path is the CA file it printed second
 
     emu.batch_script([{"outcome": "EXPIRED", "fraction": 0.5}])   # POST /v1/_emulator/batches
     emu.next_batch_outcome("FAILED"); emu.next_batch_create_status(429, retry_after=1)
@@ -31,16 +32,21 @@ REPO = Path(__file__).resolve().parents[2]
 
 
 class EmulatorProc:
-    def __init__(self, proc: subprocess.Popen[str], base_url: str, key: str, data_dir: Path) -> None:
+    def __init__(self, proc: subprocess.Popen[str], base_url: str, key: str, data_dir: Path,
+                 ca_path: Path | None = None) -> None:
         self.proc = proc
         self.base_url = base_url
         self.key = key
         self.data_dir = data_dir
+        self.ca_path = ca_path  # with tls=True: the emulator's CA (its second stdout line)
         self._http = requests.Session()
         self._http.headers["Authorization"] = f"Bearer {key}"
+        # per request, as a session's own verify loses to REQUESTS_CA_BUNDLE in the environment
+        self._verify: dict[str, Any] = {"verify": str(ca_path)} if ca_path is not None else {}
 
     def _control(self, method: str, what: str, payload: Any = None) -> Any:
-        r = self._http.request(method, f"{self.base_url}/_emulator/{what}", json=payload, timeout=30)
+        r = self._http.request(method, f"{self.base_url}/_emulator/{what}", json=payload, timeout=30,
+                               **self._verify)
         r.raise_for_status()
         return r.json()
 
@@ -99,7 +105,7 @@ class EmulatorProc:
 
     def content(self, file_id: str) -> bytes:
         """A file's content as the server serves it (GET /files/{id}/content)."""
-        r = self._http.get(f"{self.base_url}/files/{file_id}/content", timeout=60)
+        r = self._http.get(f"{self.base_url}/files/{file_id}/content", timeout=60, **self._verify)
         r.raise_for_status()
         return r.content
 
@@ -134,7 +140,8 @@ class EmulatorProc:
 
 def start_emulator(tmp_path: Path, key: str = "test-key-emulator-0001", **flags: Any) -> EmulatorProc:
     """Flags are the command's options without dashes: url_ttl=1.0, processing_delay=0.1, fail_rate=0.1 ...
-    A flag set to True is passed bare (no_dedupe=True: --no-dedupe); False or None leaves it out."""
+    A flag set to True is passed bare (no_dedupe=True: --no-dedupe); False or None leaves it out.
+    tls=True: HTTPS; the second stdout line, the CA file, becomes `emu.ca_path`."""
     data_dir = Path(tmp_path) / "emulator-data"
     data_dir.mkdir(parents=True, exist_ok=True)
     args = [sys.executable, "-m", "inboxd", "emulator", "--key", key, "--data-dir", str(data_dir)]
@@ -151,7 +158,15 @@ def start_emulator(tmp_path: Path, key: str = "test-key-emulator-0001", **flags:
     if not line.startswith("http"):
         proc.kill()
         raise RuntimeError(f"the emulator did not start: {line!r} {proc.stderr.read() if proc.stderr else ''}")
-    emu = EmulatorProc(proc, line, key, data_dir)
+    ca_path = None
+    if flags.get("tls") is True:
+        ca_line = proc.stdout.readline().strip()
+        if not ca_line or not Path(ca_line).is_file():
+            proc.kill()
+            raise RuntimeError(f"the emulator printed no CA file: {ca_line!r} "
+                               f"{proc.stderr.read() if proc.stderr else ''}")
+        ca_path = Path(ca_line)
+    emu = EmulatorProc(proc, line, key, data_dir, ca_path)
     deadline = time.monotonic() + 10
     while True:
         try:

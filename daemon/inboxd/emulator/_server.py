@@ -1,10 +1,22 @@
 """The emulator as a server: the listeners, the hashing thread pool, the faults and script it
 runs with, its stats. Nothing starts at import time: threads begin in `start()` and end in `stop()`.
+
+With `tls` (`inboxd emulator --tls`) every listener speaks HTTPS: at start a throwaway CA and a
+server certificate for 127.0.0.1, localhost, ::1 and 127.0.0.2 (the "other host" listener) are
+made with trustme, imported only then, so nothing else needs it. The CA certificate (never its
+key) is written to `<data dir>/emulator-ca.pem`, `ca_path`, for clients to trust (`api.ca_bundle`,
+REQUESTS_CA_BUNDLE). The handshake runs in the connection's own thread, not in the accept loop,
+so a client that refuses the certificate, or never speaks, holds up no one. Every url the
+emulator hands out (presigned storage urls, the other host) is built from `origin`, so with TLS
+they are https too.
 """
 
 from __future__ import annotations
 
+import os
 import signal
+import socket
+import ssl
 import tempfile
 import threading
 from concurrent.futures import ThreadPoolExecutor
@@ -19,12 +31,59 @@ from ._other_host import OtherHostHandler
 from ._settings import EmulatorSettings, Faults
 from ._store import Store
 
+HANDSHAKE_TIMEOUT = 30.0
+CA_FILE = "emulator-ca.pem"
+TLS_NAMES = ("127.0.0.1", "localhost", "::1", "127.0.0.2")  # 127.0.0.2: the other host's listener
+
 
 class Server(ThreadingHTTPServer):
     daemon_threads = True
     allow_reuse_address = True
     request_queue_size = 256
     emulator: Emulator
+    tls: ssl.SSLContext | None = None
+
+    def finish_request(self, request: Any, client_address: Any) -> None:
+        """With TLS: the handshake, here in the connection's thread, then the handler."""
+        if self.tls is None:
+            super().finish_request(request, client_address)
+            return
+        request.settimeout(HANDSHAKE_TIMEOUT)
+        try:
+            conn = self.tls.wrap_socket(request, server_side=True)  # takes over the descriptor
+        except (ssl.SSLError, OSError):
+            return  # e.g. a client without our CA: it hangs up in the handshake ("unknown ca")
+        conn.settimeout(None)
+        try:
+            super().finish_request(conn, client_address)
+        finally:
+            self.shutdown_request(conn)
+
+
+def make_tls(names: list[str], ca_path: Path) -> ssl.SSLContext:
+    """A throwaway CA (its certificate written to `ca_path`) and a server context with a
+    certificate it signed for `names`."""
+    try:
+        import trustme
+    except ImportError:
+        raise RuntimeError("the emulator's --tls needs the trustme package: pip install 'inboxd[tls]'") from None
+    ca = trustme.CA(organization_name="inboxd emulator")
+    cert = ca.issue_cert(*names)
+    ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    cert.configure_cert(ctx)
+    tmp = ca_path.with_name(f".{ca_path.name}.{os.getpid()}.tmp")
+    ca.cert_pem.write_to_path(str(tmp))
+    os.replace(tmp, ca_path)  # a reader never sees half a file
+    return ctx
+
+
+def _tls_names(host: str) -> list[str]:
+    names = list(TLS_NAMES)
+    if host and host not in names and host not in ("0.0.0.0", "::"):
+        names.append(host)
+    if host in ("0.0.0.0", "::"):
+        names.append(socket.gethostname())
+    return names
 
 
 class Emulator:
@@ -39,7 +98,9 @@ class Emulator:
         if data_dir is None:
             self._tmp = tempfile.TemporaryDirectory(prefix="inboxd-emulator-")
             data_dir = Path(self._tmp.name)
-        self.store = Store(Path(data_dir), self.settings.processing_delay_seconds)
+        self.data_dir = Path(data_dir)
+        self.store = Store(self.data_dir, self.settings.processing_delay_seconds)
+        self.ca_path: Path | None = None  # with tls: the CA certificate clients must trust
         self.batches = BatchBook(self.store, self.settings.batch_seconds)
         self.stopping = threading.Event()
         self.other_host = {"requests": 0, "auth_headers": 0}
@@ -59,6 +120,11 @@ class Emulator:
         return self._hashers
 
     def start(self) -> Emulator:
+        tls = None
+        if self.settings.tls:
+            ca_path = self.data_dir / CA_FILE
+            tls = make_tls(_tls_names(self.settings.host), ca_path)
+            self.ca_path = ca_path
         self._hashers = ThreadPoolExecutor(max_workers=8, thread_name_prefix="emulator-hash")
         main = Server((self.settings.host, self.settings.port), Handler)
         main.emulator = self
@@ -69,19 +135,24 @@ class Emulator:
         other.emulator = self
         self._servers = [main, other]
         for srv in self._servers:
+            srv.tls = tls
             threading.Thread(target=srv.serve_forever, kwargs={"poll_interval": 0.2}, daemon=True,
                              name=f"emulator-{srv.server_address[1]}").start()
         return self
 
     @property
+    def scheme(self) -> str:
+        return "https" if self.settings.tls else "http"
+
+    @property
     def origin(self) -> str:
         host, port = self._servers[0].server_address[:2]
-        return f"http://{host!s}:{port}"
+        return f"{self.scheme}://{host!s}:{port}"
 
     @property
     def other_origin(self) -> str:
         host, port = self._servers[1].server_address[:2]
-        return f"http://{host!s}:{port}"
+        return f"{self.scheme}://{host!s}:{port}"
 
     @property
     def base_url(self) -> str:
@@ -149,9 +220,12 @@ class Emulator:
 
 
 def serve_forever(settings: EmulatorSettings) -> int:
-    """`inboxd emulator`: print the base url as the first line, serve until SIGTERM/SIGINT."""
+    """`inboxd emulator`: print the base url as the first line (with TLS the CA file's path as
+    the second), serve until SIGTERM/SIGINT."""
     emu = Emulator(settings).start()
     print(emu.base_url, flush=True)
+    if emu.ca_path is not None:
+        print(emu.ca_path, flush=True)
     done = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: done.set())

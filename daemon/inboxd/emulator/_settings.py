@@ -36,4 +36,5 @@ class EmulatorSettings:
     dedupe: bool = True  # False: never the checksum 409; the same bytes sent twice make two files
     latency_ms: float = 0.0  # every answer (API and storage; not the control endpoints) waits this long
     batch_seconds: float = 2.0  # a batch job's time from create to its end (0: done at the first look)
+    tls: bool = False  # HTTPS on every listener, with a throwaway CA made at start (needs trustme)
     faults: Faults = field(default_factory=Faults)
