@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import io
 import json
+import logging
 import os
 import shutil
 import signal
@@ -16,12 +17,14 @@ from pathlib import Path
 
 import pytest
 import requests
+import structlog
 from prometheus_client.parser import text_string_to_metric_families
 
+from inboxd import log as inboxd_log
 from inboxd.log import configure, get_logger, register_secret
 from inboxd.service import Metrics, Notifier, health_verdict
 from tests.helpers.daemon import REPO, start_daemon, wait_until, write_config
-from tests.helpers.emulator import start_emulator
+from tests.helpers.files import batch_line, drop
 
 KEY = "ops-key-5a6b7c8d9e0f1"
 
@@ -47,7 +50,7 @@ class NotifySocket:
         while not self._stop:
             try:
                 data = self.sock.recv(4096)
-            except (TimeoutError, socket.timeout):
+            except TimeoutError:
                 continue
             except OSError:
                 return
@@ -68,7 +71,7 @@ class NotifySocket:
 
 @pytest.mark.parametrize("abstract", [False, True])
 def test_notifier_speaks_sd_notify(tmp_path, abstract):
-    ns = NotifySocket(tmp_path / "notify", None) if not abstract else NotifySocket(abstract=f"inboxd-test-{os.getpid()}")
+    ns = NotifySocket(abstract=f"inboxd-test-{os.getpid()}") if abstract else NotifySocket(tmp_path / "notify")
     try:
         n = Notifier(ns.env, watchdog_usec=4_000_000)
         assert n.watchdog_interval == 2.0
@@ -115,7 +118,23 @@ def test_metrics_text_parses():
     assert fams["inboxd_paused"].samples[0].value == 1.0
 
 
-def test_redaction_of_canaries_everywhere():
+@pytest.fixture
+def restore_logging(monkeypatch):
+    """`configure()` and `register_secret()` change the whole process (structlog's config, the
+    root logger's handlers, the set of secrets): put all three back after the test."""
+    was_configured, config = structlog.is_configured(), structlog.get_config()
+    root = logging.getLogger()
+    handlers, level = root.handlers[:], root.level
+    monkeypatch.setattr(inboxd_log, "_secrets", inboxd_log._secrets)  # undone at teardown
+    yield
+    structlog.reset_defaults()
+    if was_configured:
+        structlog.configure(**config)
+    root.handlers[:] = handlers
+    root.setLevel(level)
+
+
+def test_redaction_of_canaries_everywhere(restore_logging):
     secret = "sk-canary-log-0a1b2c3d4e5f"
     register_secret(secret)
     out = io.StringIO()
@@ -128,20 +147,21 @@ def test_redaction_of_canaries_everywhere():
         raise RuntimeError(f"failed with {secret}")
     except RuntimeError:
         log.exception("boom")
-    log.info("repr", obj=type("X", (), {"__repr__": lambda self: f"X({secret})", "__str__": lambda self: f"X({secret})"})())
+    leaky = type("X", (), {"__repr__": lambda self: f"X({secret})", "__str__": lambda self: f"X({secret})"})
+    log.info("repr", obj=leaky())
     text = out.getvalue()
     assert secret not in text and "abc.def-ghi" not in text and "deadbeefcafe" not in text
     assert text.count("<redacted>") >= 6
     for line in text.splitlines():
         json.loads(line)
-    configure("info", "json")
 
 
 @pytest.mark.skipif(shutil.which("systemd-analyze") is None, reason="systemd-analyze is not installed")
 def test_systemd_unit_verifies_and_rates_2_or_better(tmp_path):
     unit = (REPO / "systemd" / "inboxd.service").read_text()
     # verify wants ExecStart's binary to exist: point it at this checkout's
-    (tmp_path / "inboxd.service").write_text(unit.replace("/opt/inboxd/venv/bin/inboxd", str(REPO / ".venv/bin/inboxd")))
+    (tmp_path / "inboxd.service").write_text(
+        unit.replace("/opt/inboxd/venv/bin/inboxd", str(REPO / ".venv/bin/inboxd")))
     verify = subprocess.run(["systemd-analyze", "verify", str(tmp_path / "inboxd.service")], capture_output=True,
                             text=True, timeout=60)
     assert verify.returncode == 0, verify.stderr
@@ -168,13 +188,11 @@ def _metrics(port: int) -> dict[tuple[str, tuple], float]:
 
 
 def _drop(inbox: Path, name: str, i: int) -> None:
-    tmp = inbox.parent / f".{name}"
-    tmp.write_text(json.dumps({"custom_id": f"c{i}", "body": {"model": "m", "messages": [{"role": "user", "content": "x"}]}}) + "\n")
-    os.rename(tmp, inbox / name)
+    drop(inbox, name, batch_line(f"c{i}"), inbox.parent / "stage")
 
 
-def test_daemon_notifies_serves_metrics_and_health(tmp_path):
-    emu = start_emulator(tmp_path / "emu", key=KEY)
+@pytest.mark.emulator(key=KEY)
+def test_daemon_notifies_serves_metrics_and_health(tmp_path, emu):
     inbox = tmp_path / "inbox"
     inbox.mkdir()
     key_file = tmp_path / "key"
@@ -189,10 +207,12 @@ def test_daemon_notifies_serves_metrics_and_health(tmp_path):
             port = int(listening["address"].rsplit(":", 1)[1])
             wait_until(lambda: ns.lines("READY=1"), 10)
             wait_until(lambda: ns.lines("STATUS="), 5)
+            # about every 0.5 s (half of WATCHDOG_USEC): four pings in a row, three gaps
             t0 = time.monotonic()
-            time.sleep(3)
-            pings = [t for t, _ in ns.lines("WATCHDOG=1") if t >= t0]
-            assert 3 <= len(pings) <= 9, len(pings)  # about every 0.5 s
+            pings = wait_until(lambda: (lambda ps: ps if len(ps) >= 4 else None)(
+                [t for t, _ in ns.lines("WATCHDOG=1") if t >= t0]), 10, what="four watchdog pings")[:4]
+            mean_gap = (pings[-1] - pings[0]) / 3
+            assert 0.33 <= mean_gap <= 1.0, mean_gap
             # a rejected key: paused, /healthz 503, nothing failed
             _drop(inbox, "a.jsonl", 0)
             d.wait_event("uploads.paused")
@@ -208,7 +228,8 @@ def test_daemon_notifies_serves_metrics_and_health(tmp_path):
             d.wait_event("file.archived", count=3)
             wait_until(lambda: requests.get(f"http://127.0.0.1:{port}/healthz", timeout=5).status_code == 200, 10)
             assert ns.lines("RELOADING=1")
-            wait_until(lambda: _metrics(port).get(("inboxd_files_total", (("inbox", str(inbox)), ("outcome", "done")))) == 3.0, 5)
+            done = ("inboxd_files_total", (("inbox", str(inbox)), ("outcome", "done")))
+            wait_until(lambda: _metrics(port).get(done) == 3.0, 5)
             m = _metrics(port)
             assert m[("inboxd_paused", ())] == 0.0
             assert m[("inboxd_uploaded_bytes_total", (("inbox", str(inbox)),))] > 0
@@ -221,11 +242,10 @@ def test_daemon_notifies_serves_metrics_and_health(tmp_path):
         assert KEY not in text and "wrong-key-for-now" not in text
     finally:
         ns.close()
-        emu.stop()
 
 
-def test_watchdog_pings_stop_while_a_worker_is_wedged(tmp_path):
-    emu = start_emulator(tmp_path / "emu", key=KEY)
+@pytest.mark.emulator(key=KEY)
+def test_watchdog_pings_stop_while_a_worker_is_wedged(tmp_path, emu):
     inbox = tmp_path / "inbox"
     inbox.mkdir()
     cfg = write_config(tmp_path, base_url=emu.base_url, inboxes=[{"path": str(inbox), "purpose": "batch-api"}],
@@ -239,12 +259,18 @@ def test_watchdog_pings_stop_while_a_worker_is_wedged(tmp_path):
             _drop(inbox, "stuck.jsonl", 0)
             d.wait_event("file.checked")
             t0 = time.monotonic()
-            time.sleep(14)  # the worker makes no progress: wedged after 10 s (2 x timeout)
-            late = [t for t, _ in ns.lines("WATCHDOG=1") if t > t0 + 11.5]
-            early = [t for t, _ in ns.lines("WATCHDOG=1") if t0 < t < t0 + 8]
-            assert early, "pings should go on while the worker is merely slow"
-            assert not late, f"{len(late)} pings while a worker was wedged"
+
+            # the worker makes no progress: wedged after 10 s (2 x timeout), and the pings stop.
+            # Wait for the stop itself: no ping for 2 s, four missed intervals (systemd, with
+            # WatchdogSec=1, would have restarted the daemon after one)
+            def stopped() -> float | None:
+                last = max((t for t, _ in ns.lines("WATCHDOG=1") if t > t0), default=None)
+                now = time.monotonic()
+                return last if last is not None and now - last >= 2.0 and now - t0 >= 8 else None
+
+            last = wait_until(stopped, 25, interval=0.1, what="the watchdog pings to stop")
+            assert last - t0 >= 8, f"pings stopped after {last - t0:.1f} s: they should go on while merely slow"
+            assert last - t0 <= 11.5, f"pings went on {last - t0:.1f} s while a worker was wedged"
             emu.reset()
     finally:
         ns.close()
-        emu.stop()
