@@ -70,7 +70,7 @@ def write_config(
             "settle_seconds": 0.5,
             "rescan_seconds": 5,
             "log_format": "json",
-            "log_level": "info",
+            "log_level": "debug",  # the stage lines (claimed, checked, uploaded) are at debug
             "metrics_address": "",
             "stop_grace_seconds": 10,
             **(daemon or {}),

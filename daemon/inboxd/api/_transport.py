@@ -33,11 +33,15 @@ from urllib.parse import unquote, urlsplit
 import requests
 import requests.adapters
 import requests.utils
+import structlog
 
 from .. import __version__
 from ..config import ApiConfig
 from ..log import register_secret
 from ._errors import AuthError, CancelledError, ProtocolError, TransientError
+
+log = structlog.get_logger("inboxd.api")
+RETRY_LOG_EVERY = 5.0  # seconds between two api.retry lines of one route
 
 MAX_ANSWER = 2**20  # the most of an answer body ever read into memory
 CONNECT_TIMEOUT = 30.0
@@ -277,6 +281,8 @@ class Transport:
         for var in PROXY_ENV[:-1]:  # the environment's proxies too: their passwords are never logged
             protect_proxy(os.environ.get(var) or os.environ.get(var.upper()))
         self._local = threading.local()
+        self._retry_log: dict[str, tuple[float, int]] = {}
+        self._retry_log_lock = threading.Lock()
 
     def __repr__(self) -> str:
         return f"Transport(timeout={self.timeout}, max_retries={self.max_retries})"
@@ -305,11 +311,28 @@ class Transport:
                 s.close()
 
     def emit(self, event: str, **fields: Any) -> None:
+        if event == "retry":
+            self._log_retry(fields)
         if self.observer is not None:
             try:
                 self.observer(event, fields)
             except Exception:  # noqa: BLE001 - an observer never breaks an upload
                 pass
+
+    def _log_retry(self, fields: dict[str, Any]) -> None:
+        """Each retry inside a request at info (status, attempt, wait), at most one line per
+        route every RETRY_LOG_EVERY seconds; the lines held back are counted in the next one.
+        The metric inboxd_retries counts them all (the observer)."""
+        route = str(fields.get("route"))
+        now = time.monotonic()
+        with self._retry_log_lock:
+            last, held = self._retry_log.get(route, (0.0, 0))
+            if now - last < RETRY_LOG_EVERY:
+                self._retry_log[route] = (last, held + 1)
+                return
+            self._retry_log[route] = (now, 0)
+        log.info("api.retry", route=route, status=fields.get("status"), attempt=fields.get("attempt"),
+                 wait=fields.get("delay"), reason=fields.get("reason"), held_back=held)
 
     def request(
         self,

@@ -43,7 +43,7 @@ FIELD_TYPES: dict[str, tuple[tuple[type, ...], str]] = {
 class BatchRules:
     def __init__(self, strict: bool) -> None:
         self.strict = strict
-        self.seen: set[str] = set()
+        self.seen: dict[str, int] = {}  # custom_id -> the line it first appeared on
         self.records = 0
 
     def record(self, number: int, obj: dict[str, Any]) -> CheckIssue | None:
@@ -59,9 +59,11 @@ class BatchRules:
         if not 1 <= len(cid) <= MAX_ID:
             return CheckIssue(number, "batch.custom_id.length",
                               f"`custom_id` must have 1..{MAX_ID} characters, found {len(cid)}")
-        if cid in self.seen:
-            return CheckIssue(number, "batch.custom_id.duplicate", f"`custom_id` {cid!r} appears twice")
-        self.seen.add(cid)
+        first = self.seen.get(cid)
+        if first is not None:
+            return CheckIssue(number, "batch.custom_id.duplicate",
+                              f"`custom_id` {cid!r} appears twice: first on line {first}")
+        self.seen[cid] = number
         body = obj.get("body")
         if body is None:
             return CheckIssue(number, "batch.body.missing", "every request needs a `body`")

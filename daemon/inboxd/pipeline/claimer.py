@@ -18,6 +18,7 @@ from pathlib import Path
 
 import structlog
 
+from ..watch.ignore import is_ignored_name
 from ..watch.lease import Writers, open_for_writing
 from ..watch.readiness import ReadinessTracker
 from ..watch.scan import inspect_path, scan_inbox
@@ -45,6 +46,7 @@ class Claimer:
         self.sightings: dict[str, int] = {}
         self.stuck_warned: dict[str, float] = {}
         self.claim_errors: dict[str, str] = {}
+        self.ignored: dict[str, set[str]] = {}  # inbox -> names matching no pattern, said once
 
     # --- ready -----------------------------------------------------------------------------
 
@@ -54,6 +56,9 @@ class Claimer:
         if entry is None:
             self.tracker.forget(path)
             state.ready.pop(path, None)
+            name = os.path.basename(path)
+            if name not in state.skip and not is_ignored_name(name) and os.path.lexists(path):
+                self._say_ignored(state, [name], replace=False)
             return
         if entry.kind != "regular":
             self.tracker.forget(path)
@@ -87,14 +92,26 @@ class Claimer:
         return False
 
     def scan(self, state: InboxState) -> None:
+        unmatched: list[str] = []
         try:
-            entries = scan_inbox(state.config.path, state.config.patterns, state.skip)
+            entries = scan_inbox(state.config.path, state.config.patterns, state.skip, unmatched)
         except OSError:
             return  # a missing folder is noticed by the watch check
         for e in entries:
             self.look(state, e.path)
         state.scanned = True
         self._count_sightings(state, {e.path for e in entries})
+        self._say_ignored(state, unmatched)
+
+    def _say_ignored(self, state: InboxState, names: list[str], replace: bool = True) -> None:
+        """A file that matches no pattern is left alone, but said once (it would otherwise sit
+        there forever without a word): `file.ignored` with the rule."""
+        seen = self.ignored.setdefault(state.key, set())
+        for name in names:
+            if name not in seen and not (state.config.path / name).is_dir():
+                log.info("file.ignored", inbox=state.key, name=name, patterns=list(state.config.patterns),
+                         rule="matches none of the inbox patterns (they are case-sensitive)")
+        self.ignored[state.key] = set(names) if replace else seen | set(names)
 
     def _count_sightings(self, state: InboxState, present: set[str]) -> None:
         """A file seen by more than STUCK_SCANS scans and never claimed is stuck: say so, and why."""
@@ -201,5 +218,5 @@ class Claimer:
             if not back:
                 self.queue.put(Job(state.config, dst, name), delay=2.0)
             return
-        log.info("file.claimed", inbox=state.key, name=name, claim=str(dst))
+        log.debug("file.claimed", inbox=state.key, name=name, claim=str(dst))
         self.queue.put(Job(state.config, dst, name))

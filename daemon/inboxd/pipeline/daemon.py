@@ -295,7 +295,8 @@ class Daemon:
         if not all(s.scanned or s.missing for s in self.inboxes):
             return False
         queued, busy = self.queue.counts()
-        return not self.claimer.pending() and queued == 0 and busy == 0
+        batches = self.ctx.batches.open_records() if self.ctx.batches is not None else []
+        return not self.claimer.pending() and queued == 0 and busy == 0 and not batches
 
     # --- reload ----------------------------------------------------------------------------
 

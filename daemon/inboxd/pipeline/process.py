@@ -266,7 +266,8 @@ def _run(ctx: Context, job: Job, row: Row, hb: Heartbeat) -> str:
         st = os.fstat(f.fileno())
         if file_kind(st.st_mode) != "regular":
             raise Failure("inspect", "not_a_regular_file", "not a regular file", file_kind=file_kind(st.st_mode))
-        _check(ctx, job, f, st, hb)
+        if not _still_checked(_row(ctx, job), st):
+            _check(ctx, job, f, st, hb)
         _bug_hook("check")
         _upload(ctx, job, f, st, hb)
     _create_batch(ctx, job, hb)
@@ -306,6 +307,15 @@ def _adopt(ctx: Context, job: Job, row: Row, st: os.stat_result, hb: Heartbeat) 
     return False
 
 
+def _still_checked(row: Row, st: os.stat_result) -> bool:
+    """A retry does not hash the file again: the journal's sha256 and verdict stand while the
+    inode, size and mtime are the ones that were checked."""
+    if row.stage not in ("checked", "uploading") or not row.sha256 or not row.validation:
+        return False
+    passed = json.loads(row.validation).get("passed")
+    return bool(passed) and (row.ino, row.bytes, row.mtime_ns) == _signature(st)
+
+
 def _check(ctx: Context, job: Job, f: IO[bytes], st: os.stat_result, hb: Heartbeat) -> None:
     hb.beat("check")
     t0 = time.monotonic()
@@ -317,7 +327,7 @@ def _check(ctx: Context, job: Job, f: IO[bytes], st: os.stat_result, hb: Heartbe
     validation = {"mode": mode, "passed": bool(report.passed), "records": report.records, "format": report.format}
     ctx.journal.update(str(job.claim), stage="checked", bytes=report.bytes, mtime_ns=st.st_mtime_ns, ino=st.st_ino,
                        sha256=report.sha256, validation=json.dumps(validation))
-    log.info("file.checked", inbox=str(job.inbox.path), name=job.name, sha256=report.sha256, bytes=report.bytes,
+    log.debug("file.checked", inbox=str(job.inbox.path), name=job.name, sha256=report.sha256, bytes=report.bytes,
              passed=bool(report.passed), records=report.records, seconds=round(time.monotonic() - t0, 3))
     if report.passed:
         return
@@ -368,7 +378,7 @@ def _upload(ctx: Context, job: Job, f: IO[bytes], st: os.stat_result, hb: Heartb
     ctx.journal.uploaded(str(job.claim), sha256, purpose, file_object, file_id=file_object.get("id"),
                          method=method, parts=parts, attempts=attempts, started_at=started, finished_at=time.time())
     _write_claim_state(job, _row(ctx, job))
-    log.info("file.uploaded", inbox=str(job.inbox.path), name=job.name, sha256=sha256, bytes=row.bytes,
+    log.debug("file.uploaded", inbox=str(job.inbox.path), name=job.name, sha256=sha256, bytes=row.bytes,
              file_id=file_object.get("id"), method=method, parts=parts, attempt=attempts,
              seconds=round(time.time() - started, 3))
 
@@ -434,8 +444,11 @@ def _archive(ctx: Context, job: Job, hb: Heartbeat) -> str:
     row = _row(ctx, job)
     manifest_path = archive(ctx.journal, job.inbox, row)
     _follow_batch(ctx, job, _row(ctx, job))
+    # the one info line of a file that went well (the stage lines are at debug): all of it here
+    validation = json.loads(row.validation) if row.validation else {}
     log.info("file.archived", **_fields(job, row, manifest=str(manifest_path), recovered=job.recovered,
-                                          on_success=job.inbox.on_success,
+                                          on_success=job.inbox.on_success, method=row.method, parts=row.parts,
+                                          attempt=max(1, row.attempts), records=validation.get("records"),
                                           seconds=round(time.time() - job.seen_at, 3)))
     ctx.count("archived", job.key)
     if ctx.observe:

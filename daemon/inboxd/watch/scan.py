@@ -8,7 +8,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from .ignore import is_candidate
+from .ignore import is_candidate, is_ignored_name
 
 
 @dataclass(frozen=True)
@@ -50,12 +50,16 @@ def inspect_path(path: str, patterns: Sequence[str], skip: Sequence[str] = ()) -
     return Entry(path, name, st)
 
 
-def scan_inbox(folder: Path, patterns: Sequence[str], skip: Sequence[str] = ()) -> list[Entry]:
-    """Every candidate in the folder (not recursive), lstat'ed; raises OSError if the folder is gone."""
+def scan_inbox(folder: Path, patterns: Sequence[str], skip: Sequence[str] = (),
+               unmatched: list[str] | None = None) -> list[Entry]:
+    """Every candidate in the folder (not recursive), lstat'ed; raises OSError if the folder is gone.
+    `unmatched` collects the names that are not temp or dot names yet match no pattern."""
     out: list[Entry] = []
     with os.scandir(folder) as it:
         for d in it:
             if d.name in skip or not is_candidate(d.name, patterns):
+                if unmatched is not None and d.name not in skip and not is_ignored_name(d.name):
+                    unmatched.append(d.name)
                 continue
             try:
                 st = d.stat(follow_symlinks=False)
