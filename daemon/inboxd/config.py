@@ -26,17 +26,19 @@ from urllib.parse import urlsplit
 from pydantic import (
     BaseModel,
     BeforeValidator,
+    ByteSize,
     ConfigDict,
     Field,
     SecretStr,
+    TypeAdapter,
     ValidationError,
     ValidationInfo,
     field_validator,
     model_validator,
 )
 
-PURPOSES = ("fine-tune", "batch-api", "eval", "calibration")
-Purpose = Literal["fine-tune", "batch-api", "eval", "calibration"]
+from ._constants import Purpose
+
 ValidateMode = Literal["off", "basic", "strict"]
 CREDENTIAL_NAME = "together-api-key"
 DEFAULT_BASE_URL = "https://api.together.xyz/v1"
@@ -48,33 +50,43 @@ class ConfigError(Exception):
 
 # --- sizes ------------------------------------------------------------------------------
 
-_UNITS = {
-    "": 1, "B": 1,
-    "KB": 10**3, "MB": 10**6, "GB": 10**9, "TB": 10**12,
-    "KIB": 2**10, "MIB": 2**20, "GIB": 2**30, "TIB": 2**40,
-    "K": 2**10, "M": 2**20, "G": 2**30, "T": 2**40,
-}
-_SIZE_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([A-Za-z]*)\s*$")
+_SIZE_EXPECTED = "expected a size: integer bytes or a string with a unit (B, KB, MB, GB, KiB, MiB, GiB, TiB)"
+_SIZE_FORM = re.compile(r"\s*(\d+(?:\.\d+)?)\s*([A-Za-z]*)\s*")
 
 
-def parse_size(value: Any) -> int:
-    """An integer number of bytes, or a string such as ``"250MiB"``, ``"5GiB"``, ``"100MB"``."""
-    if isinstance(value, bool):
-        raise ValueError("expected a size: integer bytes or a string like \"250MiB\"")
+def _size_form(value: Any) -> Any:
+    """The forms a size key accepts; pydantic's `ByteSize` then does the arithmetic.
+
+    `ByteSize` alone would also take what configs never did, silently: ``True``, ``2.0``,
+    ``".5GiB"``, ``"5,000"`` (as 5) and ``"5 GiB extra"`` (as 5 GiB); the whole string must be
+    one number and one unit here. A lone ``K``/``M``/``G``/``T`` has always meant KiB/MiB/GiB/TiB
+    in inboxd (`ByteSize` reads them as decimal), so it is passed on as that.
+    """
+    if isinstance(value, bool) or not isinstance(value, int | str):
+        raise ValueError('expected a size: integer bytes or a string like "250MiB"')
     if isinstance(value, int):
         if value < 0:
             raise ValueError("expected a size >= 0")
         return value
-    if isinstance(value, str):
-        m = _SIZE_RE.match(value)
-        if m and m.group(2).upper() in _UNITS:
-            return int(float(m.group(1)) * _UNITS[m.group(2).upper()])
-    raise ValueError(
-        "expected a size: integer bytes or a string with a unit (B, KB, MB, GB, KiB, MiB, GiB, TiB)"
-    )
+    m = _SIZE_FORM.fullmatch(value)
+    if m is None:
+        raise ValueError(_SIZE_EXPECTED)
+    number, unit = m.group(1), m.group(2).lower()
+    if len(unit) == 1 and unit in "kmgtpe":
+        return f"{number}{unit}ib"
+    if unit and unit not in ByteSize.byte_sizes:
+        raise ValueError(_SIZE_EXPECTED)
+    return value
 
 
-Size = Annotated[int, BeforeValidator(parse_size)]
+Size = Annotated[ByteSize, BeforeValidator(_size_form)]
+_SIZE = TypeAdapter(Size)
+
+
+def parse_size(value: Any) -> int:
+    """An integer number of bytes, or a string such as ``"250MiB"``, ``"5GiB"``, ``"100MB"``
+    (a `pydantic.ValidationError`, which is a ValueError, when it is neither)."""
+    return int(_SIZE.validate_python(value))
 
 
 def format_size(n: int) -> str:
@@ -161,15 +173,15 @@ class ApiConfig(_Section):
 
 
 class UploadConfig(_Section):
-    multipart_threshold: Size = 5 * 2**30
-    part_size: Size = 250 * 2**20
+    multipart_threshold: Size = ByteSize(5 * 2**30)
+    part_size: Size = ByteSize(250 * 2**20)
     max_parts: int = Field(250, ge=1, le=10_000)
     part_concurrency: int = Field(4, ge=1, le=64)
     wait_for_processing: bool = False
     processing_timeout_seconds: float = Field(900, gt=0)
     dedupe: bool = True
     # issue 13: one token bucket for the whole daemon (every worker, every part); 0 = no cap
-    max_bytes_per_second: Size = 0
+    max_bytes_per_second: Size = ByteSize(0)
 
     @field_validator("part_size")
     @classmethod
@@ -182,7 +194,7 @@ class UploadConfig(_Section):
 class CheckConfig(_Section):
     """Limits of the validation pass (not in SPEC §4; issue 5 asks for both to be settable)."""
 
-    max_line_bytes: Size = 64 * 2**20
+    max_line_bytes: Size = ByteSize(64 * 2**20)
     max_errors: int = Field(20, ge=1, le=10_000)
 
 
@@ -278,7 +290,7 @@ class InboxConfig(_Section):
     done_dir: Path | None = None
     failed_dir: Path | None = None
     # issue 13: this inbox's own cap, under upload.max_bytes_per_second; 0 = only the global one
-    max_bytes_per_second: Size = 0
+    max_bytes_per_second: Size = ByteSize(0)
     # issue 15: create the folder when it is missing (else a missing folder is an error: a typo
     # must not become a new, empty inbox)
     create: bool = False

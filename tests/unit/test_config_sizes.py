@@ -1,14 +1,16 @@
-"""Sizes in the configuration (`inboxd.config.parse_size` and the keys that use it)."""
+"""Sizes in the configuration (`inboxd.config.parse_size` and the keys that use it): pydantic's
+`ByteSize` does the arithmetic, behind a check of the forms configs have always accepted."""
 
 from __future__ import annotations
 
 from typing import Any
 
 import pytest
+from pydantic import ByteSize
 
 from inboxd.config import ConfigError, format_size, parse_config, parse_size
 
-KiB, MiB, GiB, TiB = 2**10, 2**20, 2**30, 2**40
+KiB, MiB, GiB, TiB, PiB = 2**10, 2**20, 2**30, 2**40, 2**50
 
 
 @pytest.mark.parametrize("value,expected", [
@@ -32,15 +34,20 @@ KiB, MiB, GiB, TiB = 2**10, 2**20, 2**30, 2**40
     ("1G", GiB),
     ("1T", TiB),
     ("250mib", 250 * MiB),  # units are case-insensitive
+    ("10k", 10 * KiB),  # a lone letter is binary, whatever its case (ByteSize alone: decimal)
     (" 5 GiB ", 5 * GiB),  # spaces around and between
+    ("1PiB", PiB),  # new with ByteSize: peta and exa units
+    ("2PB", 2 * 10**15),
+    ("1P", PiB),
+    ("1EiB", 2**60),
 ])
 def test_sizes_that_parse(value: Any, expected: int) -> None:
     assert parse_size(value) == expected
 
 
 @pytest.mark.parametrize("value", [
-    -1, True, False, 1.5, None, [], "", "lots", "GiB", "-5MiB", "5XB", "5 Gi B", "1e9", "5 GiB extra", ".5GiB",
-    "5,000",
+    -1, True, False, 1.5, 2.0, None, [], "", "lots", "GiB", "-5MiB", "5XB", "5 Gi B", "1e9", "5 GiB extra", ".5GiB",
+    "5,000", "1.0.0", "5ZiB",
 ])
 def test_sizes_that_do_not(value: Any) -> None:
     with pytest.raises(ValueError, match="size"):
@@ -51,7 +58,19 @@ def test_sizes_that_do_not(value: Any) -> None:
                                          ("check", "max_line_bytes")])
 def test_size_keys_accept_units(section: str, key: str) -> None:
     config = parse_config({section: {key: "6MiB"}})
-    assert getattr(getattr(config, section), key) == 6 * MiB
+    value = getattr(getattr(config, section), key)
+    assert value == 6 * MiB
+    assert isinstance(value, ByteSize)
+
+
+def test_the_defaults_and_an_inbox_cap_are_byte_sizes() -> None:
+    config = parse_config({"inboxes": [{"path": "/srv/in", "purpose": "eval", "max_bytes_per_second": "2M"}]})
+    assert config.upload.multipart_threshold == 5 * GiB
+    assert config.upload.part_size == 250 * MiB
+    assert config.check.max_line_bytes == 64 * MiB
+    assert config.inboxes[0].max_bytes_per_second == 2 * MiB
+    assert isinstance(config.upload.part_size, ByteSize)
+    assert config.model_dump(mode="json")["upload"]["part_size"] == 250 * MiB  # plain bytes in JSON
 
 
 @pytest.mark.parametrize("section,key,value", [
