@@ -1,6 +1,10 @@
-"""`inboxd.api._transport.retry_delay`: Retry-After / retry-after-ms honoured (capped), else jittered backoff."""
+"""`inboxd.api._transport.retry_delay`: Retry-After (seconds or an HTTP-date, read by urllib3) /
+retry-after-ms honoured (capped), else jittered backoff."""
 
 from __future__ import annotations
+
+import time
+from email.utils import formatdate
 
 import pytest
 import requests
@@ -54,9 +58,29 @@ def test_without_a_header_the_backoff_doubles_up_to_the_cap(attempt: int, expect
 
 
 @pytest.mark.usefixtures("top")
-@pytest.mark.parametrize("value", ["Wed, 21 Oct 2015 07:28:00 GMT", "soon", ""])
+@pytest.mark.parametrize("value", ["soon", "", "Wed, 32 Foo 2015 07:28:00 GMT", "5 s"])
 def test_an_unreadable_retry_after_falls_back_to_backoff(value: str) -> None:
     assert retry_delay(2, answer(Retry_After=value)) == 2.0
+
+
+def test_retry_after_as_an_http_date() -> None:
+    delay = retry_delay(0, answer(Retry_After=formatdate(time.time() + 30, usegmt=True)))
+    assert 28.0 <= delay <= 30.0  # whole seconds in the header; a little time passes
+
+
+def test_an_http_date_beyond_the_cap_is_capped() -> None:
+    assert retry_delay(0, answer(Retry_After=formatdate(time.time() + 86400, usegmt=True))) == RETRY_AFTER_CAP
+
+
+@pytest.mark.usefixtures("top")
+def test_an_http_date_already_past_falls_back_to_backoff() -> None:
+    assert retry_delay(2, answer(Retry_After="Wed, 21 Oct 2015 07:28:00 GMT")) == 2.0
+
+
+@pytest.mark.usefixtures("top")
+def test_an_unreadable_retry_after_ms_falls_back_to_retry_after() -> None:
+    assert retry_delay(2, answer(retry_after_ms="soon", Retry_After="3")) == 3.0
+    assert retry_delay(2, answer(retry_after_ms="soon")) == 2.0
 
 
 def test_backoff_has_full_jitter() -> None:

@@ -34,6 +34,8 @@ import requests
 import requests.adapters
 import requests.utils
 import structlog
+from urllib3.exceptions import InvalidHeader
+from urllib3.util import Retry
 
 from .. import __version__
 from ..config import ApiConfig
@@ -76,17 +78,43 @@ def safe_url(url: str) -> str:
 
 
 def retry_delay(attempt: int, response: requests.Response | None) -> float:
+    """How long to wait before retry `attempt` (0 first): what the server asked for, capped at
+    RETRY_AFTER_CAP, else full-jitter exponential backoff. ``retry-after-ms`` (the Together and
+    OpenAI convention) wins; ``Retry-After`` is read by urllib3 (delay-seconds or an HTTP-date;
+    a date already past falls back to the backoff), and a fractional number of seconds, which
+    the official clients accept too, is honoured."""
     if response is not None:
-        ms = response.headers.get("retry-after-ms")
-        sec = response.headers.get("Retry-After")
+        asked = _asked_delay(response.headers)
+        if asked is not None:
+            return min(RETRY_AFTER_CAP, max(0.0, asked))
+    return random.uniform(0, min(BACKOFF_CAP, BACKOFF_BASE * 2**attempt))
+
+
+_RETRY_AFTER = Retry(total=None)  # only its parse_retry_after; the retrying is ours
+
+
+def _asked_delay(headers: Mapping[str, str]) -> float | None:
+    ms = headers.get("retry-after-ms")
+    if ms is not None:
         try:
-            if ms is not None:
-                return min(RETRY_AFTER_CAP, max(0.0, float(ms) / 1000))
-            if sec is not None:
-                return min(RETRY_AFTER_CAP, max(0.0, float(sec)))
+            return float(ms) / 1000
         except ValueError:
             pass
-    return random.uniform(0, min(BACKOFF_CAP, BACKOFF_BASE * 2**attempt))
+    value = headers.get("Retry-After")
+    if value is None:
+        return None
+    try:
+        seconds = float(_RETRY_AFTER.parse_retry_after(value))
+    except InvalidHeader:
+        pass
+    else:
+        if seconds == 0 and not value.strip().isdigit():
+            return None  # an HTTP-date already past: the clocks disagree; back off as urllib3 does
+        return seconds
+    try:
+        return float(value)  # "2.5": not RFC 9110 delay-seconds, but servers send it
+    except ValueError:
+        return None
 
 
 def read_answer(response: requests.Response, route: str) -> bytes:
