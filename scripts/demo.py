@@ -2,7 +2,9 @@
 
 Makes ./demo/ (an inbox, a state dir, a config), drops a sample batch file into the inbox
 the way producers should (write elsewhere, then rename), runs `inboxd run --emulator --once`,
-and prints the manifest that appears in done/.
+and prints the manifest that appears in done/ and the results that arrive in the outbox
+(the inbox asks for the batch round trip: the daemon creates the job, follows it, and
+delivers the emulator's fake-model answers).
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1] / "demo"
 INBOX = ROOT / "inbox" / "batch-api"
 CONFIG = ROOT / "inboxd.toml"
+OUTBOX = ROOT / "outbox"
 
 
 def main() -> int:
@@ -34,6 +37,11 @@ log_format = "console"
 path = "{INBOX}"
 purpose = "batch-api"
 validate = "strict"
+
+[inboxes.batch]               # the round trip: create the batch job, follow it, fetch the results
+poll_seconds = 1
+outbox = "{OUTBOX}"
+join = true                   # also <stem>.results.jsonl, one line per input line, in input order
 """
     )
     n = len(list((INBOX / "done").glob("*.manifest.json"))) if (INBOX / "done").exists() else 0
@@ -53,6 +61,18 @@ validate = "strict"
         return rc or 1
     print(f"\n{manifests[-1]}:")
     print(json.dumps(json.loads(manifests[-1].read_text()), indent=2))
+    stem = manifests[-1].name[: -len(".jsonl.manifest.json")]
+    results = OUTBOX / f"{stem}.results.jsonl"
+    sidecar = OUTBOX / f"{stem}.batch.json"
+    if not sidecar.exists():
+        print(f"no {sidecar}", file=sys.stderr)
+        return 1
+    print(f"\n{OUTBOX}:")
+    for p in sorted(OUTBOX.glob(f"{stem}.*")):
+        print(f"  {p.name}  ({p.stat().st_size} bytes)")
+    print(f"\nthe first result of {results.name}:")
+    print(json.dumps(json.loads(results.read_text().splitlines()[0]), indent=2))
+    print(f"\n{sidecar.name}: counts {json.loads(sidecar.read_text())['counts']}")
     return 0
 
 
