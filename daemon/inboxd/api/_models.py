@@ -26,7 +26,7 @@ class FileObject(BaseModel):
 
     def manifest_dict(self) -> dict[str, Any]:
         """The `file` object of the manifest (SPEC §3)."""
-        out = {
+        out: dict[str, Any] = {
             "id": self.id, "object": self.object, "created_at": self.created_at, "type": self.type,
             "purpose": self.purpose, "filename": self.filename, "bytes": self.bytes,
             "line_count": self.line_count, "processed": self.processed,

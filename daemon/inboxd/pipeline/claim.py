@@ -300,6 +300,7 @@ class ClaimArea:
         """Whether the daemon that owns claim folder `folder` is provably gone."""
         if not folder.is_dir():
             return missing_is_dead
+        beat: float | None
         try:
             owner = json.loads((folder / OWNER).read_text())
             beat = (folder / OWNER).stat().st_mtime

@@ -27,7 +27,6 @@ from ..batch import BatchStore, Poller
 from ..config import Config, ConfigError, InboxConfig, load_config, resolve_api_key
 from ..log import register_secret
 from ..watch.lease import ignore_lease_breaks
-from ..watch.observers import hook_overflow
 from ..watch.queue import PathQueue
 from .archive import finish_orphan
 from .claim import Liveness, claimer_alive, new_claimer
@@ -115,7 +114,6 @@ class Daemon:
     # --- start -----------------------------------------------------------------------------
 
     def start(self) -> None:
-        hook_overflow(self.paths)
         for inbox in self.config.inboxes:
             self._add_inbox(inbox)
         self._recover_orphan_rows()
@@ -285,8 +283,8 @@ class Daemon:
             raise Fatal(f"the watch of {state.key} died; exiting so that the service manager restarts inboxd")
 
     def _probe_key(self) -> bool:
-        result = self.ctx.client.check_key()
-        return result is None or bool(result)
+        self.ctx.client.check_key()  # AuthError when the key is still refused
+        return True
 
     def _once_finished(self) -> bool:
         if self.gate.paused:

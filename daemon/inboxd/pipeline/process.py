@@ -23,7 +23,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Any
+from typing import Any, BinaryIO
 
 import structlog
 
@@ -316,7 +316,7 @@ def _still_checked(row: Row, st: os.stat_result) -> bool:
     return bool(passed) and (row.ino, row.bytes, row.mtime_ns) == _signature(st)
 
 
-def _check(ctx: Context, job: Job, f: IO[bytes], st: os.stat_result, hb: Heartbeat) -> None:
+def _check(ctx: Context, job: Job, f: BinaryIO, st: os.stat_result, hb: Heartbeat) -> None:
     hb.beat("check")
     t0 = time.monotonic()
     mode = job.inbox.validate_mode
@@ -336,7 +336,7 @@ def _check(ctx: Context, job: Job, f: IO[bytes], st: os.stat_result, hb: Heartbe
                   line=first.line if first else None, validation=_report_json(report))
 
 
-def _upload(ctx: Context, job: Job, f: IO[bytes], st: os.stat_result, hb: Heartbeat) -> None:
+def _upload(ctx: Context, job: Job, f: BinaryIO, st: os.stat_result, hb: Heartbeat) -> None:
     row = _row(ctx, job)
     sha256 = row.sha256 or ""
     purpose = job.inbox.purpose
@@ -383,7 +383,7 @@ def _upload(ctx: Context, job: Job, f: IO[bytes], st: os.stat_result, hb: Heartb
              seconds=round(time.time() - started, 3))
 
 
-def _unchanged_since_check(job: Job, f: IO[bytes], st: os.stat_result, uploaded_id: str | None, ctx: Context) -> None:
+def _unchanged_since_check(job: Job, f: BinaryIO, st: os.stat_result, uploaded_id: str | None, ctx: Context) -> None:
     """Nothing is archived as done with content it did not upload: the claimed path must still be
     the inode that was hashed, with the same size and mtime, and nobody may hold it open for writing."""
     now = os.lstat(job.claim)
