@@ -11,7 +11,6 @@ health beside the hooks in `hooks.py`.
 
 from __future__ import annotations
 
-import os
 import signal
 import threading
 import time
@@ -28,16 +27,16 @@ from ..config import Config, ConfigError, InboxConfig, load_config, resolve_api_
 from ..log import register_secret
 from ..watch.lease import ignore_lease_breaks
 from ..watch.queue import PathQueue
-from .archive import finish_orphan
-from .claim import Liveness, claimer_alive, new_claimer
+from .claim import Liveness, new_claimer
 from .claimer import Claimer
 from .hooks import Hooks, NoService
-from .inboxes import InboxSet, InboxState
+from .inboxes import InboxSet
 from .journal import Journal
 from .pause import AuthGate
-from .process import Context, adoptable
+from .process import Context
+from .recovery import recover_claims, recover_orphan_rows, resume_batches
 from .shutdown import shutdown
-from .work import Job, WorkQueue
+from .work import WorkQueue
 from .workers import Worker
 
 log = structlog.get_logger("inboxd.daemon")
@@ -116,8 +115,8 @@ class Daemon:
     def start(self) -> None:
         for inbox in self.config.inboxes:
             self._add_inbox(inbox)
-        self._recover_orphan_rows()
-        self._resume_batches()
+        recover_orphan_rows(self)
+        resume_batches(self)
         for i in range(self.config.daemon.workers):
             w = Worker(self.ctx, i, on_done=self.paths.wake)
             w.start()
@@ -128,59 +127,10 @@ class Daemon:
 
     def _add_inbox(self, config: InboxConfig) -> None:
         state = self.inboxes.add(config, self.paths)  # the watch first, then the scan
-        self._recover(state)
+        recover_claims(self, state)
         self.claimer.scan(state)
         log.info("inbox.watching", inbox=state.key, purpose=config.purpose, observer=config.observer,
                  validate=config.validate_mode, on_success=config.on_success)
-
-    def _recover(self, state: InboxState) -> None:
-        """Take over the claimed files of daemons that are gone (ourselves before a restart, or
-        another host): our journal knows our own; another host's leave their state in the folder."""
-        for t in state.area.take_over_stale():
-            if t.kind == "manifest":
-                log.info("file.recovered", inbox=state.key, name=t.name, stage="archived", manifest=str(t.new),
-                         how="the dead owner's manifest moved next to its data in done/")
-                continue
-            row = self.journal.get(str(t.old))
-            if row is not None:
-                self.journal.move(str(t.old), str(t.new))
-                if self.ctx.batches is not None:
-                    self.ctx.batches.move(str(t.old), str(t.new))
-                stage = row.stage
-            else:
-                self.journal.claimed(str(t.new), state.key, t.name)
-                stage = "claimed"
-                if t.state and t.state.get("file_id"):
-                    # uploaded by the dead owner: the worker asks the server before sending anything
-                    self.journal.update(str(t.new), stage="uploading", **adoptable(t.state))
-                    stage = "uploaded elsewhere"
-            log.info("file.recovered", inbox=state.key, name=t.name, stage=stage, claim=str(t.new),
-                     taken_from=t.old.parent.name)
-            self.queue.put(Job(state.config, t.new, t.name, recovered=True))
-
-    def _recover_orphan_rows(self) -> None:
-        """Rows whose claimed file is gone and whose claimer is gone: finish or forget them."""
-        for row in self.journal.open_rows():
-            claim = Path(row.claim)
-            if os.path.lexists(claim) or claimer_alive(claim.parent, self.liveness):
-                continue
-            outcome = finish_orphan(self.journal, row)
-            log.info("file.orphan", inbox=row.inbox, name=row.name, stage=row.stage, outcome=outcome)
-
-    def _resume_batches(self) -> None:
-        """Follow every batch job the journal knows and has not delivered; a job created for an
-        input archived before a crash (not yet attached) is attached first."""
-        store, poller = self.ctx.batches, self.ctx.poller
-        if store is None or poller is None:
-            return
-        for rec in store.unfinished_creates():
-            row = self.journal.get(rec.claim)
-            if rec.batch_id and row is not None and row.stage == "archived" and row.target:
-                store.attach(rec.claim, manifest=row.target + ".manifest.json", input_path=row.target)
-        poller.start()
-        n = poller.resume()
-        if n:
-            log.info("batch.resumed", jobs=n)
 
     def _batch_event(self, name: str, **fields: Any) -> None:
         self.service.batch_event(name, fields)
@@ -258,7 +208,7 @@ class Daemon:
         for state in self.inboxes:
             if not state.missing:
                 self.claimer.scan(state)
-                self._recover(state)
+                recover_claims(self, state)
 
     def _check_watches(self) -> None:
         for state in self.inboxes:
