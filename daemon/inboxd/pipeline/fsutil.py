@@ -90,7 +90,7 @@ def move_no_replace(src: Path, dst: Path) -> None:
     try:
         os.link(src, dst, follow_symlinks=False)
     except OSError as exc:
-        if exc.errno in (errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP, errno.EMLINK, errno.EXDEV):
+        if exc.errno in (errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP, errno.EMLINK, errno.EXDEV, errno.ENOSYS):
             if os.path.lexists(dst):
                 raise FileExistsError(errno.EEXIST, "exists", str(dst)) from None
             os.rename(src, dst)

@@ -205,6 +205,8 @@ def _source_changed(ctx: Context, job: Job, exc: BaseException) -> str:
 
 def _failed(ctx: Context, job: Job, failure: Failure) -> str:
     row = _row(ctx, job)
+    if row.stage == "uploading" and row.file_id:
+        _drop_orphan(ctx, job, row.file_id, row.upload_id)  # an abandoned upload leaves nothing behind
     path = fail(ctx.journal, job.inbox, row, failure, attempts=max(job.attempts + job.bugs, row.attempts))
     log.error("file.failed", **_fields(job, row, stage=failure.stage, error_kind=failure.kind, error=failure.message,
                                          line=failure.line, sidecar=str(path), attempt=job.attempts))
