@@ -1,5 +1,6 @@
-"""`inboxd run` and `inboxd status` (called by `cli.py`), and the checks of the machine that
-`run` makes before the daemon starts and `inboxd config check` makes unless `--offline`.
+"""The work of `inboxd run` (`run_daemon`) and of `inboxd config check` (`effective_config`),
+and the checks of the machine that `run` makes before the daemon starts and `config check`
+makes unless `--offline`; the command line (`inboxd.cli`) renders what they return.
 
 A problem names its config key (``inboxes[0].path: /srv/x does not exist; ...``) and is a
 configuration error: exit 2, before anything is created on disk (issue 15).
@@ -7,14 +8,11 @@ configuration error: exit 2, before anything is created on disk (issue 15).
 
 from __future__ import annotations
 
-import json
 import os
 import pwd
-import re
 import socket
 import sqlite3
 import stat
-import sys
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,13 +21,14 @@ from typing import Any
 import structlog
 from pydantic import SecretStr
 
-from ..config import CREDENTIAL_NAME, Config, ConfigError, resolve_api_key
-from ..log import configure, register_secret
+from .._constants import EXIT_FAILED
+from ..config import CREDENTIAL_NAME, Config, ConfigError, format_size, redacted_dict, resolve_api_key
+from ..log import register_secret
+from .fsutil import NETWORK_FILESYSTEMS, filesystem_type
+from .fsutil import nearest_existing as _nearest_existing
 
-from .fsutil import NETWORK_FILESYSTEMS, filesystem_type, nearest_existing as _nearest_existing
-
-EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
-
+__all__ = ["NETWORK_FILESYSTEMS", "Problem", "StartRefused", "effective_config", "filesystem_type",
+           "machine_problems", "run_daemon", "start_problems"]
 
 
 # --- the machine checks -------------------------------------------------------------------
@@ -216,25 +215,26 @@ def machine_problems(config: Config, env: Mapping[str, str] | None = None) -> li
     return [p for p in problems if p is not None]
 
 
-def _report(problems: list[Problem]) -> int:
-    for p in problems:
-        print(f"inboxd: {p}", file=sys.stderr)
-    return EXIT_USAGE
+class StartRefused(Exception):
+    """`inboxd run` will not start: a configuration error (exit 2). Each reason is one line,
+    naming its config key where there is one; nothing was created on disk."""
+
+    def __init__(self, reasons: list[str]) -> None:
+        super().__init__("; ".join(reasons))
+        self.reasons = reasons
 
 
 # --- inboxd run ---------------------------------------------------------------------------
 
 
-def run_command(config: Config, config_path: Path, *, emulator: bool, once: bool) -> int:
-    configure(config.daemon.log_level, config.daemon.log_format)
+def run_daemon(config: Config, config_path: Path, *, emulator: bool, once: bool) -> int:
+    """Run the daemon in the foreground until it stops: EXIT_OK, or EXIT_FAILED (a file failed
+    with --once, or the daemon could not go on). StartRefused before anything is created."""
     log = structlog.get_logger("inboxd.daemon")
-    if not config.inboxes:
-        print("inboxd run: the configuration has no [[inboxes]]", file=sys.stderr)
-        return EXIT_USAGE
     # before anything is created (a claim folder, the journal, the emulator): exit 2, naming the key
     problems = start_problems(config)
     if problems:
-        return _report(problems)
+        raise StartRefused([str(p) for p in problems])
     emu = None
     if emulator:
         from ..emulator import Emulator, EmulatorSettings
@@ -261,10 +261,9 @@ def run_command(config: Config, config_path: Path, *, emulator: bool, once: bool
         config = adjust(config)
         key, source = resolve(config)
     except ConfigError as exc:
-        print(f"inboxd: {exc}", file=sys.stderr)
         if emu is not None:
             emu.stop()
-        return EXIT_USAGE
+        raise StartRefused([str(exc)]) from None
     register_secret(key.get_secret_value())
     log.info("api.key", source=source)
 
@@ -284,8 +283,9 @@ def run_command(config: Config, config_path: Path, *, emulator: bool, once: bool
                             resolve_key=resolve, adjust_config=adjust, service=service)
         except (OSError, sqlite3.Error) as exc:
             # the journal is opened first: what fails here is state_dir (a bad journal file, a full disk)
-            return _report([Problem("daemon.state_dir", f"cannot open the journal in {config.daemon.state_dir}: "
-                                                        f"{getattr(exc, 'strerror', None) or exc}")])
+            raise StartRefused([str(Problem("daemon.state_dir", f"cannot open the journal in "
+                                                                f"{config.daemon.state_dir}: "
+                                                                f"{getattr(exc, 'strerror', None) or exc}"))]) from None
         daemon.install_signals()
         return daemon.run()
     except OSError as exc:
@@ -297,28 +297,26 @@ def run_command(config: Config, config_path: Path, *, emulator: bool, once: bool
             emu.stop()
 
 
-# --- inboxd status ------------------------------------------------------------------------
+# --- inboxd config check ------------------------------------------------------------------
 
 
-def status_command(config: Config, *, as_json: bool) -> int:
-    from .status import journal_path, print_status, status_data
+def effective_config(config: Config) -> dict[str, Any]:
+    """What `inboxd config check` shows: the configuration as plain data, secrets redacted
+    (the key never; the proxy's password as ***), sizes as text, and under "resolved" where
+    the key comes from and the route and CA bundle the API calls will take."""
+    from ..api._transport import redact_proxy, resolve_network
 
-    path = journal_path(config)
-    if not path.exists():
-        message = (f"no journal at {path} (daemon.state_dir): the daemon has not run with this configuration, "
-                   "or it uses another state_dir")
-        return _status_error("no_journal", message, as_json)
     try:
-        data = status_data(config)
-    except (OSError, sqlite3.Error) as exc:
-        message = f"cannot read the journal at {path}: {getattr(exc, 'strerror', None) or exc}"
-        return _status_error("journal_unreadable", message, as_json)
-    print_status(data, as_json=as_json)
-    return EXIT_OK
-
-
-def _status_error(kind: str, message: str, as_json: bool) -> int:
-    if as_json:
-        print(json.dumps({"error": {"kind": kind, "message": message}}))
-    print(f"inboxd status: {message}", file=sys.stderr)
-    return EXIT_USAGE
+        _, key_source = resolve_api_key(config.api)
+        key: dict[str, str | None] = {"api_key": "<redacted>", "api_key_source": key_source}
+    except ConfigError as exc:
+        key = {"api_key": None, "api_key_problem": str(exc)}
+    data = redacted_dict(config)
+    proxy = config.api.proxy.get_secret_value() if config.api.proxy is not None else None
+    data["api"]["proxy"] = redact_proxy(proxy)
+    for section in (data["upload"], *data["inboxes"]):
+        section["max_bytes_per_second"] = format_size(section["max_bytes_per_second"])
+    # storage hosts are only known per upload (same rules)
+    network = resolve_network(config.api).describe(config.api.base_url)
+    data["resolved"] = {**key, **network}
+    return data

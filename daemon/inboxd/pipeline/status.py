@@ -1,9 +1,11 @@
-"""`inboxd status`: per inbox, from the journal (and a look at the folder for "waiting")."""
+"""`inboxd status`: per inbox, from the journal (and a look at the folder for "waiting"), as
+data; the command line renders it as text or --json."""
 
 from __future__ import annotations
 
 import json
 import os
+import sqlite3
 from pathlib import Path
 from typing import Any
 
@@ -15,8 +17,29 @@ from .sidecars import iso
 IN_FLIGHT = ("claimed", "checked", "uploading", "uploaded")
 
 
+class StatusUnavailable(Exception):
+    """No journal to read (a configuration error: exit 2, issue 15)."""
+
+    def __init__(self, kind: str, message: str) -> None:
+        super().__init__(message)
+        self.kind, self.message = kind, message
+
+
 def journal_path(config: Config) -> Path:
     return config.daemon.state_dir / "journal.sqlite3"
+
+
+def read_status(config: Config) -> dict[str, Any]:
+    """`status_data`, or StatusUnavailable when there is no journal or it cannot be read."""
+    path = journal_path(config)
+    if not path.exists():
+        raise StatusUnavailable("no_journal", f"no journal at {path} (daemon.state_dir): the daemon has not run "
+                                              "with this configuration, or it uses another state_dir")
+    try:
+        return status_data(config)
+    except (OSError, sqlite3.Error) as exc:
+        raise StatusUnavailable("journal_unreadable", f"cannot read the journal at {path}: "
+                                                      f"{getattr(exc, 'strerror', None) or exc}") from None
 
 
 def status_data(config: Config) -> dict[str, Any]:
@@ -53,18 +76,3 @@ def status_data(config: Config) -> dict[str, Any]:
     if journal:
         journal.close()
     return {"journal": str(path), "inboxes": inboxes}
-
-
-def print_status(data: dict[str, Any], *, as_json: bool) -> None:
-    if as_json:
-        print(json.dumps(data, indent=2))
-        return
-    print(f"journal: {data['journal']}")
-    for i in data["inboxes"]:
-        state = "" if i["exists"] else "  (folder missing)"
-        print(f"\n{i['inbox']}  [{i['purpose']}]{state}")
-        print(f"  waiting {i['waiting'] if i['waiting'] is not None else '?'}  in flight {i['in_flight']}"
-              f"  done {i['done']}  failed {i['failed']}  last success {i['last_success'] or '-'}")
-        for f in i["recent_failures"]:
-            err = f["error"] or {}
-            print(f"  failed {f['at']}  {f['name']}: {err.get('kind', '?')}: {err.get('message', '')}")

@@ -1,0 +1,67 @@
+"""`inboxd config check --config PATH [--json] [--offline]`: the effective configuration
+(secrets redacted) as TOML or JSON, and the machine checks (issue 15): exit 2 on a problem."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from typing import Any
+
+from .._constants import EXIT_OK, EXIT_USAGE
+from ._common import config_of
+from .render import err, print_json
+
+
+def cmd_config_check(args: argparse.Namespace) -> int:
+    from ..pipeline.command import effective_config, machine_problems
+
+    config = config_of(args)
+    data = effective_config(config)
+    # the machine, not only the syntax (folders, filesystems, state_dir, key source)
+    problems = [] if args.offline else machine_problems(config)
+    if args.json:
+        data["checks"] = {"machine": "skipped (--offline)" if args.offline else "failed" if problems else "ok",
+                          "problems": [p.to_json() for p in problems]}
+        print_json(data)
+    else:
+        print(f"# effective configuration of {args.config} (the key is never shown)")
+        _print_toml(data)
+        _print_checks([str(p) for p in problems], offline=args.offline)
+    for p in problems:
+        err(f"inboxd: {p}")
+    return EXIT_USAGE if problems else EXIT_OK
+
+
+def _print_checks(problems: list[str], *, offline: bool) -> None:
+    if offline:
+        print("\n# machine checks: skipped (--offline)")
+    elif not problems:
+        print("\n# machine checks: ok (folders exist and are writable, done/failed on the inbox's filesystem, "
+              "state_dir local, key source readable)")
+    else:
+        print(f"\n# machine checks: {len(problems)} problem(s)")
+        for p in problems:
+            print(f"# {p}")
+
+
+def _print_toml(data: dict[str, Any]) -> None:
+    def value(v: object) -> str:
+        return json.dumps(v) if v is not None else '""  # not set'
+
+    def table(name: str, body: dict[str, Any]) -> None:
+        print(f"\n[{name}]")
+        for k, v in body.items():
+            print(f"{k} = {value(v)}")
+
+    for name, body in data.items():
+        if name == "inboxes":
+            for inbox in body:
+                print("\n[[inboxes]]")
+                for k, v in inbox.items():
+                    print(f"{k} = {value(v)}")
+        elif name == "resolved":
+            print("\n# resolved at start")
+            for k, v in body.items():
+                print(f"# {k} = {value(v)}")
+        else:
+            table(name, body)

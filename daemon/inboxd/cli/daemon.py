@@ -1,0 +1,66 @@
+"""`inboxd run --config PATH [--emulator] [--once]` (the daemon in the foreground) and
+`inboxd status --config PATH [--json]` (from the journal)."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import Any
+
+from .._constants import EXIT_OK, EXIT_USAGE
+from ._common import config_of, fail_usage
+from .render import err, error_json, print_json
+
+# --- inboxd run ---------------------------------------------------------------------------
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from ..log import configure
+    from ..pipeline.command import StartRefused, run_daemon
+
+    if not args.config:
+        fail_usage("inboxd run: --config PATH is required")
+    config = config_of(args)
+    configure(config.daemon.log_level, config.daemon.log_format)
+    if not config.inboxes:
+        err("inboxd run: the configuration has no [[inboxes]]")
+        return EXIT_USAGE
+    try:
+        return run_daemon(config, Path(args.config), emulator=args.emulator, once=args.once)
+    except StartRefused as exc:
+        for reason in exc.reasons:
+            err(f"inboxd: {reason}")
+        return EXIT_USAGE
+
+
+# --- inboxd status ------------------------------------------------------------------------
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    from ..pipeline.status import StatusUnavailable, read_status
+
+    config = config_of(args)
+    try:
+        data = read_status(config)
+    except StatusUnavailable as exc:
+        if args.json:
+            error_json(exc.kind, exc.message, indent=None)
+        err(f"inboxd status: {exc.message}")
+        return EXIT_USAGE
+    if args.json:
+        print_json(data)
+    else:
+        _print_status(data)
+    return EXIT_OK
+
+
+def _print_status(data: dict[str, Any]) -> None:
+    print(f"journal: {data['journal']}")
+    for i in data["inboxes"]:
+        state = "" if i["exists"] else "  (folder missing)"
+        print(f"\n{i['inbox']}  [{i['purpose']}]{state}")
+        print(f"  waiting {i['waiting'] if i['waiting'] is not None else '?'}  in flight {i['in_flight']}"
+              f"  done {i['done']}  failed {i['failed']}  last success {i['last_success'] or '-'}")
+        for f in i["recent_failures"]:
+            e = f["error"] or {}
+            print(f"  failed {f['at']}  {f['name']}: {e.get('kind', '?')}: {e.get('message', '')}")
