@@ -1,5 +1,5 @@
 """Values the whole package agrees on, each defined once (issue 11): exit codes, purposes,
-and the file-processing statuses the Files API ends in. Imports nothing from the package.
+and the statuses a file's processing and a batch job end in. Imports nothing from the package.
 
 The emulator keeps its own lists on purpose (SPEC §8: it shares no code with `api/`, so one
 cannot hide the other's bugs).
@@ -25,3 +25,7 @@ PURPOSES: tuple[str, ...] = get_args(Purpose)
 
 PROCESSING_FAILED: frozenset[str] = frozenset({"FAILED", "INVALID_FORMAT"})
 PROCESSING_TERMINAL: frozenset[str] = frozenset({"COMPLETED"}) | PROCESSING_FAILED
+
+# --- a batch job's status once it is over (SPEC §9) ------------------------------------------
+
+BATCH_TERMINAL: frozenset[str] = frozenset({"COMPLETED", "FAILED", "EXPIRED", "CANCELLED"})
