@@ -68,3 +68,20 @@ def test_prune_keeps_counts_last_success_and_dedupe(tmp_path):
     assert j.last_success("/i") is not None
     assert j.prune(30) == 0 and j.counts() == before
     j.close()
+
+
+def test_a_claim_name_leaves_room_for_the_dot_files_that_travel_with_it(tmp_path):
+    """A 255-byte name: its claim name, and the temp name of its manifest in the claim folder,
+    still fit under NAME_MAX (the first wave retried such a file forever, uploading each time)."""
+    from inboxd.pipeline.claim import ClaimArea, manifest_path, write_state
+    from inboxd.pipeline.fsutil import write_atomic
+
+    area = ClaimArea(tmp_path / ".inboxd", "me", None)
+    area.ensure()
+    src = tmp_path / ("x" * 249 + ".jsonl")
+    src.write_text("{}\n")
+    claim = area.claim(src)
+    assert claim is not None and len(claim.name.encode()) <= 255
+    write_atomic(manifest_path(claim), b"{}")  # its temp name is the longest
+    write_state(claim, {"file_id": "file-1"})
+    assert manifest_path(claim).exists()

@@ -48,6 +48,9 @@ STATE_SUFFIX = ".state.json"
 MANIFEST_SUFFIX = ".manifest.json"
 TAKEOVER = ".takeover."
 CACHE_RETRY_SECONDS = 5.0  # network filesystems: ENOENT right after our own mkdir/rename
+# what a claim name must leave under NAME_MAX for the dot-files that travel with it: the
+# temp name write_atomic gives ".<claim>.manifest.json" is ".." + claim + ".manifest.json.<8 hex>.tmp"
+CLAIM_SIDE_ROOM = len("..") + len(MANIFEST_SUFFIX) + len(".12345678.tmp")
 
 T = TypeVar("T")
 
@@ -208,7 +211,8 @@ class ClaimArea:
         """Rename `path` into our folder; None when someone else got it first (or it is gone)."""
         prefix = f"{next(_counter)}."
         name = original_name(path.name) if into is not None else path.name
-        dst = (into or self.folder) / (prefix + fit_name(name, len(prefix)))
+        # room for the dot-files that travel with it: ".<claim>.manifest.json" and its temp name
+        dst = (into or self.folder) / (prefix + fit_name(name, len(prefix) + CLAIM_SIDE_ROOM))
         try:
             os.rename(path, dst)
         except FileNotFoundError:

@@ -131,6 +131,8 @@ def handle(ctx: Context, job: Job, hb: Heartbeat) -> str:
     except SourceChangedError as exc:
         return _source_changed(ctx, job, exc)
     except OSError as exc:
+        if exc.errno == errno.ENAMETOOLONG:  # a name inboxd made: a bug, never a reason to retry forever
+            return _failed(ctx, job, Failure("archive", "name_too_long", str(exc)))
         if exc.errno == errno.EXDEV:
             return _failed(ctx, job, Failure("archive", "cross_device", f"{exc}: done_dir and failed_dir must be "
                                              "on the inbox's filesystem (an atomic rename cannot cross them)"))
