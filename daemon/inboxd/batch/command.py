@@ -38,7 +38,7 @@ from .poller import Poller
 from .store import FINISHED_STAGES, BatchRecord, BatchStore
 
 if TYPE_CHECKING:
-    from ..check import CheckIssue
+    from ..check import CheckIssue, CheckReport
 
 
 def state_dir_for(config: Config, from_file: bool, env: dict[str, str] | None = None) -> Path:
@@ -120,91 +120,113 @@ def run_batch(config: Config, key: SecretStr, path: Path, *, endpoint: str, mode
               outbox: Path | None, wait: bool, join: bool, poll_seconds: float, completion_window: str,
               priority: int | None, state_dir: Path, on_step: Callable[[Step], None] | None = None) -> BatchOutcome:
     register_secret(key.get_secret_value())
-    subject = str(path)
-
-    def fail(kind: str, message: str, code: int = EXIT_FAILED, *, issues: tuple[CheckIssue, ...] = (),
-             **extra: Any) -> BatchFailure:
-        details = {"name": subject, **{k: v for k, v in extra.items() if v is not None}}
-        return BatchFailure(kind, message, subject, details, code, issues, path if issues else None)
-
-    def step(stage: str, **info: Any) -> None:
-        if on_step is not None:
-            on_step(Step(stage, path.name, elapsed=time.time() - t0, **info))
-
-    path = Path(os.path.abspath(path))
+    run = _Run(path, on_step)
     try:
         bcfg = BatchConfig(endpoint=endpoint, model_id=model_id, outbox=Path(os.path.abspath(outbox)) if outbox
-                           else path.parent / "outbox", join=join, poll_seconds=poll_seconds,
+                           else run.path.parent / "outbox", join=join, poll_seconds=poll_seconds,
                            completion_window=completion_window, priority=priority)
     except ValueError as exc:
-        return fail("usage", str(exc).splitlines()[-1] if str(exc) else "bad option", EXIT_USAGE)
-    from ..check import check_file
-
-    t0 = time.time()
-    try:
-        report = check_file(path, "batch-api", "basic", name=path.name, max_line_bytes=config.check.max_line_bytes,
-                            max_errors=config.check.max_errors)
-    except OSError as exc:
-        return fail("unreadable", f"cannot read it: {exc.strerror}")
-    if not report.passed:
-        first = report.errors[0]
-        return fail(first.rule, f"not sent: the basic check failed ({len(report.errors)} error(s))",
-                    issues=tuple(report.errors), line=first.line)
+        return run.fail("usage", str(exc).splitlines()[-1] if str(exc) else "bad option", EXIT_USAGE)
+    report = run.check(config)
+    if isinstance(report, BatchFailure):
+        return report
     try:
         journal = Journal(state_dir)
     except OSError as exc:
-        return fail("usage", f"cannot open the journal in {state_dir}: {exc.strerror}", EXIT_USAGE)
-    store = BatchStore(journal)
+        return run.fail("usage", f"cannot open the journal in {state_dir}: {exc.strerror}", EXIT_USAGE)
     client = FilesClient(config.api, config.upload, key)
-    poller: Poller | None = None
     try:
-        claim, rec = _key(path, report.sha256, store)
-        if rec is None:
-            step("uploading", bytes=report.bytes)
-            result = client.upload(path, "batch-api", sha256=report.sha256, expected_size=report.bytes)
-            step("processing", file_id=result.file.id)
-            obj = client.wait_for_processing(result.file.id)
-            file_id = obj.id
-            uploaded_at: float | None = time.time()
-        else:
-            file_id, uploaded_at = rec.input_file_id, rec.uploaded_at
-        step("creating")
-        job = create_once(client, store, claim, file_id, bcfg, inbox=path.parent, outbox=bcfg.outbox,
-                          input_sha256=report.sha256, dropped_at=t0, uploaded_at=uploaded_at,
-                          requests=report.records, input_path=path)
-        rec = store.attach(claim, manifest=None, input_path=path, requests=report.records)
-        if rec.stage == "following":  # this run's choices for a job an earlier run created (--no-wait, Ctrl-C)
-            rec = store.update(claim, poll_seconds=bcfg.poll_seconds, join=bcfg.join)
-        if not wait:
-            return BatchCreated(job, rec.outbox, journal.path, path)
-        poller = Poller(lambda: client, store)
-        poller.start()
-        poller.follow(claim)
-        while True:
-            current = store.get(claim)
-            assert current is not None
-            rec = current
-            if rec.stage in FINISHED_STAGES:
-                break
-            step("following", record=rec)
-            time.sleep(0.2 if on_step is not None else 0.1)
-    except KeyboardInterrupt:
-        return BatchInterrupted()
-    except ApiError as exc:
-        return fail(exc.kind, f"{type(exc).__name__}: {exc}", status=exc.status,
-                    validation_report=exc.report if isinstance(exc, RejectedError) else None)
-    except OSError as exc:
-        return fail("os", f"{exc.strerror or exc}: {getattr(exc, 'filename', '')}")
+        return run.round_trip(client, BatchStore(journal), report, bcfg, wait=wait, journal=journal.path)
     finally:
-        if poller is not None:
-            poller.stop()
         client.close()
         journal.close()
-    if rec.stage == "failed":
-        return BatchFailure("batch_lost", rec.error or "the job could not be followed", str(rec.batch_id),
-                            {"batch_id": rec.batch_id})
-    sidecar = rec.path("batch.json")
-    return BatchDelivered(rec, sidecar, json.loads(sidecar.read_text()), time.time() - t0)
+
+
+class _Run:
+    """One `run_batch`: the file as given (`subject`) and as a full path, since when, and who
+    hears where it is."""
+
+    def __init__(self, path: Path, on_step: Callable[[Step], None] | None) -> None:
+        self.subject = str(path)
+        self.path = Path(os.path.abspath(path))
+        self.on_step = on_step
+        self.t0 = time.time()
+
+    def fail(self, kind: str, message: str, code: int = EXIT_FAILED, *, issues: tuple[CheckIssue, ...] = (),
+             **extra: Any) -> BatchFailure:
+        details = {"name": self.subject, **{k: v for k, v in extra.items() if v is not None}}
+        return BatchFailure(kind, message, self.subject, details, code, issues, self.path if issues else None)
+
+    def step(self, stage: str, **info: Any) -> None:
+        if self.on_step is not None:
+            self.on_step(Step(stage, self.path.name, elapsed=time.time() - self.t0, **info))
+
+    def check(self, config: Config) -> CheckReport | BatchFailure:
+        from ..check import check_file
+
+        try:
+            report = check_file(self.path, "batch-api", "basic", name=self.path.name,
+                                max_line_bytes=config.check.max_line_bytes, max_errors=config.check.max_errors)
+        except OSError as exc:
+            return self.fail("unreadable", f"cannot read it: {exc.strerror}")
+        if not report.passed:
+            first = report.errors[0]
+            return self.fail(first.rule, f"not sent: the basic check failed ({len(report.errors)} error(s))",
+                             issues=tuple(report.errors), line=first.line)
+        return report
+
+    def round_trip(self, client: FilesClient, store: BatchStore, report: CheckReport, bcfg: BatchConfig, *,
+                   wait: bool, journal: Path) -> BatchOutcome:
+        """Upload (unless an earlier run did), create once, then follow the job to its outbox."""
+        poller: Poller | None = None
+        try:
+            claim, rec = _key(self.path, report.sha256, store)
+            if rec is None:
+                self.step("uploading", bytes=report.bytes)
+                result = client.upload(self.path, "batch-api", sha256=report.sha256, expected_size=report.bytes)
+                self.step("processing", file_id=result.file.id)
+                file_id = client.wait_for_processing(result.file.id).id
+                uploaded_at: float | None = time.time()
+            else:
+                file_id, uploaded_at = rec.input_file_id, rec.uploaded_at
+            self.step("creating")
+            job = create_once(client, store, claim, file_id, bcfg, inbox=self.path.parent, outbox=bcfg.outbox,
+                              input_sha256=report.sha256, dropped_at=self.t0, uploaded_at=uploaded_at,
+                              requests=report.records, input_path=self.path)
+            rec = store.attach(claim, manifest=None, input_path=self.path, requests=report.records)
+            if rec.stage == "following":  # this run's choices for a job an earlier run created (--no-wait, Ctrl-C)
+                rec = store.update(claim, poll_seconds=bcfg.poll_seconds, join=bcfg.join)
+            if not wait:
+                return BatchCreated(job, rec.outbox, journal, self.path)
+            poller = Poller(lambda: client, store)
+            poller.start()
+            poller.follow(claim)
+            rec = self._follow(store, claim)
+        except KeyboardInterrupt:
+            return BatchInterrupted()
+        except ApiError as exc:
+            return self.fail(exc.kind, f"{type(exc).__name__}: {exc}", status=exc.status,
+                             validation_report=exc.report if isinstance(exc, RejectedError) else None)
+        except OSError as exc:
+            return self.fail("os", f"{exc.strerror or exc}: {getattr(exc, 'filename', '')}")
+        finally:
+            if poller is not None:
+                poller.stop()
+        if rec.stage == "failed":
+            return BatchFailure("batch_lost", rec.error or "the job could not be followed", str(rec.batch_id),
+                                {"batch_id": rec.batch_id})
+        sidecar = rec.path("batch.json")
+        return BatchDelivered(rec, sidecar, json.loads(sidecar.read_text()), time.time() - self.t0)
+
+    def _follow(self, store: BatchStore, claim: str) -> BatchRecord:
+        """Until the poller has finished the job (delivered, or lost)."""
+        while True:
+            rec = store.get(claim)
+            assert rec is not None
+            if rec.stage in FINISHED_STAGES:
+                return rec
+            self.step("following", record=rec)
+            time.sleep(0.2 if self.on_step is not None else 0.1)
 
 
 # --- inboxd batches ---------------------------------------------------------------------------

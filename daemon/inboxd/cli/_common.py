@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import argparse
-from typing import NoReturn
+from typing import NoReturn, TypeAlias
 
 from pydantic import SecretStr
 
 from ..config import Config, ConfigError, config_from_env, load_config, resolve_api_key
+
+Subcommands: TypeAlias = "argparse._SubParsersAction[argparse.ArgumentParser]"
 
 
 class UsageError(Exception):

@@ -19,7 +19,7 @@ from pydantic import SecretStr
 
 from .._constants import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE
 from ..config import Config
-from ._common import UsageError, config_and_key, config_of, fail_usage
+from ._common import Subcommands, UsageError, config_and_key, config_of, fail_usage
 from .render import StatusLine, elapsed, err, error_json, issue_lines, print_json
 
 if TYPE_CHECKING:
@@ -168,3 +168,33 @@ def cmd_batches(args: argparse.Namespace) -> int:
         if r.error and r.status not in ("COMPLETED",):
             print(f"{'':<32} {r.error}")
     return EXIT_OK
+
+
+# --- the parser ----------------------------------------------------------------------
+
+
+def add_batch(sub: Subcommands) -> None:
+    p = sub.add_parser("batch", help="the batch round trip for one file (or: batch cancel ID)",
+                       usage="%(prog)s FILE --endpoint E [--model-id M] [--outbox DIR] [--join] [--no-wait] "
+                             "[--json] [--config PATH]\n       %(prog)s cancel ID [--json] [--config PATH]",
+                       description="inboxd batch FILE --endpoint E: upload, create the job, follow it, deliver "
+                                   "the results into the outbox. inboxd batch cancel ID: cancel a job.")
+    p.add_argument("target", nargs="+", metavar="FILE | cancel ID")
+    p.add_argument("--endpoint", help="the API path each request goes to, e.g. /v1/chat/completions")
+    p.add_argument("--model-id", help="the model for requests that name none")
+    p.add_argument("--outbox", metavar="DIR", help="where results go (default: outbox/ next to FILE)")
+    p.add_argument("--join", action="store_true", help="also write <stem>.results.jsonl in input order")
+    p.add_argument("--no-wait", dest="wait", action="store_false", help="create the job and exit")
+    p.add_argument("--poll-seconds", type=float, default=30.0, metavar="S", help="how often to ask (default 30)")
+    p.add_argument("--completion-window", default="24h")
+    p.add_argument("--priority", type=int)
+    p.add_argument("--config", metavar="PATH", help="api settings and the journal's state_dir from this file")
+    p.add_argument("--json", action="store_true", help="print batch.json (or the job) as one JSON object")
+    p.set_defaults(func=cmd_batch)
+
+
+def add_batches(sub: Subcommands) -> None:
+    p = sub.add_parser("batches", help="batch jobs known to the journal, with their status")
+    p.add_argument("--config", metavar="PATH")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_batches)

@@ -8,7 +8,7 @@ import json
 from typing import Any
 
 from .._constants import EXIT_OK, EXIT_USAGE
-from ._common import config_of
+from ._common import Subcommands, config_of
 from .render import err, print_json
 
 
@@ -65,3 +65,17 @@ def _print_toml(data: dict[str, Any]) -> None:
                 print(f"# {k} = {value(v)}")
         else:
             table(name, body)
+
+
+# --- the parser ----------------------------------------------------------------------
+
+
+def add_config(sub: Subcommands) -> None:
+    p = sub.add_parser("config", help="configuration commands")
+    csub = p.add_subparsers(dest="config_command", metavar="SUBCOMMAND", required=True)
+    c = csub.add_parser("check", help="print the effective configuration, secrets redacted")
+    c.add_argument("--config", metavar="PATH", required=True)
+    c.add_argument("--json", action="store_true")
+    c.add_argument("--offline", action="store_true",
+                   help="check the syntax only, not the machine (folders, filesystems, state_dir, key source)")
+    c.set_defaults(func=cmd_config_check)

@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from .._constants import EXIT_OK, EXIT_USAGE
-from ._common import config_of, fail_usage
+from ._common import Subcommands, config_of, fail_usage
 from .render import err, error_json, print_json
 
 # --- inboxd run ---------------------------------------------------------------------------
@@ -64,3 +64,21 @@ def _print_status(data: dict[str, Any]) -> None:
         for f in i["recent_failures"]:
             e = f["error"] or {}
             print(f"  failed {f['at']}  {f['name']}: {e.get('kind', '?')}: {e.get('message', '')}")
+
+
+# --- the parser ----------------------------------------------------------------------
+
+
+def add_run(sub: Subcommands) -> None:
+    p = sub.add_parser("run", help="run the daemon in the foreground")
+    p.add_argument("--config", metavar="PATH", required=True)
+    p.add_argument("--emulator", action="store_true", help="start the embedded emulator and use it")
+    p.add_argument("--once", action="store_true", help="handle what is in the inboxes now, then exit")
+    p.set_defaults(func=cmd_run)
+
+
+def add_status(sub: Subcommands) -> None:
+    p = sub.add_parser("status", help="counts, in flight and recent failures, from the journal")
+    p.add_argument("--config", metavar="PATH", required=True)
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_status)

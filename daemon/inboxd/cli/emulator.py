@@ -7,6 +7,7 @@ import argparse
 from pathlib import Path
 
 from .._constants import EXIT_USAGE
+from ._common import Subcommands
 from .render import err
 
 
@@ -43,7 +44,7 @@ def cmd_emulator(args: argparse.Namespace) -> int:
     return serve_forever(settings)
 
 
-def add_emulator_args(p: argparse.ArgumentParser) -> None:
+def _add_emulator_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, default=0, help="0 picks a free port")
     p.add_argument("--data-dir", metavar="DIR", help="where uploads are kept (default: a temp dir)")
@@ -66,3 +67,12 @@ def add_emulator_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--retry-after", type=float, default=1.0, metavar="SECONDS")
     g.add_argument("--drop-rate", type=float, default=0.0, help="connections cut mid-body on PUTs")
     g.add_argument("--slow-seconds", type=float, default=0.0, help="delay before every answer")
+
+
+# --- the parser ----------------------------------------------------------------------
+
+
+def add_emulator(sub: Subcommands) -> None:
+    p = sub.add_parser("emulator", help="serve a local Files API on loopback")
+    _add_emulator_args(p)
+    p.set_defaults(func=cmd_emulator)

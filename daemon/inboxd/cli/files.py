@@ -17,8 +17,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from .._constants import EXIT_FAILED, EXIT_OK
-from ._common import UsageError, config_and_key, config_of
+from .._constants import EXIT_FAILED, EXIT_OK, PURPOSES
+from ._common import Subcommands, UsageError, config_and_key, config_of
 from .render import ProgressBar, err, issue_lines, print_json
 
 if TYPE_CHECKING:
@@ -112,3 +112,29 @@ def _print_verdict(verdict: Verdict) -> None:
         print(line)
     more = " (stopped at the error limit)" if report.truncated else ""
     print(f"{path}: FAILED, {len(report.errors)} error(s){more}")
+
+
+# --- the parser ----------------------------------------------------------------------
+
+
+def add_upload(sub: Subcommands) -> None:
+    p = sub.add_parser("upload", help="upload one file")
+    p.add_argument("file", metavar="FILE")
+    p.add_argument("--purpose", required=True, choices=PURPOSES)
+    p.add_argument("--config", metavar="PATH")
+    p.add_argument("--json", action="store_true", help="print the file object as JSON")
+    p.add_argument("--wait", action="store_true", help="wait until the server has processed the file")
+    p.add_argument("--mode", choices=("off", "basic", "strict"), default="basic",
+                   help="check the file first as the daemon does (default basic)")
+    p.add_argument("--no-check", dest="check", action="store_false", help="upload without checking the file first")
+    p.set_defaults(func=cmd_upload)
+
+
+def add_validate(sub: Subcommands) -> None:
+    p = sub.add_parser("validate", help="check files the way the daemon does before upload")
+    p.add_argument("files", metavar="FILE", nargs="+")
+    p.add_argument("--purpose", required=True, choices=PURPOSES)
+    p.add_argument("--mode", choices=("off", "basic", "strict"), default="basic")
+    p.add_argument("--config", metavar="PATH")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_validate)

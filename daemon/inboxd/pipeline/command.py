@@ -16,7 +16,7 @@ import stat
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import structlog
 from pydantic import SecretStr
@@ -26,6 +26,9 @@ from ..config import CREDENTIAL_NAME, Config, ConfigError, format_size, redacted
 from ..log import register_secret
 from .fsutil import NETWORK_FILESYSTEMS, filesystem_type
 from .fsutil import nearest_existing as _nearest_existing
+
+if TYPE_CHECKING:
+    from ..emulator import Emulator
 
 __all__ = ["NETWORK_FILESYSTEMS", "Problem", "StartRefused", "effective_config", "filesystem_type",
            "machine_problems", "run_daemon", "start_problems"]
@@ -235,34 +238,12 @@ def run_daemon(config: Config, config_path: Path, *, emulator: bool, once: bool)
     problems = start_problems(config)
     if problems:
         raise StartRefused([str(p) for p in problems])
-    emu = None
-    if emulator:
-        from ..emulator import Emulator, EmulatorSettings
-
-        emu = Emulator(EmulatorSettings(host="127.0.0.1", port=0))
-        emu.start()
-        base_url, emu_key = emu.base_url, SecretStr(emu.key)
-
-        def adjust(c: Config) -> Config:
-            return c.model_copy(update={"api": c.api.model_copy(update={"base_url": base_url})})
-
-        def resolve(c: Config) -> tuple[SecretStr, str]:
-            return emu_key, "the embedded emulator"
-
-        log.info("emulator.started", base_url=base_url)
-    else:
-        def adjust(c: Config) -> Config:
-            return c
-
-        def resolve(c: Config) -> tuple[SecretStr, str]:
-            return resolve_api_key(c.api)
-
+    target = _ApiTarget(emulator)
     try:
-        config = adjust(config)
-        key, source = resolve(config)
+        config = target.adjust(config)
+        key, source = target.resolve(config)
     except ConfigError as exc:
-        if emu is not None:
-            emu.stop()
+        target.stop()
         raise StartRefused([str(exc)]) from None
     register_secret(key.get_secret_value())
     log.info("api.key", source=source)
@@ -280,12 +261,12 @@ def run_daemon(config: Config, config_path: Path, *, emulator: bool, once: bool)
     try:
         try:
             daemon = Daemon(config, config_path, key, once=once, make_client=make_client,
-                            resolve_key=resolve, adjust_config=adjust, service=service)
+                            resolve_key=target.resolve, adjust_config=target.adjust, service=service)
         except (OSError, sqlite3.Error) as exc:
             # the journal is opened first: what fails here is state_dir (a bad journal file, a full disk)
-            raise StartRefused([str(Problem("daemon.state_dir", f"cannot open the journal in "
-                                                                f"{config.daemon.state_dir}: "
-                                                                f"{getattr(exc, 'strerror', None) or exc}"))]) from None
+            why = getattr(exc, "strerror", None) or exc
+            problem = Problem("daemon.state_dir", f"cannot open the journal in {config.daemon.state_dir}: {why}")
+            raise StartRefused([str(problem)]) from None
         daemon.install_signals()
         return daemon.run()
     except OSError as exc:
@@ -293,8 +274,37 @@ def run_daemon(config: Config, config_path: Path, *, emulator: bool, once: bool)
         return EXIT_FAILED
     finally:
         service.close()
-        if emu is not None:
-            emu.stop()
+        target.stop()
+
+
+class _ApiTarget:
+    """The API the daemon talks to: the configured one with its key, or (--emulator) an
+    embedded emulator, started here, whose url and key replace the configuration's, also
+    after a SIGHUP reload."""
+
+    def __init__(self, emulator: bool) -> None:
+        self.emu: Emulator | None = None
+        if emulator:
+            from ..emulator import Emulator, EmulatorSettings
+
+            emu = Emulator(EmulatorSettings(host="127.0.0.1", port=0))
+            emu.start()
+            self.emu = emu
+            structlog.get_logger("inboxd.daemon").info("emulator.started", base_url=emu.base_url)
+
+    def adjust(self, c: Config) -> Config:
+        if self.emu is None:
+            return c
+        return c.model_copy(update={"api": c.api.model_copy(update={"base_url": self.emu.base_url})})
+
+    def resolve(self, c: Config) -> tuple[SecretStr, str]:
+        if self.emu is None:
+            return resolve_api_key(c.api)
+        return SecretStr(self.emu.key), "the embedded emulator"
+
+    def stop(self) -> None:
+        if self.emu is not None:
+            self.emu.stop()
 
 
 # --- inboxd config check ------------------------------------------------------------------
