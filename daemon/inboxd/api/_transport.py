@@ -22,6 +22,7 @@ import json
 import os
 import random
 import re
+import ssl
 import threading
 import time
 from collections.abc import Callable, Mapping
@@ -294,6 +295,31 @@ def resolve_network(api: ApiConfig, env: Mapping[str, str] | None = None) -> Net
     return Network(proxy=proxy, verify=verify, ca_source=ca_source)
 
 
+def _certificate_refused(exc: BaseException) -> bool:
+    """Whether an SSLError comes from certificate verification (not a reset mid-handshake)."""
+    seen: set[int] = set()
+    e: BaseException | None = exc
+    while e is not None and id(e) not in seen:
+        seen.add(id(e))
+        if isinstance(e, ssl.SSLCertVerificationError) or "CERTIFICATE_VERIFY_FAILED" in str(e):
+            return True
+        nxt = e.__cause__ or e.__context__
+        if nxt is None and e.args and isinstance(e.args[0], BaseException):
+            nxt = e.args[0]
+        e = nxt
+    return False
+
+
+def _ssl_reason(exc: BaseException) -> str:
+    m = re.search(r"certificate verify failed: ([^()'\]]+)", str(exc))
+    return m.group(1).strip() if m else "certificate verify failed"
+
+
+def _origin(url: str) -> str:
+    parts = urlsplit(url)
+    return f"{parts.scheme}://{parts.netloc}"
+
+
 # --- the transport --------------------------------------------------------------------------
 
 
@@ -389,6 +415,14 @@ class Transport:
                 response = self.session(storage).request(
                     method, url, data=data, timeout=self.timeout, allow_redirects=False, stream=True,
                     proxies=self.network.proxies_for(url), **kwargs)
+            except requests.exceptions.SSLError as exc:
+                if _certificate_refused(exc):
+                    # a configuration problem, not the file's: retrying cannot help; pause like a bad key
+                    raise AuthError(
+                        f"{route}: the certificate of {_origin(url)} could not be verified ({_ssl_reason(exc)}); "
+                        f"set api.ca_bundle or REQUESTS_CA_BUNDLE to the CA that signed it "
+                        f"(now: {self.network.ca_source})", route=route) from None
+                last, reason, status = "SSLError", "tls", "tls"
             except (requests.ConnectionError, requests.Timeout, requests.exceptions.ChunkedEncodingError) as exc:
                 last = f"{type(exc).__name__}"
                 reason = "timeout" if isinstance(exc, requests.Timeout) else "connection"

@@ -32,7 +32,8 @@ class AuthGate:
         return self.paused_since is not None
 
     def rejected(self, exc: BaseException) -> None:
-        """A worker got 401/403: hold every upload back."""
+        """A worker got 401/403 (or 407 from the proxy, or a certificate it cannot verify): hold
+        every upload back."""
         with self._lock:
             self._queue.pause()
             if self.paused_since is None:
@@ -40,7 +41,8 @@ class AuthGate:
                 self._last_log = time.monotonic()
                 self._last_probe = time.monotonic()
                 log.error("uploads.paused", reason=str(exc), status=getattr(exc, "status", None),
-                          hint="fix the API key and send SIGHUP (systemctl reload inboxd); nothing is failed")
+                          hint="fix the configuration (the API key, the proxy's credentials or the CA bundle "
+                               "named in the reason) and send SIGHUP (systemctl reload inboxd); nothing is failed")
 
     def tick(self, probe: Callable[[], bool], *, now_probe: bool = False) -> None:
         """From the daemon loop: log once a minute while paused, and probe the key in the background."""
