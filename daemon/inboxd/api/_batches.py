@@ -22,11 +22,12 @@ from typing import Any
 import requests
 from pydantic import AliasChoices, BaseModel, ConfigDict, Field
 
+from .._constants import BATCH_TERMINAL
 from ._errors import ProtocolError, RejectedError
 from ._transport import Transport, check_id, error_text, read_json
 
 STATUSES = ("VALIDATING", "IN_PROGRESS", "CANCELING", "COMPLETED", "FAILED", "EXPIRED", "CANCELLED")
-TERMINAL = frozenset({"COMPLETED", "FAILED", "EXPIRED", "CANCELLED"})
+TERMINAL = BATCH_TERMINAL  # one definition, in inboxd._constants
 
 
 class BatchRejected(RejectedError):

@@ -12,6 +12,7 @@ from pathlib import Path
 import requests
 from pydantic import SecretStr
 
+from .._constants import PROCESSING_FAILED
 from ..config import ApiConfig, UploadConfig
 from . import _batches
 from ._bandwidth import Bandwidth, metered
@@ -21,8 +22,6 @@ from ._errors import AuthError, CancelledError, ProtocolError, RejectedError, So
 from ._models import FileObject
 from ._transport import Observer, Transport, check_id, error_text, resolve_network
 from ._upload import OnCreated, Source, abort, file_type_of, multipart, retrieve, single
-
-TERMINAL = {"COMPLETED", "FAILED", "INVALID_FORMAT"}
 
 
 @dataclass
@@ -99,7 +98,7 @@ class FilesClient:
             status = obj.processing_status
             if status is None or status == "COMPLETED":
                 return obj
-            if status in ("FAILED", "INVALID_FORMAT"):
+            if status in PROCESSING_FAILED:
                 report = obj.validation_report
                 why = (report or {}).get("error") or status
                 raise RejectedError(f"processing of {file_id} ended {status}: {why}", route="retrieve",

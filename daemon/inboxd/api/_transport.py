@@ -410,6 +410,7 @@ class Transport:
             if attempts is not None and attempt > 0:
                 attempts[0] += 1  # counts retries
             response = None
+            status: int | str = "connection"
             try:
                 data = body() if body is not None else fixed_data
                 response = self.session(storage).request(
@@ -426,7 +427,7 @@ class Transport:
             except (requests.ConnectionError, requests.Timeout, requests.exceptions.ChunkedEncodingError) as exc:
                 last = f"{type(exc).__name__}"
                 reason = "timeout" if isinstance(exc, requests.Timeout) else "connection"
-                status: int | str = reason
+                status = reason
             else:
                 status = response.status_code
                 if status == 429 or status >= 500:

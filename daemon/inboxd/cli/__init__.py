@@ -23,6 +23,7 @@ from collections.abc import Sequence
 
 from .. import __version__
 from .._constants import EXIT_INTERRUPTED, EXIT_USAGE
+from ..log import configure
 from ._common import UsageError
 from .batch import add_batch, add_batches
 from .config_check import add_config
@@ -49,6 +50,9 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    # stdout is the command's answer (one JSON object with --json): the library's log lines
+    # (a retry, a cut download) go to stderr, warnings and up; `run` sets up its own logging
+    configure("warning", "console", stream=sys.stderr)
     try:
         return int(args.func(args))
     except UsageError as exc:

@@ -17,10 +17,10 @@ from typing import Any
 import structlog
 
 from ..config import InboxConfig
-from .fsutil import free_name, fsync_dir, move_no_replace, place, same_file, write_atomic
 from .claim import manifest_path as claim_manifest
 from .claim import state_path as claim_state
 from .failure import Failure
+from .fsutil import free_name, fsync_dir, move_no_replace, place, same_file, write_atomic
 from .journal import Journal, Row
 from .sidecars import ERROR_SUFFIX, MANIFEST_SUFFIX, error_sidecar, manifest, write_sidecar
 

@@ -21,6 +21,7 @@ from typing import Any
 import structlog
 from pydantic import SecretStr
 
+from .._constants import EXIT_FAILED, EXIT_OK
 from ..api import FilesClient
 from ..batch import BatchStore, Poller
 from ..config import Config, ConfigError, InboxConfig, load_config, resolve_api_key
@@ -41,7 +42,6 @@ from .workers import Worker
 
 log = structlog.get_logger("inboxd.daemon")
 
-EXIT_OK, EXIT_FAILED = 0, 1
 TICK = 0.2
 PRUNE_EVERY = 86400.0
 

@@ -27,6 +27,7 @@ from typing import Any, BinaryIO
 
 import structlog
 
+from .._constants import PROCESSING_FAILED
 from ..api import ApiError, AuthError, CancelledError, FilesClient, RejectedError, SourceChangedError
 from ..batch import BatchRejected, BatchStore, Poller, create_once, stem_of
 from ..check import check_file
@@ -41,7 +42,6 @@ from .work import Heartbeat, Job, WorkQueue
 
 log = structlog.get_logger("inboxd.pipeline")
 
-TERMINAL_BAD = ("FAILED", "INVALID_FORMAT")
 STARTED = ("PENDING", "QUEUED", "RUNNING", "COMPLETED")  # the server took the whole file
 MAX_BUGS = 3
 # transient: retried with backoff. OSError minus EXDEV (an archive across filesystems never works).
@@ -290,7 +290,7 @@ def _adopt(ctx: Context, job: Job, row: Row, st: os.stat_result, hb: Heartbeat) 
                 and obj.processing_status != "COMPLETED":
             obj = ctx.client.wait_for_processing(obj.id, timeout=ctx.config.upload.processing_timeout_seconds,
                                                  cancel=ctx.cancel, on_poll=lambda: hb.beat("processing"))
-        if obj.processing_status in TERMINAL_BAD:
+        if obj.processing_status in PROCESSING_FAILED:
             raise Failure("upload", "processing_failed",
                           f"the server's processing of file {obj.id} ended {obj.processing_status}",
                           validation=_report_json(obj.validation_report))
@@ -374,7 +374,7 @@ def _upload(ctx: Context, job: Job, f: BinaryIO, st: os.stat_result, hb: Heartbe
         file_object = file_obj.manifest_dict()
         method, parts, attempts = result.method, result.parts, max(1, result.attempts) + job.attempts
         status = file_object.get("processing_status")
-        if status in TERMINAL_BAD:
+        if status in PROCESSING_FAILED:
             raise Failure("upload", "processing_failed",
                           f"the server's processing of file {file_object.get('id')} ended {status}",
                           validation=_report_json(file_obj.validation_report))
