@@ -66,3 +66,38 @@ def test_an_immutable_file_is_stuck_loudly_then_archived(tmp_path):
     finally:
         subprocess.run(["chattr", "-i", str(f)], capture_output=True)
         emu.stop()
+
+
+def test_status_shows_files_held_open_stuck_and_ignored(tmp_path):
+    """`inboxd status` (another process, reading the folder and the journal) says which waiting
+    files a producer still holds open for writing, which have waited more than 3 rescans, and
+    which match no pattern."""
+    import sys
+    import time
+
+    from inboxd.pipeline.journal import Journal
+    from tests.helpers.daemon import REPO
+
+    inbox = tmp_path / "inbox"
+    inbox.mkdir()
+    cfg = write_config(tmp_path, base_url="http://127.0.0.1:9/v1", inboxes=[{"path": str(inbox),
+                                                                               "purpose": "batch-api"}],
+                       daemon={"rescan_seconds": 0.1, "settle_seconds": 0.0})
+    Journal(tmp_path / "state").close()  # a journal exists, as after a daemon's first start
+    (inbox / "U2.JSONL").write_text("{}\n")
+    (inbox / "done.jsonl").write_text("{}\n")
+    with open(inbox / "open.jsonl", "w") as f:
+        f.write("{}\n")
+        f.flush()
+        time.sleep(0.5)  # older than 3 rescans of 0.1 s
+        out = subprocess.run([sys.executable, "-m", "inboxd", "status", "--config", str(cfg), "--json"],
+                             capture_output=True, text=True, cwd=REPO, timeout=30)
+        text = subprocess.run([sys.executable, "-m", "inboxd", "status", "--config", str(cfg)],
+                              capture_output=True, text=True, cwd=REPO, timeout=30)
+    assert out.returncode == 0, out.stderr
+    (i,) = json.loads(out.stdout)["inboxes"]
+    assert i["waiting"] == 2
+    assert i["held_open"] == ["open.jsonl"]
+    assert i["stuck"] == ["done.jsonl", "open.jsonl"]
+    assert i["ignored"] == ["U2.JSONL"]
+    assert "held open for writing: 1: open.jsonl" in text.stdout and "ignored (matches no pattern): 1" in text.stdout

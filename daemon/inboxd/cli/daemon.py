@@ -61,6 +61,12 @@ def _print_status(data: dict[str, Any]) -> None:
         print(f"\n{i['inbox']}  [{i['purpose']}]{state}")
         print(f"  waiting {i['waiting'] if i['waiting'] is not None else '?'}  in flight {i['in_flight']}"
               f"  done {i['done']}  failed {i['failed']}  last success {i['last_success'] or '-'}")
+        for label, key in (("held open for writing", "held_open"), ("stuck (waiting > 3 rescans; see file.stuck "
+                                                                     "in the log)", "stuck"),
+                           ("ignored (matches no pattern)", "ignored")):
+            if i.get(key):
+                shown = ", ".join(i[key][:5]) + (f" and {len(i[key]) - 5} more" if len(i[key]) > 5 else "")
+                print(f"  {label}: {len(i[key])}: {shown}")
         for f in i["recent_failures"]:
             e = f["error"] or {}
             print(f"  failed {f['at']}  {f['name']}: {e.get('kind', '?')}: {e.get('message', '')}")

@@ -6,15 +6,18 @@ from __future__ import annotations
 import json
 import os
 import sqlite3
+import time
 from pathlib import Path
 from typing import Any
 
-from ..config import Config
+from ..config import Config, InboxConfig
+from ..watch.lease import Writers, open_for_writing
 from ..watch.scan import scan_inbox
 from .journal import Journal
 from .sidecars import iso
 
 IN_FLIGHT = ("claimed", "checked", "uploading", "uploaded")
+STUCK_SCANS = 3  # as the daemon's file.stuck: waiting longer than this many rescans
 
 
 class StatusUnavailable(Exception):
@@ -42,6 +45,25 @@ def read_status(config: Config) -> dict[str, Any]:
                                                       f"{getattr(exc, 'strerror', None) or exc}") from None
 
 
+def _look_at_folder(config: Config, inbox: InboxConfig) -> dict[str, Any]:
+    """What waits in the folder: how many files, which of them a producer still holds open
+    for writing (the kernel's lease; unknown without CAP_LEASE on others' files), which have
+    waited longer than 3 rescans (stuck: the daemon logs file.stuck with the reason), and
+    the names that match no pattern (ignored, never touched)."""
+    skip = [f.name for f in (inbox.done, inbox.failed, inbox.work) if f.parent == inbox.path]
+    unmatched: list[str] = []
+    try:
+        entries = scan_inbox(inbox.path, inbox.patterns, skip, unmatched)
+    except OSError:
+        return {"waiting": None, "held_open": [], "stuck": [], "ignored": []}
+    now = time.time()
+    limit = STUCK_SCANS * config.daemon.rescan_seconds + config.daemon.settle_seconds
+    held = [e.name for e in entries if open_for_writing(e.path) is Writers.OPEN]
+    stuck = [e.name for e in entries if now - e.st.st_ctime > limit]
+    ignored = [n for n in unmatched if not (inbox.path / n).is_dir()]
+    return {"waiting": len(entries), "held_open": sorted(held), "stuck": sorted(stuck), "ignored": sorted(ignored)}
+
+
 def status_data(config: Config) -> dict[str, Any]:
     """`inboxd status` checks that the journal exists first (no journal: exit 2, issue 15);
     without one this still answers, with the folders' counts only."""
@@ -52,17 +74,13 @@ def status_data(config: Config) -> dict[str, Any]:
     for inbox in config.inboxes:
         key = str(inbox.path)
         c = counts.get(key, {})
-        try:
-            skip = [f.name for f in (inbox.done, inbox.failed, inbox.work) if f.parent == inbox.path]
-            waiting: int | None = len(scan_inbox(inbox.path, inbox.patterns, skip))
-        except OSError:
-            waiting = None
+        look = _look_at_folder(config, inbox)
         failures = journal.recent_failures(key) if journal else []
         inboxes.append({
             "inbox": key,
             "purpose": inbox.purpose,
             "exists": os.path.isdir(inbox.path),
-            "waiting": waiting,
+            **look,
             "in_flight": sum(c.get(s, 0) for s in IN_FLIGHT),
             "done": c.get("archived", 0),
             "failed": c.get("failed", 0),
