@@ -14,8 +14,10 @@ REPO = Path(__file__).resolve().parents[1]
 CANARY = "sk-canary-7f3a9c1e5b2d4f6a8c0e"
 
 
-def run(args: list[str], env: dict[str, str] | None = None, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
-    base = {k: v for k, v in os.environ.items() if k not in ("TOGETHER_API_KEY", "CREDENTIALS_DIRECTORY", "TOGETHER_BASE_URL")}
+def run(args: list[str], env: dict[str, str] | None = None,
+        cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
+    hidden = ("TOGETHER_API_KEY", "CREDENTIALS_DIRECTORY", "TOGETHER_BASE_URL")
+    base = {k: v for k, v in os.environ.items() if k not in hidden}
     return subprocess.run(
         [sys.executable, "-m", "inboxd", *args],
         capture_output=True, text=True, timeout=60, env={**base, **(env or {})}, cwd=cwd,
@@ -70,7 +72,8 @@ def test_bad_config_names_the_key_and_exits_2(tmp_path: Path, name: str, text: s
 
 
 def test_example_config_passes_and_hides_the_key(tmp_path: Path) -> None:
-    result = run(["config", "check", "--offline", "--config", str(REPO / "config.example.toml")], env={"TOGETHER_API_KEY": CANARY})
+    result = run(["config", "check", "--offline", "--config", str(REPO / "config.example.toml")],
+                 env={"TOGETHER_API_KEY": CANARY})
     assert result.returncode == 0, result.stderr
     assert CANARY not in result.stdout + result.stderr
     assert "<redacted>" in result.stdout

@@ -87,7 +87,7 @@ def _data(tmp_path: Path) -> tuple[Path, Path]:
     big = tmp_path / "fine_tune_big.jsonl"
     line = json.dumps({"text": "x" * 1000}).encode() + b"\n"
     with open(big, "wb") as f:
-        for i in range(12 * 1024):  # ~12 MiB: three 5 MiB parts, the last one short
+        for _ in range(12 * 1024):  # ~12 MiB: three 5 MiB parts, the last one short
             f.write(line)
     return small, big
 

@@ -163,7 +163,8 @@ import sys
 sys.path.insert(0, {str(REPO)!r})
 from inboxd.api import FilesClient
 from inboxd.config import parse_config
-cfg = parse_config({{"api": {{"base_url": {emu.base_url!r}}}, "upload": {{"multipart_threshold": "8MiB", "part_size": "48MiB"}}}})
+cfg = parse_config({{"api": {{"base_url": {emu.base_url!r}}},
+                    "upload": {{"multipart_threshold": "8MiB", "part_size": "48MiB"}}}})
 r = FilesClient(cfg.api, cfg.upload, {KEY!r}).upload({str(big)!r}, "fine-tune")
 # VmHWM, not ru_maxrss: ru_maxrss survives exec and so can be the forking pytest's
 hwm = [ln for ln in open("/proc/self/status") if ln.startswith("VmHWM:")][0].split()[1]
@@ -179,7 +180,8 @@ print(r.parts, hwm)
 def test_upload_command(tmp_path, emu):
     f = batch_file(tmp_path / "cli.jsonl")
     env = {k: v for k, v in os.environ.items() if not k.startswith("TOGETHER_")}
-    ok = subprocess.run([sys.executable, "-m", "inboxd", "upload", str(f), "--purpose", "batch-api", "--json", "--wait"],
+    ok = subprocess.run([sys.executable, "-m", "inboxd", "upload", str(f), "--purpose", "batch-api", "--json",
+                         "--wait"],
                         capture_output=True, text=True, timeout=60, cwd=REPO,
                         env={**env, "TOGETHER_API_KEY": KEY, "TOGETHER_BASE_URL": emu.base_url})
     assert ok.returncode == 0, ok.stderr

@@ -89,7 +89,8 @@ class FilesClient:
                             on_poll: Callable[[], None] | None = None) -> FileObject:
         """Poll until processing_status is terminal; RejectedError on FAILED/INVALID_FORMAT.
         `cancel` ends the wait (CancelledError); `on_poll` is called after every answer (a heartbeat)."""
-        deadline = time.monotonic() + (timeout if timeout is not None else self.upload_config.processing_timeout_seconds)
+        limit = timeout if timeout is not None else self.upload_config.processing_timeout_seconds
+        deadline = time.monotonic() + limit
         delay = 0.25
         while True:
             obj = retrieve(self._t, self.base, file_id, cancel=cancel)

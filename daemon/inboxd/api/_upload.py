@@ -73,7 +73,7 @@ def file_object(data: Any, route: str) -> FileObject:
         raise ProtocolError(f"{route}: the answer is not a file object", route=route)
     try:
         obj = FileObject.model_validate(data)
-    except Exception:
+    except ValueError:  # pydantic's ValidationError is a ValueError
         raise ProtocolError(f"{route}: the answer is not a file object", route=route) from None
     check_id(obj.id, route)
     return obj
@@ -130,7 +130,7 @@ def _put(t: Transport, route: str, url: str, src: Source, offset: int, length: i
     for attempt in range(t.max_retries + 1):
         bodies: list[RangeBody] = []
 
-        def body() -> RangeBody:
+        def body(bodies: list[RangeBody] = bodies) -> RangeBody:
             b = RangeBody(src.fd, offset, length, progress=src.progress, cancel=src.cancel, md5=md5)
             bodies.append(b)
             return b

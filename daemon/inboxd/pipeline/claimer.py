@@ -28,8 +28,8 @@ from .work import Job, WorkQueue
 
 log = structlog.get_logger("inboxd.daemon")
 
-HELD_OPEN_REPEAT = 600.0
-STUCK_SCANS = 3  # seen by more scans than this and not claimed: file.stuck  # a file held open is warned about again every 10 minutes
+HELD_OPEN_REPEAT = 600.0  # a file held open (or stuck) is warned about again every 10 minutes
+STUCK_SCANS = 3  # seen by more scans than this and not claimed: file.stuck
 
 
 class Claimer:

@@ -90,7 +90,8 @@ def move_no_replace(src: Path, dst: Path) -> None:
     try:
         os.link(src, dst, follow_symlinks=False)
     except OSError as exc:
-        if exc.errno in (errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP, errno.EMLINK, errno.EXDEV, errno.ENOSYS):
+        if exc.errno in (errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP, errno.EMLINK, errno.EXDEV,
+                         errno.ENOSYS):
             if os.path.lexists(dst):
                 raise FileExistsError(errno.EEXIST, "exists", str(dst)) from None
             os.rename(src, dst)
@@ -99,7 +100,8 @@ def move_no_replace(src: Path, dst: Path) -> None:
     os.unlink(src)
 
 
-def place(src: Path, folder: Path, name: str, sidecar: str, *, on_reserved: Callable[[Path], None] | None = None) -> Path:
+def place(src: Path, folder: Path, name: str, sidecar: str, *,
+          on_reserved: Callable[[Path], None] | None = None) -> Path:
     """Move `src` into `folder` under a free name derived from `name`; return the new path.
 
     `on_reserved(dst)` is called before the move (the journal records the target first).

@@ -231,7 +231,8 @@ def _report_json(report: Any) -> dict[str, Any] | None:
     return report if isinstance(report, dict) else {"value": report}
 
 
-_ADOPTABLE = ("file_id", "upload_id", "sha256", "bytes", "mtime_ns", "validation", "method", "parts", "started_at", "finished_at")
+_ADOPTABLE = ("file_id", "upload_id", "sha256", "bytes", "mtime_ns", "validation", "method", "parts", "started_at",
+              "finished_at")
 
 
 def adoptable(state: dict[str, Any]) -> dict[str, Any]:

@@ -91,7 +91,8 @@ class ReadinessTracker:
     def held_open(self, folder: str | None = None) -> list[str]:
         """Paths found open for writing at their last look."""
         prefix = None if folder is None else folder.rstrip("/") + "/"
-        return [p for p, s in self._seen.items() if s.held_since is not None and (prefix is None or p.startswith(prefix))]
+        return [p for p, s in self._seen.items()
+                if s.held_since is not None and (prefix is None or p.startswith(prefix))]
 
     def forget(self, path: str) -> None:
         self._seen.pop(path, None)
