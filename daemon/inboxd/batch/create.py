@@ -59,6 +59,84 @@ def _adoptable(store: BatchStore, rec: BatchRecord, jobs: list[BatchJob]) -> Bat
     return sorted(same, key=created)[-1]
 
 
+def _begin(store: BatchStore, claim_key: str, input_file_id: str, cfg: BatchConfig, *,
+           inbox: Path | str | None, outbox: Path | str | None, input_sha256: str | None,
+           dropped_at: float | None, uploaded_at: float | None, requests: int | None,
+           manifest: Path | str | None, input_path: Path | str | None) -> BatchRecord:
+    """Journal the stage `creating` for a new input, before any call; the outbox defaults to
+    batch.outbox, else ``<inbox>/outbox``."""
+    box = outbox if outbox is not None else cfg.outbox
+    if box is None and inbox:
+        box = Path(inbox) / "outbox"
+    return store.begin(
+        claim_key, inbox=str(inbox) if inbox is not None else "", input_file_id=input_file_id,
+        endpoint=cfg.endpoint, poll_seconds=cfg.poll_seconds, completion_window=cfg.completion_window,
+        model_id=cfg.model_id, priority=cfg.priority, join=cfg.join, outbox=str(box) if box is not None else None,
+        input_sha256=input_sha256, dropped_at=dropped_at, uploaded_at=uploaded_at, requests=requests,
+        manifest=str(manifest) if manifest else None, input_path=str(input_path) if input_path else None)
+
+
+def _adopt(client: Any, store: BatchStore, rec: BatchRecord, input_file_id: str,
+           cancel: threading.Event | None) -> dict[str, Any] | None:
+    """The job an earlier create made for this input, asked of ``GET /batches`` and journaled
+    as ours; None when there is none."""
+    found = _adoptable(store, rec, client.list_batches(cancel=cancel))
+    if found is None:
+        return None
+    _created(store, rec, found, adopted=True)
+    log.info("batch.adopted", claim=rec.claim, batch_id=found.id, input_file_id=input_file_id, status=found.status)
+    return _job_dict(found)
+
+
+def _back_off(claim_key: str, attempt: int, tries: int, exc: ApiError, cancel: threading.Event | None) -> None:
+    """Log a failed try, and wait before the next one (if any): full-jitter exponential backoff."""
+    delay = random.uniform(0, min(30.0, 0.5 * 2 ** attempt))
+    log.warning("batch.create_retry", claim=claim_key, attempt=attempt + 1, error=str(exc),
+                delay=round(delay, 3))
+    if attempt + 1 < tries:
+        if cancel is not None:
+            if cancel.wait(delay):
+                raise CancelledError("cancelled while creating the batch", route="batch_create") from None
+        else:
+            time.sleep(delay)
+
+
+def _create_with_retries(client: Any, store: BatchStore, rec: BatchRecord, input_file_id: str, *,
+                         fresh: bool, tries: int, cancel: threading.Event | None) -> dict[str, Any]:
+    """Up to `tries` tries of adopt-else-create; a try that is not `fresh` asks the server first."""
+    claim_key = rec.claim
+    last: ApiError | None = None
+    for attempt in range(max(1, tries)):
+        if cancel is not None and cancel.is_set():
+            raise CancelledError("cancelled before the batch was created", route="batch_create")
+        try:
+            if not fresh:
+                adopted = _adopt(client, store, rec, input_file_id, cancel)
+                if adopted is not None:
+                    return adopted
+            fresh = False  # from here on, any retry looks first
+            job, warning = client.create_batch(
+                input_file_id, rec.endpoint, completion_window=rec.completion_window, priority=rec.priority,
+                model_id=rec.model_id, cancel=cancel)
+        except BatchRejected as exc:
+            store.update(claim_key, stage="failed", error=str(exc))
+            raise
+        except (TransientError, ProtocolError) as exc:
+            # the job may or may not exist: stay at `creating`; the next try asks the server first
+            if isinstance(exc, ProtocolError) and exc.status is not None and exc.status < 500:
+                raise
+            last = exc
+            _back_off(claim_key, attempt, tries, exc, cancel)
+            continue
+        _created(store, rec, job, adopted=False)
+        log.info("batch.created", claim=claim_key, batch_id=job.id, input_file_id=input_file_id, status=job.status,
+                 warning=warning)
+        return _job_dict(job)
+    assert last is not None
+    raise TransientError(f"batch create: gave up after {tries} tries ({last})", route="batch_create",
+                         status=last.status)
+
+
 def create_once(client: Any, store: BatchStore, claim_key: str, input_file_id: str, cfg: BatchConfig, *,
                 inbox: Path | str | None = None, outbox: Path | str | None = None,
                 input_sha256: str | None = None, dropped_at: float | None = None,
@@ -74,59 +152,11 @@ def create_once(client: Any, store: BatchStore, claim_key: str, input_file_id: s
         return rec.job or {"id": rec.batch_id, "status": rec.status, "input_file_id": rec.input_file_id}
     if rec is not None and rec.stage == "failed":
         raise BatchRejected(rec.error or "the server refused this batch earlier", route="batch_create")
+    # `creating` without an id (fresh = False): an earlier call may have created it
+    fresh = rec is None
     if rec is None:
-        inbox_s = str(inbox) if inbox is not None else ""
-        box = outbox if outbox is not None else cfg.outbox
-        if box is None and inbox:
-            box = Path(inbox) / "outbox"
-        rec = store.begin(
-            claim_key, inbox=inbox_s, input_file_id=input_file_id, endpoint=cfg.endpoint,
-            poll_seconds=cfg.poll_seconds, completion_window=cfg.completion_window, model_id=cfg.model_id,
-            priority=cfg.priority, join=cfg.join, outbox=str(box) if box is not None else None,
-            input_sha256=input_sha256, dropped_at=dropped_at, uploaded_at=uploaded_at, requests=requests,
-            manifest=str(manifest) if manifest else None, input_path=str(input_path) if input_path else None)
-        fresh = True
-    else:
-        fresh = False  # `creating` without an id: an earlier call may have created it
+        rec = _begin(store, claim_key, input_file_id, cfg, inbox=inbox, outbox=outbox, input_sha256=input_sha256,
+                     dropped_at=dropped_at, uploaded_at=uploaded_at, requests=requests, manifest=manifest,
+                     input_path=input_path)
     tries = attempts if attempts is not None else client.api.max_retries + 1
-    last: ApiError | None = None
-    for attempt in range(max(1, tries)):
-        if cancel is not None and cancel.is_set():
-            raise CancelledError("cancelled before the batch was created", route="batch_create")
-        try:
-            if not fresh:
-                found = _adoptable(store, rec, client.list_batches(cancel=cancel))
-                if found is not None:
-                    rec = _created(store, rec, found, adopted=True)
-                    log.info("batch.adopted", claim=claim_key, batch_id=found.id, input_file_id=input_file_id,
-                             status=found.status)
-                    return _job_dict(found)
-            fresh = False  # from here on, any retry looks first
-            job, warning = client.create_batch(
-                input_file_id, rec.endpoint, completion_window=rec.completion_window, priority=rec.priority,
-                model_id=rec.model_id, cancel=cancel)
-        except BatchRejected as exc:
-            store.update(claim_key, stage="failed", error=str(exc))
-            raise
-        except (TransientError, ProtocolError) as exc:
-            # the job may or may not exist: stay at `creating`; the next try asks the server first
-            if isinstance(exc, ProtocolError) and exc.status is not None and exc.status < 500:
-                raise
-            last = exc
-            delay = random.uniform(0, min(30.0, 0.5 * 2 ** attempt))
-            log.warning("batch.create_retry", claim=claim_key, attempt=attempt + 1, error=str(exc),
-                        delay=round(delay, 3))
-            if attempt + 1 < tries:
-                if cancel is not None:
-                    if cancel.wait(delay):
-                        raise CancelledError("cancelled while creating the batch", route="batch_create") from None
-                else:
-                    time.sleep(delay)
-            continue
-        rec = _created(store, rec, job, adopted=False)
-        log.info("batch.created", claim=claim_key, batch_id=job.id, input_file_id=input_file_id, status=job.status,
-                 warning=warning)
-        return _job_dict(job)
-    assert last is not None
-    raise TransientError(f"batch create: gave up after {tries} tries ({last})", route="batch_create",
-                         status=last.status)
+    return _create_with_retries(client, store, rec, input_file_id, fresh=fresh, tries=tries, cancel=cancel)
