@@ -106,78 +106,115 @@ def _body(r: requests.Response) -> Iterator[bytes]:
         yield chunk
 
 
+class _Partial:
+    """The temporary file being filled, and the hash of the bytes it holds: `offset` is where the
+    next byte goes."""
+
+    def __init__(self, fd: int, cancel: threading.Event | None) -> None:
+        self.fd = fd
+        self.start_size = os.fstat(fd).st_size
+        self.h = _rehash(fd, self.start_size, cancel)
+        if self.h.size != self.start_size:  # shorter than stat said: keep what was read
+            os.ftruncate(fd, self.h.size)
+
+    @property
+    def offset(self) -> int:
+        return self.h.size
+
+    def start_over(self) -> None:
+        os.ftruncate(self.fd, 0)
+        self.h = _Hasher()
+
+    def append(self, chunk: bytes) -> None:
+        _write_all(self.fd, chunk)
+        self.h.update(chunk)
+
+
+def _check_cancel(cancel: threading.Event | None) -> None:
+    if cancel is not None and cancel.is_set():
+        raise CancelledError("cancelled during the download", route="content")
+
+
+def _announced_total(r: requests.Response, part: _Partial) -> int | None:
+    """The full length of the content, from a 200 (which restarts a partial file: the server
+    ignored the Range) or a 206 (whose Content-Range must start at our offset); None if unknown."""
+    if r.status_code == 200:
+        if part.offset:
+            part.start_over()  # the server ignored the Range: the whole file again
+        cl = r.headers.get("Content-Length")
+        return int(cl) if cl and cl.isdigit() else None
+    m = _RANGE.search(r.headers.get("Content-Range", ""))  # 206
+    if not m or int(m.group(1)) != part.offset:
+        raise ProtocolError(f"content: asked for bytes={part.offset}-, got Content-Range "
+                            f"{r.headers.get('Content-Range')!r}", route="content", status=206)
+    return int(m.group(3)) if m.group(3) != "*" else None
+
+
+def _receive(r: requests.Response, part: _Partial, total: int | None, cancel: threading.Event | None) -> None:
+    """Append the body at the partial file's end; _Cut if it stops short of `total`."""
+    os.lseek(part.fd, part.offset, os.SEEK_SET)
+    for chunk in _body(r):
+        _check_cancel(cancel)
+        part.append(chunk)
+    if total is not None and part.offset < total:
+        raise _Cut(f"the body ended at {part.offset} of {total} bytes")
+    if total is not None and part.offset > total:
+        raise ProtocolError(f"content: {part.offset} bytes arrived, {total} announced", route="content")
+
+
+def _fetch(client: Any, file_id: str, part: _Partial, cancel: threading.Event | None) -> bool:
+    """One request from the partial file's end. True when the file is complete; False when it
+    must start over (a 416 for a temp file longer than the content: not ours)."""
+    r = client.file_content(file_id, offset=part.offset, cancel=cancel)
+    try:
+        if r.status_code == 416:
+            m = _UNSATISFIED.search(r.headers.get("Content-Range", ""))
+            if m and int(m.group(1)) == part.offset:
+                return True  # the temp file already holds all of it
+            part.start_over()
+            return False
+        _receive(r, part, _announced_total(r, part), cancel)
+        return True
+    finally:
+        r.close()
+
+
+def _wait_after_cut(cuts: int, cancel: threading.Event | None) -> None:
+    delay = min(5.0, 0.1 * 2 ** cuts)
+    if cancel is not None:
+        if cancel.wait(delay):
+            raise CancelledError("cancelled during the download", route="content") from None
+    else:
+        time.sleep(delay)
+
+
 def download(client: Any, file_id: str, tmp: Path, *, cancel: threading.Event | None = None,
              max_resumes: int = MAX_RESUMES, on_cut: Callable[[int, str], None] | None = None) -> Downloaded:
     """Download `file_id` into `tmp` (created, or continued from its current end); fsynced."""
     t0 = time.monotonic()
     fd = os.open(tmp, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW, 0o644)
     try:
-        start_size = os.fstat(fd).st_size
-        h = _rehash(fd, start_size, cancel)
-        offset = h.size
-        if offset != start_size:  # shorter than stat said: keep what was read
-            os.ftruncate(fd, offset)
+        part = _Partial(fd, cancel)
         cuts = 0
         while True:
-            if cancel is not None and cancel.is_set():
-                raise CancelledError("cancelled during the download", route="content")
+            _check_cancel(cancel)
             try:
-                r = client.file_content(file_id, offset=offset, cancel=cancel)
-                try:
-                    total: int | None = None
-                    if r.status_code == 416:
-                        m = _UNSATISFIED.search(r.headers.get("Content-Range", ""))
-                        if m and int(m.group(1)) == offset:
-                            break  # the temp file already holds all of it
-                        # the temp file is longer than the content: not ours; start over
-                        os.ftruncate(fd, 0)
-                        h, offset = _Hasher(), 0
-                        continue
-                    if r.status_code == 200:
-                        if offset:
-                            os.ftruncate(fd, 0)  # the server ignored the Range: the whole file again
-                            h, offset = _Hasher(), 0
-                        cl = r.headers.get("Content-Length")
-                        total = int(cl) if cl and cl.isdigit() else None
-                    else:  # 206
-                        m = _RANGE.search(r.headers.get("Content-Range", ""))
-                        if not m or int(m.group(1)) != offset:
-                            raise ProtocolError(f"content: asked for bytes={offset}-, got Content-Range "
-                                                f"{r.headers.get('Content-Range')!r}", route="content",
-                                                status=206)
-                        total = int(m.group(3)) if m.group(3) != "*" else None
-                    os.lseek(fd, offset, os.SEEK_SET)
-                    for chunk in _body(r):
-                        if cancel is not None and cancel.is_set():
-                            raise CancelledError("cancelled during the download", route="content")
-                        _write_all(fd, chunk)
-                        h.update(chunk)
-                        offset += len(chunk)
-                    if total is not None and offset < total:
-                        raise _Cut(f"the body ended at {offset} of {total} bytes")
-                    if total is not None and offset > total:
-                        raise ProtocolError(f"content: {offset} bytes arrived, {total} announced", route="content")
-                finally:
-                    r.close()
-                break
+                if _fetch(client, file_id, part, cancel):
+                    break
             except (requests.RequestException, _Cut) as exc:
                 cuts += 1
                 if on_cut is not None:
-                    on_cut(offset, type(exc).__name__)
+                    on_cut(part.offset, type(exc).__name__)
                 if cuts > max_resumes:
-                    raise TransientError(f"content of {file_id}: cut {cuts} times (last at byte {offset}: "
+                    raise TransientError(f"content of {file_id}: cut {cuts} times (last at byte {part.offset}: "
                                          f"{type(exc).__name__})", route="content") from None
-                delay = min(5.0, 0.1 * 2 ** cuts)
-                if cancel is not None:
-                    if cancel.wait(delay):
-                        raise CancelledError("cancelled during the download", route="content") from None
-                else:
-                    time.sleep(delay)
+                _wait_after_cut(cuts, cancel)
         os.fsync(fd)
     finally:
         os.close(fd)
-    return Downloaded(bytes=h.size, sha256=h.h.hexdigest(), lines=h.lines, resumes=cuts, resumed_from=start_size,
-                      seconds=time.monotonic() - t0)
+    h = part.h
+    return Downloaded(bytes=h.size, sha256=h.h.hexdigest(), lines=h.lines, resumes=cuts,
+                      resumed_from=part.start_size, seconds=time.monotonic() - t0)
 
 
 def hash_file(path: Path, cancel: threading.Event | None = None) -> dict[str, Any]:
