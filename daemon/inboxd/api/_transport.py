@@ -402,65 +402,89 @@ class Transport:
     ) -> requests.Response:
         """Send with retries; return the first answer that is not transient. Raises
         TransientError when retries run out, AuthError on 401/403 from the API."""
-        last = ""
+        last: _Transient | None = None
         fixed_data = kwargs.pop("data", None)
         for attempt in range(self.max_retries + 1):
             if cancel is not None and cancel.is_set():
                 raise CancelledError(f"{route}: cancelled", route=route)
             if attempts is not None and attempt > 0:
                 attempts[0] += 1  # counts retries
-            response = None
-            status: int | str = "connection"
-            try:
-                data = body() if body is not None else fixed_data
-                response = self.session(storage).request(
-                    method, url, data=data, timeout=self.timeout, allow_redirects=False, stream=True,
-                    proxies=self.network.proxies_for(url), **kwargs)
-            except requests.exceptions.SSLError as exc:
-                if _certificate_refused(exc):
-                    # a configuration problem, not the file's: retrying cannot help; pause like a bad key
-                    raise AuthError(
-                        f"{route}: the certificate of {_origin(url)} could not be verified ({_ssl_reason(exc)}); "
-                        f"set api.ca_bundle or REQUESTS_CA_BUNDLE to the CA that signed it "
-                        f"(now: {self.network.ca_source})", route=route) from None
-                last, reason, status = "SSLError", "tls", "tls"
-            except (requests.ConnectionError, requests.Timeout, requests.exceptions.ChunkedEncodingError) as exc:
-                last = f"{type(exc).__name__}"
-                reason = "timeout" if isinstance(exc, requests.Timeout) else "connection"
-                status = reason
-            else:
-                status = response.status_code
-                if status == 429 or status >= 500:
-                    last = f"HTTP {status}"
-                    reason = f"http_{status}"
-                    self.emit("api_error", route=route, status=status)
-                    read_answer_quietly(response, route)
-                elif status == 407:
-                    self.emit("api_error", route=route, status=status)
-                    read_answer_quietly(response, route)
-                    raise AuthError(f"{route}: the proxy refused inboxd (HTTP 407 Proxy Authentication Required); "
-                                    "check the credentials in api.proxy or the *_PROXY variables", route=route,
-                                    status=status)
-                elif status in (401, 403) and not storage:
-                    self.emit("api_error", route=route, status=status)
-                    text = error_text(response, route)
-                    raise AuthError(f"{route}: the API refused the key (HTTP {status}): {text}", route=route,
-                                    status=status)
-                else:
-                    return response
+            outcome = self._attempt(route, method, url, storage=storage, body=body, fixed_data=fixed_data,
+                                    kwargs=kwargs)
+            if isinstance(outcome, requests.Response):
+                return outcome
+            last = outcome
             if attempt >= self.max_retries:
                 break
-            delay = retry_delay(attempt, response if isinstance(status, int) else None)
-            self.emit("retry", route=route, attempt=attempt + 1, delay=round(delay, 3), reason=reason,
-                      status=status)
-            if cancel is not None:
-                if cancel.wait(delay):
-                    raise CancelledError(f"{route}: cancelled", route=route)
-            else:
-                time.sleep(delay)
-        raise TransientError(f"{route}: gave up after {self.max_retries + 1} attempts ({last})", route=route,
-                             status=status if isinstance(status, int) else None)
+            self._wait_to_retry(route, attempt, outcome, cancel)
+        assert last is not None
+        raise TransientError(f"{route}: gave up after {self.max_retries + 1} attempts ({last.what})", route=route,
+                             status=last.status if isinstance(last.status, int) else None)
 
+    def _attempt(self, route: str, method: str, url: str, *, storage: bool, body: Callable[[], Any] | None,
+                 fixed_data: Any, kwargs: dict[str, Any]) -> requests.Response | _Transient:
+        """One send: the answer, or the transient failure that makes it worth another try.
+        Raises AuthError for a certificate that cannot be verified (retrying cannot help)."""
+        try:
+            data = body() if body is not None else fixed_data
+            response = self.session(storage).request(
+                method, url, data=data, timeout=self.timeout, allow_redirects=False, stream=True,
+                proxies=self.network.proxies_for(url), **kwargs)
+        except requests.exceptions.SSLError as exc:
+            if _certificate_refused(exc):
+                # a configuration problem, not the file's: retrying cannot help; pause like a bad key
+                raise AuthError(
+                    f"{route}: the certificate of {_origin(url)} could not be verified ({_ssl_reason(exc)}); "
+                    f"set api.ca_bundle or REQUESTS_CA_BUNDLE to the CA that signed it "
+                    f"(now: {self.network.ca_source})", route=route) from None
+            return _Transient(what="SSLError", reason="tls", status="tls")
+        except (requests.ConnectionError, requests.Timeout, requests.exceptions.ChunkedEncodingError) as exc:
+            reason = "timeout" if isinstance(exc, requests.Timeout) else "connection"
+            return _Transient(what=f"{type(exc).__name__}", reason=reason, status=reason)
+        return self._judge(route, response, storage)
+
+    def _judge(self, route: str, response: requests.Response, storage: bool) -> requests.Response | _Transient:
+        """An answer as it stands: 429 and 5xx are transient (their body read and dropped); 407,
+        and 401/403 from the API, raise AuthError; anything else is returned."""
+        status = response.status_code
+        if status == 429 or status >= 500:
+            self.emit("api_error", route=route, status=status)
+            read_answer_quietly(response, route)
+            return _Transient(what=f"HTTP {status}", reason=f"http_{status}", status=status, response=response)
+        if status == 407:
+            self.emit("api_error", route=route, status=status)
+            read_answer_quietly(response, route)
+            raise AuthError(f"{route}: the proxy refused inboxd (HTTP 407 Proxy Authentication Required); "
+                            "check the credentials in api.proxy or the *_PROXY variables", route=route,
+                            status=status)
+        if status in (401, 403) and not storage:
+            self.emit("api_error", route=route, status=status)
+            text = error_text(response, route)
+            raise AuthError(f"{route}: the API refused the key (HTTP {status}): {text}", route=route,
+                            status=status)
+        return response
+
+    def _wait_to_retry(self, route: str, attempt: int, failure: _Transient, cancel: threading.Event | None) -> None:
+        """Emit the retry, then wait what the server asked for (Retry-After) or the backoff."""
+        delay = retry_delay(attempt, failure.response)
+        self.emit("retry", route=route, attempt=attempt + 1, delay=round(delay, 3), reason=failure.reason,
+                  status=failure.status)
+        if cancel is not None:
+            if cancel.wait(delay):
+                raise CancelledError(f"{route}: cancelled", route=route)
+        else:
+            time.sleep(delay)
+
+
+@dataclass(frozen=True)
+class _Transient:
+    """A try worth repeating: what went wrong (for the final message), the retry reason and
+    status, and the HTTP answer if there was one (its Retry-After sets the wait)."""
+
+    what: str
+    reason: str
+    status: int | str
+    response: requests.Response | None = None
 
 def read_answer_quietly(response: requests.Response, route: str) -> None:
     try:
