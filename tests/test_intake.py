@@ -240,6 +240,7 @@ def test_without_a_lease_a_file_written_in_place_waits_for_its_close(tmp_path):
     if probe.returncode != 0:
         pytest.skip("this checkout is not readable by nobody")
     base = Path(tempfile.mkdtemp(prefix="inboxd-lease-"))  # pytest's tmp root is root-only
+    emu = None
     try:
         os.chmod(base, 0o777)
         emu = start_emulator(base / "emu", no_dedupe=True)
@@ -271,8 +272,9 @@ def test_without_a_lease_a_file_written_in_place_waits_for_its_close(tmp_path):
         full = b"".join(chunks)
         assert m["source"]["sha256"] == sha(full), out[-2000:]
         assert emu.creates_by_sha256() == {sha(full): 1}
-        emu.stop()
     finally:
+        if emu is not None:
+            emu.stop()
         shutil.rmtree(base, ignore_errors=True)
 
 
