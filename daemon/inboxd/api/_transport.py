@@ -47,6 +47,7 @@ log = structlog.get_logger("inboxd.api")
 RETRY_LOG_EVERY = 5.0  # seconds between two api.retry lines of one route
 
 MAX_ANSWER = 2**20  # the most of an answer body ever read into memory
+PRELOAD_MAX = 2**16  # an answer declaring at most this many bytes is read at once (keep-alive)
 CONNECT_TIMEOUT = 30.0
 BACKOFF_BASE = 0.5
 BACKOFF_CAP = 30.0
@@ -412,6 +413,7 @@ class Transport:
             outcome = self._attempt(route, method, url, storage=storage, body=body, fixed_data=fixed_data,
                                     kwargs=kwargs)
             if isinstance(outcome, requests.Response):
+                _preload(outcome)
                 return outcome
             last = outcome
             if attempt >= self.max_retries:
@@ -485,6 +487,24 @@ class _Transient:
     reason: str
     status: int | str
     response: requests.Response | None = None
+
+
+def _preload(response: requests.Response) -> None:
+    """Read a small answer (a declared Content-Length of at most PRELOAD_MAX) into the response
+    now, so that the connection goes back to the session's pool for the next request. Callers
+    that only look at the status and headers (a redirect, a storage PUT's ETag) close the
+    response unread, and closing an unread streamed response closes its connection: one new
+    TCP connection per file to each host. A longer or chunked answer stays streamed (downloads,
+    bounded reads). An answer that breaks off here is left as it is: reading it later fails as
+    before (`read_answer`: the answer broke off, or is not JSON)."""
+    declared = response.headers.get("Content-Length")
+    if not declared or not declared.isdigit() or int(declared) > PRELOAD_MAX:
+        return
+    try:
+        response.content  # noqa: B018 - reads the body and releases the connection to the pool
+    except requests.RequestException:
+        response.close()
+
 
 def read_answer_quietly(response: requests.Response, route: str) -> None:
     try:
