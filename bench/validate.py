@@ -76,23 +76,33 @@ def main() -> int:
     ap.add_argument("--runs", type=int, default=3)
     args = ap.parse_args()
     py1, py3 = str(official_python("1")), str(official_python("3"))
+    (REPO / ".cache").mkdir(exist_ok=True)
     with tempfile.TemporaryDirectory(dir=REPO / ".cache") as tmp:
         conv, batch = make_files(Path(tmp), args.mb)
         rows = []
+        targets: list[tuple[str, float, float]] = []
         for label, file, purpose in (("conversation fine-tune", conv, "fine-tune"), ("batch", batch, "batch-api")):
             size = file.stat().st_size / 1e6
             if purpose == "fine-tune":
                 strict = measure(sys.executable, INBOXD, str(file), purpose, "strict", runs=args.runs)
                 v1 = measure(py1, V1, str(file), runs=args.runs)
                 rows.append((label, size, "inboxd strict (+sha256)", strict, "1.x check_file", v1))
+                basic = measure(sys.executable, INBOXD, str(file), purpose, "basic", runs=args.runs)
+                v3 = measure(py3, V3, str(file), purpose, runs=args.runs)
+                rows.append((label, size, "inboxd basic (+sha256)", basic, "3.x check", v3))
+                targets.append(("fine-tune strict vs the 1.x checker", v1[0] / strict[0], 3.0))
+                targets.append(("fine-tune basic vs the 3.x checker", v3[0] / basic[0], 2.0))
             else:
                 strict = measure(sys.executable, INBOXD, str(file), purpose, "strict", runs=args.runs)
-                rows.append((label, size, "inboxd strict (+sha256)", strict, "1.x: checks no batch rules", None))
-            basic = measure(sys.executable, INBOXD, str(file), purpose, "basic", runs=args.runs)
-            v3 = measure(py3, V3, str(file), purpose if purpose == "fine-tune" else "batch-api", runs=args.runs)
-            rows.append((label, size, "inboxd basic (+sha256)", basic, "3.x check", v3))
-    print(f"machine: {os.cpu_count()} cores, shared; Python {sys.version.split()[0]}; median of {args.runs}; "
-          "peak RSS of the child process")
+                basic = measure(sys.executable, INBOXD, str(file), purpose, "basic", runs=args.runs)
+                v3 = measure(py3, V3, str(file), "batch-api", runs=args.runs)
+                rows.append((label, size, "inboxd strict (+sha256)", strict, "3.x check (1.x checks no batch rules)",
+                             v3))
+                rows.append((label, size, "inboxd basic (+sha256)", basic, "3.x check", v3))
+                targets.append(("batch strict vs the 3.x checker", v3[0] / strict[0], 3.0))
+    load = os.getloadavg()
+    print(f"machine: {os.cpu_count()} cores, shared; load average {load[0]:.2f} {load[1]:.2f} {load[2]:.2f} at the "
+          f"end; Python {sys.version.split()[0]}; median of {args.runs}; peak RSS of the child process")
     print("| file | MB | inboxd | wall s | RSS MiB | official | wall s | RSS MiB | speed-up |")
     print("|---|---|---|---|---|---|---|---|---|")
     for label, size, ours, (w, r), theirs, other in rows:
@@ -101,6 +111,11 @@ def main() -> int:
         else:
             print(f"| {label} | {size:.0f} | {ours} | {w:.2f} | {r:.0f} | {theirs} | {other[0]:.2f} | {other[1]:.0f} "
                   f"| {other[0] / w:.1f}x |")
+    print()
+    for what, ratio, target in targets:
+        print(f"{what}: {ratio:.2f}x (target >= {target:.0f}x): {'met' if ratio >= target else 'MISSED'}")
+    peak = max(r[3][1] for r in rows)
+    print(f"inboxd peak RSS: {peak:.0f} MiB (target <= 100): {'met' if peak <= 100 else 'MISSED'}")
     return 0
 
 

@@ -40,6 +40,10 @@ FIELD_TYPES: dict[str, tuple[tuple[type, ...], str]] = {
 }
 
 
+# field -> (accepted types, whether a boolean is one of them): the fast look at a body's fields
+_KNOWN: dict[str, tuple[tuple[type, ...], bool]] = {k: (t, bool in t) for k, (t, _) in FIELD_TYPES.items()}
+
+
 class BatchRules:
     def __init__(self, strict: bool) -> None:
         self.strict = strict
@@ -101,6 +105,19 @@ def _strict_body(number: int, body: dict[str, Any]) -> CheckIssue | None:
     else:
         return CheckIssue(number, "batch.body.endpoint",
                           "`body` needs `messages` (chat completions) or `prompt` (completions)")
+    # most bodies hold a few fields: look at those (one lookup each) and walk the table in its
+    # order, for the first field that is wrong, only when one of them is
+    for key, value in body.items():
+        spec = _KNOWN.get(key)
+        if spec is None or value is None:
+            continue
+        types, bool_ok = spec
+        if (value.__class__ is bool and not bool_ok) or not isinstance(value, types):
+            break
+        if key == "stop" and isinstance(value, list) and not all(isinstance(s, str) for s in value):
+            break
+    else:
+        return None
     for key, (types, what) in FIELD_TYPES.items():
         if key in body and body[key] is not None:
             value = body[key]
@@ -111,3 +128,4 @@ def _strict_body(number: int, body: dict[str, Any]) -> CheckIssue | None:
             if key == "stop" and isinstance(value, list) and not all(isinstance(s, str) for s in value):
                 return CheckIssue(number, "batch.body.field_type", "`body.stop` must be a string or a list of strings")
     return None
+

@@ -11,7 +11,9 @@ Validation section for what each purpose checks in each mode).
 
 from __future__ import annotations
 
+import io
 import json
+import os
 from pathlib import Path
 from typing import Any, BinaryIO, Protocol
 
@@ -20,18 +22,9 @@ from orjson import loads as _orjson_loads
 from ._batch import BatchRules
 from ._finetune import FineTuneRules
 from ._report import CheckIssue, CheckReport
-from ._stream import CHUNK, StreamState, lines
+from ._stream import BACKGROUND_HASH, CHUNK, StreamState, line_batches
 
 DEFAULT_MAX_LINE = 64 * 2**20
-
-
-def _loads(line: bytes) -> Any:
-    """orjson for speed; where it refuses (NaN, integers past 64 bits, lone surrogates,
-    nesting past 1024), the standard library decides, so the verdicts are the stdlib's."""
-    try:
-        return _orjson_loads(line)
-    except ValueError:
-        return json.loads(line.strip().decode("utf-8"))
 
 
 class Rules(Protocol):
@@ -64,13 +57,24 @@ def check_file(source: Path | str | BinaryIO, purpose: str, mode: str, *, name: 
             return check_file(f, purpose, mode, name=name or Path(source).name, max_line_bytes=max_line_bytes,
                               max_errors=max_errors)
     report = CheckReport(name=name or str(getattr(source, "name", "-")), purpose=purpose, mode=mode)
-    state = StreamState()
-    if mode == "off":
-        _hash_rest(source, state, 0)
-    else:
-        _run(source, state, report, purpose, mode, max_line_bytes, max_errors)
+    state = StreamState(background=mode != "off" and _size(source) >= BACKGROUND_HASH)
+    try:
+        if mode == "off":
+            _hash_rest(source, state, 0)
+        else:
+            _run(source, state, report, purpose, mode, max_line_bytes, max_errors)
+    finally:
+        state.close()
     report.bytes, report.sha256, report.lines = state.bytes, state.sha256, state.lines
     return report
+
+
+def _size(f: BinaryIO) -> int:
+    """The size of an open regular file (0 when it cannot be told: a pipe, a BytesIO)."""
+    try:
+        return os.fstat(f.fileno()).st_size
+    except (OSError, AttributeError, ValueError, io.UnsupportedOperation):
+        return 0
 
 
 def _run(f: BinaryIO, state: StreamState, report: CheckReport, purpose: str, mode: str, max_line_bytes: int,
@@ -79,26 +83,32 @@ def _run(f: BinaryIO, state: StreamState, report: CheckReport, purpose: str, mod
     errors: list[CheckIssue] = []
     utf8_errors: list[CheckIssue] = []
     records = 0
-    number = 0
-    stream = lines(f, state, max_line_bytes)
+    stream = line_batches(f, state, max_line_bytes)
     record = rules.record
-    for number, line in stream:
-        if not line or line.isspace():
-            if blank_is_error:
-                errors.append(CheckIssue(number, "json.blank_line", "a blank line (the 1.x checker refuses them)"))
-        else:
-            stripped = line  # JSON ignores the whitespace around a value; no copy of the line
+    loads = _orjson_loads  # orjson for speed; where it refuses (NaN, integers past 64 bits, lone
+    # surrogates, nesting past 1024), the standard library decides, so the verdicts are the stdlib's
+    for first, batch in stream:
+        # too_long grows between batches: at that count the pass stops after one more line
+        last = len(errors) + len(utf8_errors) + len(state.too_long) >= max_errors
+        number = first
+        # the hot loop: orjson first; what it refuses (a blank line, invalid UTF-8 or JSON, what
+        # only the standard library accepts) and what is not an object go the slow way
+        for line in batch:
             try:
-                obj = _loads(line)
-            except UnicodeDecodeError as exc:
-                utf8_errors.append(CheckIssue(number, "utf8.invalid", f"not UTF-8 at byte {exc.start} of the line"))
-                continue
-            except RecursionError:
-                errors.append(CheckIssue(number, "json.too_deep", "JSON nested too deeply"))
-            except ValueError as exc:
-                errors.append(_json_issue(number, line, stripped, exc, blank_is_error))
-            else:
-                if isinstance(obj, dict):
+                obj = loads(line)
+            except ValueError:
+                obj = _slow(number, line, errors, utf8_errors, blank_is_error)
+            if obj.__class__ is dict:
+                records += 1
+                issue = record(number, obj)
+                if issue is not None:
+                    errors.append(issue)
+                    last = last or len(errors) + len(utf8_errors) + len(state.too_long) >= max_errors
+            elif obj is _UTF8:
+                number += 1
+                continue  # (as the pass always did: no count of the errors after a UTF-8 error)
+            elif obj is not _NOTHING:
+                if isinstance(obj, dict):  # a dict subclass (never from orjson nor json)
                     records += 1
                     issue = record(number, obj)
                     if issue is not None:
@@ -106,12 +116,48 @@ def _run(f: BinaryIO, state: StreamState, report: CheckReport, purpose: str, mod
                 else:
                     errors.append(CheckIssue(number, "json.not_object",
                                              f"each line must be a JSON object, found {_kind(obj)}"))
-        if len(errors) + len(utf8_errors) + len(state.too_long) >= max_errors:
-            report.truncated = True
+                last = last or len(errors) + len(utf8_errors) + len(state.too_long) >= max_errors
+            else:
+                last = last or len(errors) + len(utf8_errors) + len(state.too_long) >= max_errors
+            if last:
+                report.truncated = True
+                break
+            number += 1
+        if report.truncated:
             break
     if report.truncated:
         for _ in stream:  # hash and count the rest, parse no more
             pass
+    _finish(state, report, purpose, mode, max_line_bytes, max_errors, rules, records, errors, utf8_errors)
+
+
+_NOTHING = object()  # `_slow`'s answer for a line that holds no value (blank, or an error recorded)
+_UTF8 = object()  # `_slow`'s answer for a line that is not UTF-8 (recorded)
+
+
+def _slow(number: int, line: bytes, errors: list[CheckIssue], utf8_errors: list[CheckIssue],
+          blank_is_error: bool) -> Any:
+    """A line orjson refused: blank (an error where blank lines are), not UTF-8, not JSON, too
+    deep; or JSON that only the standard library reads (NaN, big integers, lone surrogates, deep
+    nesting), whose verdicts are the stdlib's. Returns the value, _UTF8, or _NOTHING."""
+    if not line or line.isspace():
+        if blank_is_error:
+            errors.append(CheckIssue(number, "json.blank_line", "a blank line (the 1.x checker refuses them)"))
+        return _NOTHING
+    try:
+        return json.loads(line.strip().decode("utf-8"))
+    except UnicodeDecodeError as exc:
+        utf8_errors.append(CheckIssue(number, "utf8.invalid", f"not UTF-8 at byte {exc.start} of the line"))
+        return _UTF8
+    except RecursionError:
+        errors.append(CheckIssue(number, "json.too_deep", "JSON nested too deeply"))
+    except ValueError as exc:
+        errors.append(_json_issue(number, line, line, exc, blank_is_error))
+    return _NOTHING
+
+
+def _finish(state: StreamState, report: CheckReport, purpose: str, mode: str, max_line_bytes: int, max_errors: int,
+            rules: Rules, records: int, errors: list[CheckIssue], utf8_errors: list[CheckIssue]) -> None:
     issues = utf8_errors + errors if purpose == "fine-tune" and mode == "strict" else errors + utf8_errors
     issues += [CheckIssue(n, "line.too_long", f"a line longer than {max_line_bytes} bytes") for n in state.too_long]
     if purpose == "fine-tune" and mode == "strict" and utf8_errors:

@@ -10,21 +10,54 @@ checkers) split them.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterator
+import queue
+import threading
+from collections.abc import Callable, Iterator
 from typing import BinaryIO
 
 CHUNK = 2**20
 
 
+BACKGROUND_HASH = 16 * 2**20  # files at least this large are hashed on a second thread
+
+
 class StreamState:
-    def __init__(self) -> None:
+    """What the pass counts, and the sha256 of every byte. With `background`, the chunks are
+    hashed on a thread of their own while this one splits and parses (hashlib lets go of the
+    GIL for large buffers, so on a machine with two cores the hash costs no wall time); the
+    queue holds at most 8 chunks. `close()` ends that thread (also after an exception)."""
+
+    def __init__(self, background: bool = False) -> None:
         self.sha = hashlib.sha256()
         self.bytes = 0
         self.lines = 0
         self.too_long: list[int] = []  # numbers of lines that were too long
+        self.update: Callable[[bytes], None] = self.sha.update
+        self._queue: queue.Queue[bytes | None] | None = None
+        self._thread: threading.Thread | None = None
+        if background:
+            self._queue = queue.Queue(maxsize=8)
+            self._thread = threading.Thread(target=self._hash, name="check-sha256", daemon=True)
+            self._thread.start()
+            self.update = self._queue.put
+
+    def _hash(self) -> None:
+        assert self._queue is not None
+        update = self.sha.update
+        while (chunk := self._queue.get()) is not None:
+            update(chunk)
+
+    def close(self) -> None:
+        """Wait for the hashing thread, if any, to hash what it was handed, and end it."""
+        if self._thread is not None and self._queue is not None:
+            self._queue.put(None)
+            self._thread.join()
+            self._thread = None
+            self.update = self.sha.update
 
     @property
     def sha256(self) -> str:
+        self.close()
         return self.sha.hexdigest()
 
 
@@ -34,11 +67,21 @@ def _split_cr(line: bytes) -> list[bytes]:
 
 
 def lines(f: BinaryIO, state: StreamState, max_line_bytes: int) -> Iterator[tuple[int, bytes]]:
+    """(number, line) for every physical line (see the module docstring)."""
+    for first, batch in line_batches(f, state, max_line_bytes):
+        yield from enumerate(batch, first)
+
+
+def line_batches(f: BinaryIO, state: StreamState, max_line_bytes: int) -> Iterator[tuple[int, list[bytes]]]:
+    """The lines of `lines`, a list at a time: (number of the first, consecutive lines). A
+    chunk without a carriage return and shorter than `max_line_bytes` (nearly every chunk) is
+    one list, split by one `bytes.split`, so the caller's loop pays no generator step per line;
+    other lines come one to a list, through the careful path."""
     number = 0
     rest = b""
     skipping = False  # inside a line that is too long: drop bytes until the next newline
     read = f.read
-    update = state.sha.update
+    update = state.update
     while True:
         chunk = read(CHUNK)
         if not chunk:
@@ -51,6 +94,17 @@ def lines(f: BinaryIO, state: StreamState, max_line_bytes: int) -> Iterator[tupl
                 continue
             chunk = chunk[nl + 1:]
             skipping = False
+        if len(rest) + len(chunk) <= max_line_bytes and b"\r" not in chunk and b"\r" not in rest:
+            # no line here can be too long, none holds a CR: split the chunk (no copy of it
+            # joined to the rest of the last line) and put that rest in front of its first line
+            parts = chunk.split(b"\n")
+            if rest:
+                parts[0] = rest + parts[0]
+            rest = parts.pop()
+            if parts:
+                yield number + 1, parts
+                number += len(parts)
+            continue
         buf = rest + chunk if rest else chunk
         parts = buf.split(b"\n")
         rest = parts.pop()
@@ -61,13 +115,13 @@ def lines(f: BinaryIO, state: StreamState, max_line_bytes: int) -> Iterator[tupl
                 if b"\r" in line:
                     for sub in _split_cr(line):
                         number += 1
-                        yield number, sub
+                        yield number, [sub]
                     continue
             number += 1
             if len(line) > max_line_bytes:
                 state.too_long.append(number)
                 continue
-            yield number, line
+            yield number, [line]
         if len(rest) > max_line_bytes:
             number += 1
             state.too_long.append(number)
@@ -78,5 +132,5 @@ def lines(f: BinaryIO, state: StreamState, max_line_bytes: int) -> Iterator[tupl
             rest = rest[:-1]
         for sub in _split_cr(rest) if b"\r" in rest else [rest]:
             number += 1
-            yield number, sub
+            yield number, [sub]
     state.lines = number
