@@ -179,17 +179,17 @@ def test_killed_while_the_create_is_in_flight_the_restart_adopts_the_job(tmp_pat
 
         d = start_daemon(cfg, key=emu.key)
         try:
+            # every answer 1.5 s late: the create too (the job is made anyway, after the daemon died)
+            emu.set_faults(slow_seconds=1.5)
             drop(inbox, "c.jsonl", batch_input("c", 6))
-            d.wait_event("file.uploaded", name="c.jsonl", timeout=30)
-            emu.set_faults(slow_seconds=2.0)  # the create now answers 2 s late (the job is made anyway)
-            wait_until(creating, 20, interval=0.01, what="the create journaled and sent")
+            wait_until(creating, 40, interval=0.01, what="the create journaled and sent")
             d.kill9()
         finally:
             d.stop()
         emu.set_faults(slow_seconds=0.0)
         wait_until(lambda: emu.batch_creates() == 1, 10, what="the server made the job the dead daemon asked for")
         with start_daemon(cfg, key=emu.key) as d:
-            wait_until(lambda: "c.batch.json" in batch_sidecars(outbox), 30, what="the results")
+            d.wait_for(lambda: "c.batch.json" in batch_sidecars(outbox), 30, what="the results")
             assert d.events("batch.adopted")
         assert emu.batch_creates() == 1
     finally:

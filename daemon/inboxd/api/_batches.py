@@ -157,7 +157,8 @@ def content(t: Transport, base: str, file_id: str, *, offset: int = 0,
     headers = {"Accept-Encoding": "identity"}
     if offset > 0:
         headers["Range"] = f"bytes={offset}-"
-    r = t.request(route, "GET", f"{base}/files/{check_id(file_id, route)}/content", headers=headers, cancel=cancel)
+    r = t.request(route, "GET", f"{base}/files/{check_id(file_id, route)}/content", headers=headers, cancel=cancel,
+                  stream_body=True)
     if r.status_code in (200, 206, 416):
         return r
     raise _fail(r, route)

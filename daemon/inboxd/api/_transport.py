@@ -231,7 +231,7 @@ class Network:
         if self.proxy is not None:
             return {"all": self.proxy} if self.proxy else {}
         # the live environment, as requests reads it with trust_env (NO_PROXY included), minus netrc
-        return requests.utils.get_environ_proxies(url)
+        return _environ_proxies(url)
 
     def proxy_for(self, url: str) -> str | None:
         return requests.utils.select_proxy(url, self.proxies_for(url))
@@ -259,6 +259,30 @@ class Network:
         out["ca_bundle"] = self.verify if isinstance(self.verify, str) else _certifi_where()
         out["ca_bundle_source"] = self.ca_source
         return out
+
+
+# The variables that decide the proxy of an http(s) url (urllib's getproxies_environment and
+# proxy_bypass_environment, as requests calls them); REQUEST_METHOD makes urllib ignore HTTP_PROXY.
+_PROXY_VARS = ("http_proxy", "HTTP_PROXY", "https_proxy", "HTTPS_PROXY", "all_proxy", "ALL_PROXY", "no_proxy",
+               "NO_PROXY", "REQUEST_METHOD")
+_environ_cache: dict[tuple[Any, ...], dict[str, str]] = {}
+
+
+def _environ_proxies(url: str) -> dict[str, str]:
+    """`requests.utils.get_environ_proxies(url)`, remembered per origin and per value of the
+    variables that decide it: still the live environment (a changed variable is a new key), but
+    without walking and decoding all of os.environ for every request (a tenth of a worker's
+    CPU in a burst of small files). Only http(s) urls come here; for them the other *_proxy
+    variables (ftp_proxy ...) never matter."""
+    parts = urlsplit(url)
+    env = os.environ
+    key = (parts.scheme, parts.netloc, *(env.get(v) for v in _PROXY_VARS))
+    found = _environ_cache.get(key)
+    if found is None:
+        if len(_environ_cache) >= 256:
+            _environ_cache.clear()
+        found = _environ_cache[key] = requests.utils.get_environ_proxies(url)
+    return dict(found)
 
 
 def _certifi_where() -> str | None:
@@ -399,10 +423,13 @@ class Transport:
         body: Callable[[], Any] | None = None,
         cancel: threading.Event | None = None,
         attempts: list[int] | None = None,
+        stream_body: bool = False,
         **kwargs: Any,
     ) -> requests.Response:
         """Send with retries; return the first answer that is not transient. Raises
-        TransientError when retries run out, AuthError on 401/403 from the API."""
+        TransientError when retries run out, AuthError on 401/403 from the API.
+        `stream_body`: the caller reads the body itself from `response.raw` (a download), so a
+        small one is not read ahead (`_preload`)."""
         last: _Transient | None = None
         fixed_data = kwargs.pop("data", None)
         for attempt in range(self.max_retries + 1):
@@ -413,7 +440,8 @@ class Transport:
             outcome = self._attempt(route, method, url, storage=storage, body=body, fixed_data=fixed_data,
                                     kwargs=kwargs)
             if isinstance(outcome, requests.Response):
-                _preload(outcome)
+                if not stream_body:
+                    _preload(outcome)
                 return outcome
             last = outcome
             if attempt >= self.max_retries:
