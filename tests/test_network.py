@@ -26,7 +26,7 @@ from pathlib import Path
 import pytest
 import requests
 
-from inboxd.api import CancelledError, FilesClient, RejectedError
+from inboxd.api import Cancelled, FilesClient, RejectedError
 from inboxd.api._bandwidth import Bandwidth
 from inboxd.config import parse_config
 from tests.helpers.emulator import REPO, start_emulator
@@ -424,7 +424,7 @@ def test_cancel_ends_a_wait_for_bandwidth(tmp_path, emu):
     threading.Timer(0.5, cancel.set).start()
     c = client(emu, upload={"max_bytes_per_second": "100KB"})
     t0 = time.monotonic()
-    with pytest.raises(CancelledError):
+    with pytest.raises(Cancelled):
         c.upload(data_file(tmp_path / "slow.jsonl", 3_000_000), "batch-api", cancel=cancel)
     assert time.monotonic() - t0 < 3
     c.close()

@@ -5,7 +5,7 @@ from ._client import FilesClient, UploadResult
 from ._errors import (
     ApiError,
     AuthError,
-    CancelledError,
+    Cancelled,
     ProtocolError,
     RejectedError,
     SourceChangedError,
@@ -15,6 +15,6 @@ from ._errors import (
 from ._models import FileObject
 
 __all__ = [
-    "ApiError", "AuthError", "CancelledError", "FileObject", "FilesClient", "ProtocolError", "RejectedError",
+    "ApiError", "AuthError", "Cancelled", "FileObject", "FilesClient", "ProtocolError", "RejectedError",
     "SourceChangedError", "TransientError", "UploadResult", "UrlExpiredError",
 ]

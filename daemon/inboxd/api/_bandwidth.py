@@ -22,7 +22,7 @@ import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
-from ._errors import CancelledError
+from ._errors import Cancelled
 
 BURST_SECONDS = 0.25  # what an idle bucket saves up: a quarter second of its rate
 SLICE_SECONDS = 0.05  # a capped body yields slices of 1/20 s of the slowest rate (smooth, not bursty)
@@ -69,7 +69,7 @@ class Bandwidth:
             self.charged -= n
 
     def take(self, n: int, cancel: threading.Event | None = None) -> None:
-        """Book `n` bytes and wait until they are paid for; CancelledError if `cancel` is set meanwhile."""
+        """Book `n` bytes and wait until they are paid for; Cancelled if `cancel` is set meanwhile."""
         delay = self.reserve(n)
         if delay <= 0:
             return
@@ -77,7 +77,7 @@ class Bandwidth:
             time.sleep(delay)
         elif cancel.wait(delay):
             self.refund(n)
-            raise CancelledError("cancelled while waiting for bandwidth")
+            raise Cancelled("cancelled while waiting for bandwidth")
 
 
 def slice_size(limiters: Iterable[Bandwidth], chunk: int) -> int:

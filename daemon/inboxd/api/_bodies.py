@@ -21,7 +21,7 @@ import threading
 from collections.abc import Callable, Iterator, Sequence
 
 from ._bandwidth import Bandwidth, Metered, slice_size
-from ._errors import CancelledError, SourceChangedError
+from ._errors import Cancelled, SourceChangedError
 
 CHUNK = 2**20
 
@@ -50,7 +50,7 @@ class RangeBody:
         view = memoryview(buf)
         while pos < end:
             if self.cancel is not None and self.cancel.is_set():
-                raise CancelledError("cancelled while sending")
+                raise Cancelled("cancelled while sending")
             want = min(len(buf), end - pos)
             n = os.preadv(self.fd, [view[:want]], pos)
             if n <= 0:
@@ -81,7 +81,7 @@ def sha256_of(fd: int, size: int, cancel: threading.Event | None = None) -> str:
     pos = 0
     while pos < size:
         if cancel is not None and cancel.is_set():
-            raise CancelledError("cancelled while hashing")
+            raise Cancelled("cancelled while hashing")
         chunk = os.pread(fd, min(4 * CHUNK, size - pos), pos)
         if not chunk:
             raise SourceChangedError(f"the file ended at byte {pos}, before the {size} bytes it had")

@@ -18,7 +18,7 @@ from . import _batches
 from ._bandwidth import Bandwidth, metered
 from ._batches import BatchJob
 from ._bodies import sha256_of
-from ._errors import AuthError, CancelledError, ProtocolError, RejectedError, SourceChangedError, TransientError
+from ._errors import AuthError, Cancelled, ProtocolError, RejectedError, SourceChangedError, TransientError
 from ._models import FileObject
 from ._transport import Observer, Transport, check_id, error_text, resolve_network
 from ._upload import OnCreated, Source, abort, file_type_of, multipart, retrieve, single
@@ -88,7 +88,7 @@ class FilesClient:
                             cancel: threading.Event | None = None,
                             on_poll: Callable[[], None] | None = None) -> FileObject:
         """Poll until processing_status is terminal; RejectedError on FAILED/INVALID_FORMAT.
-        `cancel` ends the wait (CancelledError); `on_poll` is called after every answer (a heartbeat)."""
+        `cancel` ends the wait (Cancelled); `on_poll` is called after every answer (a heartbeat)."""
         limit = timeout if timeout is not None else self.upload_config.processing_timeout_seconds
         deadline = time.monotonic() + limit
         delay = 0.25
@@ -107,7 +107,7 @@ class FilesClient:
             if time.monotonic() + delay > deadline:
                 raise TransientError(f"processing of {file_id} still {status} after the timeout", route="retrieve")
             if cancel is not None and cancel.wait(delay):
-                raise CancelledError("cancelled while waiting for processing")
+                raise Cancelled("cancelled while waiting for processing")
             if cancel is None:
                 time.sleep(delay)
             delay = min(delay * 2, 5.0)

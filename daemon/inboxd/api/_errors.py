@@ -1,5 +1,19 @@
 """Typed errors of the Files API client. Messages name the route and the status, never the
-key, never a presigned url's query string."""
+key, never a presigned url's query string.
+
+    ApiError
+    ├── AuthError           401/403 from the API, 407 from the proxy, a certificate that cannot be
+    │                       verified: configuration, not the file's fault (the daemon pauses)
+    ├── TransientError      429, 5xx, resets, idle timeouts after the retries: try later
+    ├── RejectedError       the server refused this file (a 4xx about it, processing FAILED)
+    │   └── BatchRejected   (api/_batches.py) a 4xx on POST /batches: never created again
+    ├── ProtocolError       an answer that breaks the protocol (hostile or broken server)
+    ├── SourceChangedError  the file changed while it was read: check and upload it again
+    ├── UrlExpiredError     storage refused a presigned url: restart with fresh urls
+    └── Cancelled           the caller asked to stop (shutdown); not asyncio's CancelledError
+
+The pipeline's own model of a failed file is `pipeline.failure.Failure`.
+"""
 
 from __future__ import annotations
 
@@ -51,7 +65,7 @@ class SourceChangedError(ApiError):
     kind = "source_changed"
 
 
-class CancelledError(ApiError):
+class Cancelled(ApiError):
     """The caller asked to stop (shutdown)."""
 
     kind = "cancelled"

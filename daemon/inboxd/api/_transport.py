@@ -41,7 +41,7 @@ from urllib3.util import Retry
 from .. import __version__
 from ..config import ApiConfig
 from ..log import register_secret
-from ._errors import AuthError, CancelledError, ProtocolError, TransientError
+from ._errors import AuthError, Cancelled, ProtocolError, TransientError
 
 log = structlog.get_logger("inboxd.api")
 RETRY_LOG_EVERY = 5.0  # seconds between two api.retry lines of one route
@@ -434,7 +434,7 @@ class Transport:
         fixed_data = kwargs.pop("data", None)
         for attempt in range(self.max_retries + 1):
             if cancel is not None and cancel.is_set():
-                raise CancelledError(f"{route}: cancelled", route=route)
+                raise Cancelled(f"{route}: cancelled", route=route)
             if attempts is not None and attempt > 0:
                 attempts[0] += 1  # counts retries
             outcome = self._attempt(route, method, url, storage=storage, body=body, fixed_data=fixed_data,
@@ -501,7 +501,7 @@ class Transport:
                   status=failure.status)
         if cancel is not None:
             if cancel.wait(delay):
-                raise CancelledError(f"{route}: cancelled", route=route)
+                raise Cancelled(f"{route}: cancelled", route=route)
         else:
             time.sleep(delay)
 

@@ -22,7 +22,7 @@ from typing import Any
 
 import structlog
 
-from ..api import ApiError, CancelledError, ProtocolError, TransientError
+from ..api import ApiError, Cancelled, ProtocolError, TransientError
 from ..api._batches import BatchJob, BatchRejected
 from ..config import BatchConfig
 from .store import BatchRecord, BatchStore
@@ -96,7 +96,7 @@ def _back_off(claim_key: str, attempt: int, tries: int, exc: ApiError, cancel: t
     if attempt + 1 < tries:
         if cancel is not None:
             if cancel.wait(delay):
-                raise CancelledError("cancelled while creating the batch", route="batch_create") from None
+                raise Cancelled("cancelled while creating the batch", route="batch_create") from None
         else:
             time.sleep(delay)
 
@@ -108,7 +108,7 @@ def _create_with_retries(client: Any, store: BatchStore, rec: BatchRecord, input
     last: ApiError | None = None
     for attempt in range(max(1, tries)):
         if cancel is not None and cancel.is_set():
-            raise CancelledError("cancelled before the batch was created", route="batch_create")
+            raise Cancelled("cancelled before the batch was created", route="batch_create")
         try:
             if not fresh:
                 adopted = _adopt(client, store, rec, input_file_id, cancel)
@@ -146,7 +146,7 @@ def create_once(client: Any, store: BatchStore, claim_key: str, input_file_id: s
     """The BatchJob (as a dict) of this input, created at most once. Raises BatchRejected (a 4xx:
     permanent, the input goes to failed/), TransientError (429/5xx/resets after `attempts`
     tries, default api.max_retries + 1; the journal stays at `creating`: a later call adopts),
-    CancelledError when `cancel` is set."""
+    Cancelled when `cancel` is set."""
     rec = store.get(claim_key)
     if rec is not None and rec.batch_id:
         return rec.job or {"id": rec.batch_id, "status": rec.status, "input_file_id": rec.input_file_id}

@@ -163,7 +163,7 @@ def _fetch(client: Any, store: BatchStore, rec: BatchRecord, kind: str, file_id:
         try:
             got = download(client, file_id, tmp, cancel=cancel, on_cut=on_cut)
         except Exception as exc:
-            if type(exc).__name__ != "CancelledError":
+            if type(exc).__name__ != "Cancelled":
                 emit("batch.download", claim=rec.claim, batch_id=rec.batch_id, kind=kind, file_id=file_id,
                      outcome="failed", error=str(exc))
             raise

@@ -23,7 +23,7 @@ from typing import Any
 import requests
 import urllib3
 
-from ..api import CancelledError, ProtocolError, TransientError
+from ..api import Cancelled, ProtocolError, TransientError
 
 CHUNK = 1 << 20
 MAX_RESUMES = 5
@@ -80,7 +80,7 @@ def _rehash(fd: int, size: int, cancel: threading.Event | None) -> _Hasher:
     left = size
     while left > 0:
         if cancel is not None and cancel.is_set():
-            raise CancelledError("cancelled")
+            raise Cancelled("cancelled")
         chunk = os.read(fd, min(CHUNK, left))
         if not chunk:
             break
@@ -132,7 +132,7 @@ class _Partial:
 
 def _check_cancel(cancel: threading.Event | None) -> None:
     if cancel is not None and cancel.is_set():
-        raise CancelledError("cancelled during the download", route="content")
+        raise Cancelled("cancelled during the download", route="content")
 
 
 def _announced_total(r: requests.Response, part: _Partial) -> int | None:
@@ -183,7 +183,7 @@ def _wait_after_cut(cuts: int, cancel: threading.Event | None) -> None:
     delay = min(5.0, 0.1 * 2 ** cuts)
     if cancel is not None:
         if cancel.wait(delay):
-            raise CancelledError("cancelled during the download", route="content") from None
+            raise Cancelled("cancelled during the download", route="content") from None
     else:
         time.sleep(delay)
 

@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ..api import CancelledError
+from ..api import Cancelled
 
 OUTPUT, ERRORS = 0, 1
 _BATCH = 2000
@@ -82,7 +82,7 @@ def count_answers(path: Path | None, kind: int, cancel: threading.Event | None =
         return c
     for i, (_, line) in enumerate(_lines(path)):
         if cancel is not None and i % 4096 == 0 and cancel.is_set():
-            raise CancelledError("cancelled")
+            raise Cancelled("cancelled")
         if answer_failed(_parse(line), kind):
             c.failed += 1
         else:
@@ -142,7 +142,7 @@ def _index_answers(db: sqlite3.Connection, path: Path, kind: int, cancel: thread
     db.execute("BEGIN")
     for i, (off, line) in enumerate(_lines(path)):
         if cancel is not None and i % 4096 == 0 and cancel.is_set():
-            raise CancelledError("cancelled")
+            raise Cancelled("cancelled")
         obj = _parse(line)
         cid = obj.get("custom_id") if obj is not None else None
         if cid is None:
@@ -188,7 +188,7 @@ def _write_results(db: sqlite3.Connection, fds: dict[int, int], input_path: Path
     with os.fdopen(out_fd, "wb", buffering=1 << 20) as out, open(input_path, "rb") as src:
         for n, raw in enumerate(src, start=1):
             if cancel is not None and n % 4096 == 0 and cancel.is_set():
-                raise CancelledError("cancelled")
+                raise Cancelled("cancelled")
             if not raw.strip():
                 continue
             entry = _result_entry(db, fds, raw, n, counts)

@@ -27,7 +27,7 @@ from typing import Any
 
 import structlog
 
-from ..api import ApiError, AuthError, CancelledError, ProtocolError, TransientError
+from ..api import ApiError, AuthError, Cancelled, ProtocolError, TransientError
 from .deliver import Busy, deliver
 from .manifest import update_manifest
 from .store import FINISHED_STAGES, BatchRecord, BatchStore
@@ -169,7 +169,7 @@ class Poller:
         if rec.stage == "following":
             try:
                 job = client.get_batch(rec.batch_id, retries=False, cancel=self._stop)
-            except CancelledError:
+            except Cancelled:
                 return None
             except (TransientError, AuthError) as exc:
                 when = self._backoff(claim, rec, exc.status)
@@ -201,7 +201,7 @@ class Poller:
         try:
             self._busy_claim = claim
             deliver(client, self.store, rec, cancel=self._stop, emit=self._emit)
-        except CancelledError:
+        except Cancelled:
             return None
         except Busy:
             return time.time() + self._interval(rec)

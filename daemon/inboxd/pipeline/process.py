@@ -28,7 +28,7 @@ from typing import Any, BinaryIO
 import structlog
 
 from .._constants import PROCESSING_FAILED
-from ..api import ApiError, AuthError, CancelledError, FilesClient, RejectedError, SourceChangedError
+from ..api import ApiError, AuthError, Cancelled, FilesClient, RejectedError, SourceChangedError
 from ..batch import BatchRejected, BatchStore, Poller, create_once, stem_of
 from ..check import check_file
 from ..config import Config
@@ -116,7 +116,7 @@ def handle(ctx: Context, job: Job, hb: Heartbeat) -> str:
         ctx.on_auth_rejected(exc)
         ctx.queue.put(job)
         return "paused"
-    except CancelledError:
+    except Cancelled:
         return "cancelled"
     except Failure as failure:
         return _failed(ctx, job, failure)
