@@ -9,10 +9,10 @@ BIN := $(VENV)/bin
 run: $(VENV)/.installed
 	$(BIN)/python scripts/demo.py
 
-test: $(VENV)/.installed
+test: $(VENV)/.installed lint
 	$(BIN)/python -m pytest -q
 
-# ruff and mypy (issue 11); both run, and either failing fails the target. Not part of `make test` yet.
+# ruff and mypy (issue 11); both run, and either failing fails the target; `make test` (and so CI) runs it first
 lint: $(VENV)/.installed
 	@status=0; \
 	$(BIN)/ruff check daemon tests bench scripts || status=1; \

@@ -281,7 +281,7 @@ def main() -> int:
     with tempfile.TemporaryDirectory(prefix="inboxd-bench-", dir=base) as tmp:
         root = Path(tmp)
         n_steady = int(args.steady_seconds * args.steady_rate)
-        print(f"making files of ~230 KB ...", file=sys.stderr, flush=True)
+        print("making files of ~230 KB ...", file=sys.stderr, flush=True)
         set_official = [] if args.skip_official else make_set(root / "stage-official", "off", args.files)
         set_burst = make_set(root / "stage-burst", "burst", args.files)
         set_lat = {w: make_set(root / f"stage-lat{w}", f"lat{w}", args.latency_files) for w in lat_workers}

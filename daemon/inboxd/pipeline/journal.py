@@ -281,7 +281,8 @@ class Journal:
         cols = ", ".join(f"{k} = ?" for k in fields)
         now = time.time()
         with self._write_lock:
-            self._db().execute(f"UPDATE files SET {cols}, updated_at = ? WHERE claim = ?", (*fields.values(), now, claim))
+            self._db().execute(f"UPDATE files SET {cols}, updated_at = ? WHERE claim = ?",
+                               (*fields.values(), now, claim))
             self._cached(claim, fields, now)
 
     def move(self, old_claim: str, new_claim: str) -> None:
