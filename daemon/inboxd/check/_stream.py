@@ -25,7 +25,8 @@ class StreamState:
     """What the pass counts, and the sha256 of every byte. With `background`, the chunks are
     hashed on a thread of their own while this one splits and parses (hashlib lets go of the
     GIL for large buffers, so on a machine with two cores the hash costs no wall time); the
-    queue holds at most 8 chunks. `close()` ends that thread (also after an exception)."""
+    queue holds at most 2 chunks (memory stays bounded: a 2 GB line is one chunk at a time).
+    `close()` ends that thread (also after an exception)."""
 
     def __init__(self, background: bool = False) -> None:
         self.sha = hashlib.sha256()
@@ -36,7 +37,7 @@ class StreamState:
         self._queue: queue.Queue[bytes | None] | None = None
         self._thread: threading.Thread | None = None
         if background:
-            self._queue = queue.Queue(maxsize=8)
+            self._queue = queue.Queue(maxsize=2)
             self._thread = threading.Thread(target=self._hash, name="check-sha256", daemon=True)
             self._thread.start()
             self.update = self._queue.put
