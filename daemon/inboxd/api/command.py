@@ -50,6 +50,8 @@ class UploadFailure:
 def upload_file(config: Config, key: SecretStr, path: Path, purpose: str, *, wait: bool, mode: str = "basic",
                 check: bool = True, progress: Progress | None = None) -> Uploaded | UploadFailure:
     register_secret(key.get_secret_value())
+    name = path.name
+    path = path.resolve()  # a link the user named on the command line is followed (the daemon never does)
     try:
         size = path.stat().st_size
     except OSError as exc:
@@ -61,7 +63,7 @@ def upload_file(config: Config, key: SecretStr, path: Path, purpose: str, *, wai
     client = FilesClient(config.api, config.upload, key)
     try:
         advance = progress(size) if progress is not None else None
-        result = client.upload(path, purpose, progress=advance)
+        result = client.upload(path, purpose, file_name=name, progress=advance)
         file_obj = result.file
         if wait and file_obj.processing_status not in PROCESSING_FAILED:
             file_obj = client.wait_for_processing(file_obj.id)
