@@ -247,6 +247,18 @@ class DaemonConfig(_Section):
         return host.strip("[]"), int(port)
 
 
+def resolved_absolute(v: Path | None) -> Path | None:
+    """An absolute path with its symlinks resolved (None stays None); ValueError otherwise."""
+    if v is None:
+        return None
+    if not v.is_absolute():
+        raise ValueError("expected an absolute path")
+    try:
+        return Path(os.path.normpath(v)).resolve()
+    except (OSError, RuntimeError) as exc:  # a symlink loop
+        raise ValueError(f"cannot resolve {v}: {getattr(exc, 'strerror', None) or exc}") from None
+
+
 class BatchConfig(_Section):
     """`[inboxes.batch]` (SPEC §4, §10; issue 12): the batch round trip of a batch-api inbox.
     Absent: the inbox behaves as before (upload and manifest only)."""
@@ -270,14 +282,7 @@ class BatchConfig(_Section):
     @field_validator("outbox")
     @classmethod
     def _absolute_outbox(cls, v: Path | None) -> Path | None:
-        if v is None:
-            return None
-        if not v.is_absolute():
-            raise ValueError("expected an absolute path")
-        try:
-            return Path(os.path.normpath(v)).resolve()
-        except (OSError, RuntimeError) as exc:
-            raise ValueError(f"cannot resolve {v}: {getattr(exc, 'strerror', None) or exc}") from None
+        return resolved_absolute(v)
 
 
 class InboxConfig(_Section):
@@ -321,14 +326,7 @@ class InboxConfig(_Section):
         """Absolute, and resolved when the config is loaded (issue 15): a symlinked inbox is
         watched at its real folder (inotify sees nothing through the link), and two names of one
         folder compare equal."""
-        if v is None:
-            return None
-        if not v.is_absolute():
-            raise ValueError("expected an absolute path")
-        try:
-            return Path(os.path.normpath(v)).resolve()
-        except (OSError, RuntimeError) as exc:  # a symlink loop
-            raise ValueError(f"cannot resolve {v}: {getattr(exc, 'strerror', None) or exc}") from None
+        return resolved_absolute(v)
 
     @field_validator("patterns")
     @classmethod

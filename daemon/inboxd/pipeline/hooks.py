@@ -24,25 +24,33 @@ log = structlog.get_logger("inboxd.daemon")
 
 
 class Hooks(Protocol):
-    """What the daemon calls at each point of its life; `NoService` does nothing."""
+    """What the daemon calls at each point of its life. Each hook does nothing unless an
+    implementation says otherwise, so `NoService` is this Protocol as it stands."""
 
-    def ready(self, daemon: Daemon) -> None: ...
-    def tick(self, daemon: Daemon) -> None: ...
-    def observe(self, event: str, job: Job) -> None: ...
-    def batch_event(self, name: str, fields: dict[str, Any]) -> None: ...
-    def reloading(self, daemon: Daemon) -> None: ...
-    def stopping(self, daemon: Daemon) -> None: ...
-    def close(self) -> None: ...
+    def ready(self, daemon: Daemon) -> None:
+        return None
+
+    def tick(self, daemon: Daemon) -> None:
+        return None
+
+    def observe(self, event: str, job: Job) -> None:
+        return None
+
+    def batch_event(self, name: str, fields: dict[str, Any]) -> None:
+        return None
+
+    def reloading(self, daemon: Daemon) -> None:
+        return None
+
+    def stopping(self, daemon: Daemon) -> None:
+        return None
+
+    def close(self) -> None:
+        return None
 
 
-class NoService:
-    def ready(self, daemon: Daemon) -> None: ...
-    def tick(self, daemon: Daemon) -> None: ...
-    def observe(self, event: str, job: Job) -> None: ...
-    def batch_event(self, name: str, fields: dict[str, Any]) -> None: ...
-    def reloading(self, daemon: Daemon) -> None: ...
-    def stopping(self, daemon: Daemon) -> None: ...
-    def close(self) -> None: ...
+class NoService(Hooks):
+    """Every hook does nothing (the Protocol's own bodies): the daemon without sd_notify or metrics."""
 
 
 def wedge_seconds(daemon: Daemon) -> float:
