@@ -85,3 +85,18 @@ def test_left_claimed_tells_the_truth_and_a_restart_neither_stacks_names_nor_for
         assert archived["recovered"] is True, archived
         (recovered,) = d.events("file.recovered", name="big300-a.jsonl")
         assert re.fullmatch(r"\d+\.big300-a\.jsonl", Path(recovered["claim"]).name), recovered["claim"]
+
+
+def test_a_retry_does_not_hash_the_file_again(tmp_path, emu):
+    """The upload fails for good on the first attempt (the create answers 503 past the retries);
+    the second attempt reuses the journaled sha256 and verdict: one `file.checked`, not two."""
+    inbox = tmp_path / "inbox"
+    inbox.mkdir()
+    cfg = write_config(tmp_path, base_url=emu.base_url, inboxes=[{"path": str(inbox), "purpose": "batch-api"}],
+                       api={"max_retries": 1})
+    emu.script([{"route": "create", "status": 503, "times": 2}])
+    with start_daemon(cfg, key=emu.key) as d:
+        drop(inbox, "r.jsonl", batch_lines("r"))
+        d.wait_event("file.archived", name="r.jsonl", timeout=30)
+        assert d.events("file.retry", name="r.jsonl"), "the first attempt failed"
+        assert len(d.events("file.checked", name="r.jsonl")) == 1
