@@ -121,5 +121,4 @@ class ReadinessTracker:
         return [p for p in self._seen if p.startswith(prefix)]
 
     def pending_in(self, folder: str) -> int:
-        prefix = folder.rstrip("/") + "/"
-        return sum(1 for p in self._seen if p.startswith(prefix))
+        return len(self.paths_in(folder))
