@@ -95,8 +95,10 @@ def _move(journal: Journal, inbox: InboxConfig, row: Row, claim: Path, done: Pat
         text = json.dumps(sidecar)
         journal.update(row.claim, target=str(target), sidecar=text)
         if inbox.on_success == "move":
-            # a survivor on another host finds it here if we die between the move and the manifest
-            write_atomic(claim_manifest(claim), text.encode("utf-8") + b"\n")
+            # a survivor on another host finds it here if we die between the move and the manifest.
+            # Its content is fsynced; the claim folder is not: it is published by a rename into
+            # done/, which is fsynced then; before that, the journal or the state file finish it
+            write_atomic(claim_manifest(claim), text.encode("utf-8") + b"\n", sync_folder=False)
 
     if inbox.on_success == "keep" and row.sha256 and row.bytes is not None and row.mtime_ns is not None:
         original = inbox.path / row.name

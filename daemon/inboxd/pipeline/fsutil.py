@@ -25,7 +25,9 @@ def fsync_dir(folder: Path) -> None:
         os.close(fd)
 
 
-def write_atomic(path: Path, data: bytes) -> None:
+def write_atomic(path: Path, data: bytes, *, sync_folder: bool = True) -> None:
+    """`data` at `path`, whole or not at all: a temp file, fsynced, renamed; then the folder is
+    fsynced (unless `sync_folder` is False: a file that is renamed on into a folder fsynced later)."""
     tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o644)
     try:
@@ -40,7 +42,8 @@ def write_atomic(path: Path, data: bytes) -> None:
         except OSError:
             pass
         raise
-    fsync_dir(path.parent)
+    if sync_folder:
+        fsync_dir(path.parent)
 
 
 NAME_MAX = 255

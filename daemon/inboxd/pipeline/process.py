@@ -35,7 +35,7 @@ from ..config import Config
 from ..watch.lease import Writers, open_for_writing
 from ..watch.scan import file_kind
 from .archive import archive, fail, finish_orphan
-from .claim import write_state
+from .claim import sync_state, write_state
 from .failure import Failure
 from .journal import Journal, Row
 from .work import Heartbeat, Job, WorkQueue
@@ -347,6 +347,7 @@ def _upload(ctx: Context, job: Job, f: BinaryIO, st: os.stat_result, hb: Heartbe
     purpose = job.inbox.purpose
     started = time.time()
     known = ctx.journal.known_upload(sha256, purpose) if ctx.config.upload.dedupe else None
+    created: list[str] = []  # the file ids the claim folder's state file was written with
     if known is not None:
         file_object, method, parts, attempts = known, "existing", 0, 1
     else:
@@ -357,11 +358,13 @@ def _upload(ctx: Context, job: Job, f: BinaryIO, st: os.stat_result, hb: Heartbe
         def on_created(file_id: str, upload_id: str | None) -> None:
             ctx.journal.update(str(job.claim), file_id=file_id, upload_id=upload_id)
             # the claim folder knows the file id from now on: a survivor on another host asks the
-            # server about it instead of sending the file a second time (no fsync: a power cut
-            # costs at most one re-send, a crash of this process nothing)
+            # server about it instead of sending the file a second time (no fsync yet: made
+            # durable once the upload is whole; a crash of this process loses nothing)
             write_state(job.claim, {"file_id": file_id, "upload_id": upload_id, "sha256": sha256, "bytes": row.bytes,
                                     "mtime_ns": row.mtime_ns, "validation": row.validation,
+                                    "method": "multipart" if upload_id else "single", "started_at": started,
                                     "purpose": purpose}, durable=False)
+            created.append(file_id)
             hb.beat("upload")
 
         result = client.upload(job.claim, purpose, file_name=job.name, sha256=sha256, expected_size=row.bytes,
@@ -382,7 +385,10 @@ def _upload(ctx: Context, job: Job, f: BinaryIO, st: os.stat_result, hb: Heartbe
     _unchanged_since_check(job, f, st, file_object.get("id") if method != "existing" else None, ctx)
     ctx.journal.uploaded(str(job.claim), sha256, purpose, file_object, file_id=file_object.get("id"),
                          method=method, parts=parts, attempts=attempts, started_at=started, finished_at=time.time())
-    _write_claim_state(job, _row(ctx, job))
+    if created and created[-1] == file_object.get("id"):
+        sync_state(job.claim)  # the state file written at creation carries this id: fsynced, not rewritten
+    else:
+        _write_claim_state(job, _row(ctx, job))
     log.debug("file.uploaded", inbox=str(job.inbox.path), name=job.name, sha256=sha256, bytes=row.bytes,
              file_id=file_object.get("id"), method=method, parts=parts, attempt=attempts,
              seconds=round(time.time() - started, 3))
