@@ -259,6 +259,16 @@ def burst(root: Path, base_url: str, files: list[Path], workers: int, validate: 
             "p50": pct(vals, .5), "p99": pct(vals, .99), "seconds": last - first}
 
 
+def fs_label(path: Path) -> str:
+    """The filesystem the bench ran on: type, device, and whether ext4 has its journal."""
+    best = ("", "?", "?")
+    for line in Path("/proc/self/mounts").read_text().splitlines():
+        dev, mnt, kind = line.split()[:3]
+        if str(path.resolve()).startswith(mnt) and len(mnt) >= len(best[0]):
+            best = (mnt, dev, kind)
+    return f"{best[2]} ({best[1]} at {best[0]})"
+
+
 def main() -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--files", type=int, default=1000)
@@ -270,6 +280,9 @@ def main() -> int:
     ap.add_argument("--steady-rate", type=float, default=50)
     ap.add_argument("--idle-seconds", type=float, default=0)
     ap.add_argument("--skip-official", action="store_true")
+    ap.add_argument("--dir", type=Path, default=None,
+                    help="where the files, inboxes and state live (default .cache/ of the checkout): the "
+                         "filesystem under test, the same for inboxd and the official client")
     ap.add_argument("--validate", default="basic", choices=("off", "basic", "strict"),
                     help="the inbox's validate mode (the official client checks by default)")
     args = ap.parse_args()
@@ -277,7 +290,7 @@ def main() -> int:
     load = os.getloadavg()
     rows: list[tuple[str, str, str, str]] = []
     verdicts: list[str] = []
-    base = REPO / ".cache" if (REPO / ".cache").exists() else None
+    base = args.dir or (REPO / ".cache" if (REPO / ".cache").exists() else None)
     with tempfile.TemporaryDirectory(prefix="inboxd-bench-", dir=base) as tmp:
         root = Path(tmp)
         n_steady = int(args.steady_seconds * args.steady_rate)
@@ -378,7 +391,8 @@ def main() -> int:
             finally:
                 emu.terminate()
                 emu.wait(10)
-    print(f"\ninboxd daemon benchmark: files of {size / 1000:.0f} KB, emulator on loopback, {os.cpu_count()} cores "
+    print(f"\ninboxd daemon benchmark: files of {size / 1000:.0f} KB on {fs_label(Path(base or tempfile.gettempdir()))}, "
+          f"emulator on loopback, {os.cpu_count()} cores "
           f"shared by the daemon, the emulator and the driver; load average at start "
           f"{load[0]:.2f} {load[1]:.2f} {load[2]:.2f}\n")
     w = max(len(r[0]) for r in rows)
