@@ -21,7 +21,7 @@ import sqlite3
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, BinaryIO
 
@@ -271,10 +271,9 @@ def _run(ctx: Context, job: Job, row: Row, hb: Heartbeat) -> str:
         st = os.fstat(f.fileno())
         if file_kind(st.st_mode) != "regular":
             raise Failure("inspect", "not_a_regular_file", "not a regular file", file_kind=file_kind(st.st_mode))
-        if not _still_checked(_row(ctx, job), st):
-            _check(ctx, job, f, st, hb)
+        checked = {} if _still_checked(_row(ctx, job), st) else _check(ctx, job, f, st, hb)
         _bug_hook("check")
-        _upload(ctx, job, f, st, hb)
+        _upload(ctx, job, f, st, hb, checked)
     _create_batch(ctx, job, hb)
     return _archive(ctx, job, hb)
 
@@ -321,7 +320,10 @@ def _still_checked(row: Row, st: os.stat_result) -> bool:
     return bool(passed) and (row.ino, row.bytes, row.mtime_ns) == _signature(st)
 
 
-def _check(ctx: Context, job: Job, f: BinaryIO, st: os.stat_result, hb: Heartbeat) -> None:
+def _check(ctx: Context, job: Job, f: BinaryIO, st: os.stat_result, hb: Heartbeat) -> dict[str, Any]:
+    """Check and hash the file; return the journal fields of a file that passed (written with
+    the upload's first stage, one commit instead of two); a file that failed has them written
+    here, for its sidecar."""
     hb.beat("check")
     t0 = time.monotonic()
     mode = job.inbox.validate_mode
@@ -330,28 +332,33 @@ def _check(ctx: Context, job: Job, f: BinaryIO, st: os.stat_result, hb: Heartbea
     if _signature(os.fstat(f.fileno())) != _signature(st) or report.bytes != st.st_size:
         raise SourceChangedError("the file changed while it was checked")
     validation = {"mode": mode, "passed": bool(report.passed), "records": report.records, "format": report.format}
-    ctx.journal.update(str(job.claim), stage="checked", bytes=report.bytes, mtime_ns=st.st_mtime_ns, ino=st.st_ino,
-                       sha256=report.sha256, validation=json.dumps(validation))
+    checked = {"bytes": report.bytes, "mtime_ns": st.st_mtime_ns, "ino": st.st_ino, "sha256": report.sha256,
+               "validation": json.dumps(validation)}
     log.debug("file.checked", inbox=str(job.inbox.path), name=job.name, sha256=report.sha256, bytes=report.bytes,
              passed=bool(report.passed), records=report.records, seconds=round(time.monotonic() - t0, 3))
     if report.passed:
-        return
+        return checked
+    ctx.journal.update(str(job.claim), stage="checked", **checked)
     first = report.errors[0] if report.errors else None
     raise Failure("validate", first.rule if first else "invalid", first.message if first else "validation failed",
                   line=first.line if first else None, validation=_report_json(report))
 
 
-def _upload(ctx: Context, job: Job, f: BinaryIO, st: os.stat_result, hb: Heartbeat) -> None:
-    row = _row(ctx, job)
+def _upload(ctx: Context, job: Job, f: BinaryIO, st: os.stat_result, hb: Heartbeat,
+            checked: dict[str, Any]) -> None:
+    row = replace(_row(ctx, job), **checked)  # `checked`: the check's fields, not yet journaled
     sha256 = row.sha256 or ""
     purpose = job.inbox.purpose
     started = time.time()
     known = ctx.journal.known_upload(sha256, purpose) if ctx.config.upload.dedupe else None
     created: list[str] = []  # the file ids the claim folder's state file was written with
     if known is not None:
+        if checked:
+            ctx.journal.update(str(job.claim), stage="checked", **checked)
         file_object, method, parts, attempts = known, "existing", 0, 1
     else:
-        ctx.journal.update(str(job.claim), stage="uploading", attempts=job.attempts + 1, started_at=started)
+        ctx.journal.update(str(job.claim), stage="uploading", attempts=job.attempts + 1, started_at=started,
+                           **checked)
         hb.beat("upload")
         client = ctx.client
 
