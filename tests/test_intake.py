@@ -325,3 +325,39 @@ def test_kill9_at_10_random_moments_resends_nothing_whole(tmp_path):
         print(f"\nkill -9 x{kills}: {len(expected)} files, 409s 0, interrupted uploads re-sent {resent}")
     finally:
         emu.stop()
+
+
+def test_a_journal_rolled_back_past_the_file_id_asks_the_server_from_the_claim_folder(tmp_path):
+    """A power cut can roll the journal back (synchronous=NORMAL) past the commit that held the
+    file id; the claim folder's state file still has it. The next start asks the server about
+    that id and adopts the upload: nothing is sent twice. (The rollback is made by hand: the
+    row is put back to `claimed` without its id, as SQLite would leave it.)"""
+    emu = start_emulator(tmp_path / "emu", no_dedupe=True, processing_delay=8)
+    try:
+        inbox = tmp_path / "inbox"
+        inbox.mkdir()
+        cfg = write_config(tmp_path, base_url=emu.base_url, upload={"wait_for_processing": True},
+                           daemon={"stop_grace_seconds": 1}, inboxes=[{"path": str(inbox), "purpose": "batch-api"}])
+        data = b"".join(lines("rolled", 10))
+        with start_daemon(cfg, key=emu.key) as d:
+            d.wait_event("inbox.watching")
+            (tmp_path / "r.jsonl").write_bytes(data)
+            os.rename(tmp_path / "r.jsonl", inbox / "r.jsonl")
+            wait_until(lambda: emu.creates_by_sha256().get(sha(data)), 20, what="the upload")
+            wait_until(lambda: list((inbox / ".inboxd").glob("*/.*.state.json")), 10, what="the state file")
+            d.signal(signal.SIGTERM)
+            assert d.wait_exit(20) == 0
+        import sqlite3
+        db = sqlite3.connect(tmp_path / "state" / "journal.sqlite3")
+        with db:
+            n = db.execute("UPDATE files SET stage = 'claimed', file_id = NULL, upload_id = NULL, sha256 = NULL, "
+                           "validation = NULL, bytes = NULL WHERE name = 'r.jsonl'").rowcount
+        db.close()
+        assert n == 1
+        with start_daemon(cfg, key=emu.key) as d:
+            d.wait_event("file.archived", name="r.jsonl", timeout=30)
+            assert d.events("file.adopted", name="r.jsonl"), d.tail(40)
+        assert emu.creates_by_sha256() == {sha(data): 1}
+        assert manifests(inbox)["r.jsonl.manifest.json"]["file"]["id"]
+    finally:
+        emu.stop()

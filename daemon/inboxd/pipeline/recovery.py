@@ -37,6 +37,12 @@ def recover_claims(daemon: Daemon, state: InboxState) -> None:
             if daemon.ctx.batches is not None:
                 daemon.ctx.batches.move(str(t.old), str(t.new))
             stage = row.stage
+            if not row.file_id and row.stage not in ("uploaded", "archived", "failed") \
+                    and t.state and t.state.get("file_id"):
+                # a power cut rolled the journal back past the file id, the claim folder kept it:
+                # the worker asks the server about it before sending anything
+                daemon.journal.update(str(t.new), stage="uploading", **adoptable(t.state))
+                stage = "uploaded (the file id from the claim folder)"
         else:
             daemon.journal.claimed(str(t.new), state.key, t.name)
             stage = "claimed"
