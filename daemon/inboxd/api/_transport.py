@@ -481,7 +481,7 @@ class Transport:
         prepared = requests.PreparedRequest()
         prepared.prepare(method=method, url=url, headers={**s.headers, **kwargs.get("headers", {})}, data=data,
                          files=kwargs.get("files"), json=kwargs.get("json"))
-        return s.get_adapter(url).send(prepared, stream=True, timeout=self.timeout, verify=s.verify,
+        return s.get_adapter(url).send(prepared, stream=True, timeout=self.timeout, verify=self.network.verify,
                                        proxies=self.network.proxies_for(url))
 
     def _judge(self, route: str, response: requests.Response, storage: bool) -> requests.Response | _Transient:
