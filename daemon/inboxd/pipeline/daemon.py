@@ -92,6 +92,7 @@ class Daemon:
         self._stop = False
         self._reload = False
         self._next_rescan = 0.0
+        self._watches_checked = 0.0
         self._probe_now = False
         self._next_prune = 0.0
         self.started = time.monotonic()
@@ -181,7 +182,9 @@ class Daemon:
             self._next_rescan = now + self.config.daemon.rescan_seconds
             self._rescan_all()
         self.claimer.look_again_due()
-        self._check_watches()
+        if now - self._watches_checked >= TICK:  # at most every tick, not at every burst of events
+            self._watches_checked = now
+            self._check_watches()
         if not self.gate.paused:
             self.claimer.claim_ready(self.capacity)
         self.gate.tick(self._probe_key, now_probe=self._probe_now)
