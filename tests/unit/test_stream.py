@@ -122,15 +122,21 @@ def test_a_too_long_last_line_without_a_newline() -> None:
 # once the splitter is fixed these fail as XPASS, and the marker should go.
 
 
-@pytest.mark.xfail(strict=True, reason="a line ended by a lone CR is never checked against max_line_bytes")
 def test_a_too_long_line_ended_by_a_lone_cr_is_reported() -> None:
     got, state = split(b"a\r" + b"x" * 20 + b"\rb\n", max_line_bytes=10)
     assert got == [(1, b"a"), (3, b"b")]
     assert state.too_long == [2]
 
 
-@pytest.mark.xfail(strict=True, reason="the CR of a CRLF at a chunk end counts towards the line's length")
 def test_a_crlf_line_of_exactly_the_limit_split_before_its_lf_is_kept() -> None:
     got, state = split(b"x" * 10 + b"\r", b"\n", max_line_bytes=10)
     assert got == [(1, b"x" * 10)]
+    assert state.too_long == []
+
+
+def test_a_file_of_lone_cr_endings_across_chunks_keeps_every_line() -> None:
+    """Lines ended by a lone CR (no LF anywhere) are lines as they come, not one growing rest
+    that ends up too long and swallows the lines after it."""
+    got, state = split(b"a\rb\rc", b"\rd\r", b"ee\rf", max_line_bytes=3)
+    assert got == [(1, b"a"), (2, b"b"), (3, b"c"), (4, b"d"), (5, b"ee"), (6, b"f")]
     assert state.too_long == []

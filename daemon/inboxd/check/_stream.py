@@ -116,6 +116,9 @@ def line_batches(f: BinaryIO, state: StreamState, max_line_bytes: int) -> Iterat
                 if b"\r" in line:
                     for sub in _split_cr(line):
                         number += 1
+                        if len(sub) > max_line_bytes:  # each line a lone CR ends has the same limit
+                            state.too_long.append(number)
+                            continue
                         yield number, [sub]
                     continue
             number += 1
@@ -123,7 +126,17 @@ def line_batches(f: BinaryIO, state: StreamState, max_line_bytes: int) -> Iterat
                 state.too_long.append(number)
                 continue
             yield number, [line]
-        if len(rest) > max_line_bytes:
+        cut = rest.rfind(b"\r", 0, len(rest) - 1)
+        if cut >= 0:  # lines ended by a lone CR before the last byte are whole: out with them now
+            for sub in rest[:cut].split(b"\r"):
+                number += 1
+                if len(sub) > max_line_bytes:
+                    state.too_long.append(number)
+                    continue
+                yield number, [sub]
+            rest = rest[cut + 1:]
+        # a CR at the end of the rest may be the first half of a CRLF: not part of the line
+        if len(rest) - rest.endswith(b"\r") > max_line_bytes:
             number += 1
             state.too_long.append(number)
             rest = b""
@@ -133,5 +146,8 @@ def line_batches(f: BinaryIO, state: StreamState, max_line_bytes: int) -> Iterat
             rest = rest[:-1]
         for sub in _split_cr(rest) if b"\r" in rest else [rest]:
             number += 1
+            if len(sub) > max_line_bytes:
+                state.too_long.append(number)
+                continue
             yield number, [sub]
     state.lines = number
