@@ -26,6 +26,7 @@ import pytest
 
 from tests.helpers.daemon import DaemonProc, wait_until, write_config
 from tests.helpers.emulator import EmulatorProc, start_emulator
+from tests.helpers.files import holding_state
 from tests.reliability.common import record, scale
 
 TIMEOUT = 4.0  # claim_timeout_seconds: a dead host's claims are taken over after this
@@ -95,7 +96,7 @@ def run_fleet(tmp_path: Path, emu: EmulatorProc, views: list[Path], server_inbox
                 # mid-flight: the victim holds a file it uploaded (its claim folder names the file
                 # id) but has not archived, besides the ones it has only claimed
                 folder = server_inbox / ".inboxd" / victim.events("daemon.started")[0]["claimer"]
-                wait_until(lambda folder=folder: list(folder.glob(".*.state.json")), 30, interval=0.005,
+                wait_until(lambda folder=folder: holding_state(folder), 30, interval=0.005,
                            what="the victim holding an uploaded file")
                 victim.kill9()
                 killed_with = in_flight()

@@ -25,6 +25,7 @@ import pytest
 
 from tests.helpers.daemon import REPO, start_daemon, wait_until, write_config
 from tests.helpers.emulator import start_emulator
+from tests.helpers.files import holding_state
 
 SETTLE = 0.5
 
@@ -344,7 +345,8 @@ def test_a_journal_rolled_back_past_the_file_id_asks_the_server_from_the_claim_f
             (tmp_path / "r.jsonl").write_bytes(data)
             os.rename(tmp_path / "r.jsonl", inbox / "r.jsonl")
             wait_until(lambda: emu.creates_by_sha256().get(sha(data)), 20, what="the upload")
-            wait_until(lambda: list((inbox / ".inboxd").glob("*/.*.state.json")), 10, what="the state file")
+            wait_until(lambda: [f for d in (inbox / ".inboxd").iterdir() for f in holding_state(d)], 10,
+                       what="the claimed file's state")
             d.signal(signal.SIGTERM)
             assert d.wait_exit(20) == 0
         import sqlite3
@@ -359,5 +361,8 @@ def test_a_journal_rolled_back_past_the_file_id_asks_the_server_from_the_claim_f
             assert d.events("file.adopted", name="r.jsonl"), d.tail(40)
         assert emu.creates_by_sha256() == {sha(data): 1}
         assert manifests(inbox)["r.jsonl.manifest.json"]["file"]["id"]
+        with pytest.raises(OSError):  # the claim's state leaves with the claim: not on the archived data
+            os.getxattr(inbox / "done" / "r.jsonl", "user.inboxd.state")
+        assert not list((inbox / "done").glob(".*"))
     finally:
         emu.stop()

@@ -137,3 +137,24 @@ def extra_creates(stats: Mapping[str, Any], digests: Iterable[str]) -> int:
     """Creates beyond the first, over these digests: the re-sends."""
     creates = stats["creates_by_sha256"]
     return sum(max(0, creates.get(d, 0) - 1) for d in digests)
+
+
+def holding_state(folder: Path) -> list[Path]:
+    """Claimed files in a claim folder whose state (the file id) is written: in the attribute
+    `user.inboxd.state` of the file, or in its `.<claim>.state.json` (filesystems without
+    user attributes)."""
+    out = []
+    try:
+        entries = list(folder.iterdir())
+    except OSError:
+        return []
+    for p in entries:
+        if p.name.startswith("."):
+            continue
+        try:
+            os.getxattr(p, "user.inboxd.state", follow_symlinks=False)
+            out.append(p)
+        except OSError:
+            if p.with_name(f".{p.name}.state.json").exists():
+                out.append(p)
+    return out

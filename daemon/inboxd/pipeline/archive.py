@@ -17,8 +17,8 @@ from typing import Any
 import structlog
 
 from ..config import InboxConfig
+from .claim import drop_state
 from .claim import manifest_path as claim_manifest
-from .claim import state_path as claim_state
 from .failure import Failure
 from .fsutil import free_name, fsync_dir, move_no_replace, place, same_file, write_atomic
 from .journal import Journal, Row
@@ -67,10 +67,8 @@ def archive(journal: Journal, inbox: InboxConfig, row: Row) -> Path:
     if inbox.on_success == "delete" and os.path.lexists(claim):
         os.unlink(claim)
         fsync_dir(claim.parent)
-    try:
-        claim_state(claim).unlink()
-    except FileNotFoundError:
-        pass
+    data_at = json.loads(row.sidecar).get("source", {}).get("path") if row.sidecar else None
+    drop_state(claim, Path(data_at) if data_at and inbox.on_success != "delete" else None)
     journal.update(row.claim, stage="archived")
     return manifest_path
 

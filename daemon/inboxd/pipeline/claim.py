@@ -17,9 +17,12 @@ Taking over is a rename of the dead folder to `.takeover.<us>.<dead>`: of two su
 one wins. Its files are then claimed into our folder one by one (again by rename).
 
 A claim folder carries what a survivor on another host needs, since the journal is one
-host's local index: `.<claim name>.state.json` (the file id, written once the file is
-uploaded) and `.<claim name>.manifest.json` (the manifest, written before the data moves
-to done/ and moved after it).
+host's local index: the claimed file's state (the file id, written when the upload is
+created) in an extended attribute of the file itself, `user.inboxd.state`, or where the
+filesystem has none (sshfs, some NFS) in `.<claim name>.state.json`; and
+`.<claim name>.manifest.json` (the manifest, written before the data moves to done/ and
+moved after it). The attribute needs no new file (issue 14: on this project's bench host
+each new inode cost 150-420 us of kernel time) and travels with the file on every rename.
 Claim names are `<n>.<original name>`, unique within the folder.
 """
 
@@ -45,6 +48,11 @@ _counter = itertools.count(1)
 _CLAIM_NAME = re.compile(r"^(\d+)\.(.+)$")
 OWNER = ".owner"
 STATE_SUFFIX = ".state.json"
+STATE_XATTR = "user.inboxd.state"
+# setxattr's answers where the state goes to the state file instead: no user attributes on
+# this filesystem, or not for us (not the file's owner), or no room for one
+NO_XATTR = frozenset({errno.ENOTSUP, errno.EOPNOTSUPP, errno.EPERM, errno.EACCES, errno.E2BIG, errno.ERANGE,
+                      errno.ENOSPC, errno.EDQUOT, errno.ENOSYS})
 MANIFEST_SUFFIX = ".manifest.json"
 TAKEOVER = ".takeover."
 CACHE_RETRY_SECONDS = 5.0  # network filesystems: ENOENT right after our own mkdir/rename
@@ -85,21 +93,34 @@ def manifest_path(claim: Path) -> Path:
     return claim.with_name(f".{claim.name}{MANIFEST_SUFFIX}")
 
 
-def write_state(claim: Path, state: dict[str, Any], *, durable: bool = True) -> None:
-    """The claimed file's state, atomically (rename); `durable` also fsyncs it and its folder."""
-    if durable:
-        write_atomic(state_path(claim), json.dumps(state).encode())
-        return
-    tmp = claim.with_name(f".{claim.name}.{secrets.token_hex(4)}.tmp")
-    tmp.write_bytes(json.dumps(state).encode())
-    os.rename(tmp, state_path(claim))
+def write_state(claim: Path, state: dict[str, Any], *, durable: bool = True) -> bool:
+    """The claimed file's state, whole or not at all: the attribute (one call), else the state
+    file (a temp file renamed). `durable` also fsyncs it and its folder. True when it is in
+    the attribute (what `sync_state` needs to know)."""
+    data = json.dumps(state).encode()
+    try:
+        os.setxattr(claim, STATE_XATTR, data, follow_symlinks=False)
+        in_xattr = True
+    except OSError as exc:
+        if exc.errno not in NO_XATTR:
+            raise
+        in_xattr = False
+        if durable:
+            write_atomic(state_path(claim), data)
+            return False
+        tmp = claim.with_name(f".{claim.name}.{secrets.token_hex(4)}.tmp")
+        tmp.write_bytes(data)
+        os.rename(tmp, state_path(claim))
+    if durable and in_xattr:
+        sync_state(claim, in_xattr)
+    return in_xattr
 
 
-def sync_state(claim: Path) -> None:
-    """Make the state file already written (at the upload's creation, not fsynced) durable:
-    fsync it and its folder. No new file: on ext4 without a journal (this project's bench
-    host) each new inode costs a scan past recently deleted ones (issue 14)."""
-    fd = os.open(state_path(claim), os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+def sync_state(claim: Path, in_xattr: bool) -> None:
+    """Make the state already written (at the upload's creation, not fsynced) durable, without
+    writing it again: fsync the file that holds it (the claimed file itself for the
+    attribute, which also makes its data durable before it is archived) and its folder."""
+    fd = os.open(claim if in_xattr else state_path(claim), os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
     try:
         os.fsync(fd)
     finally:
@@ -109,10 +130,31 @@ def sync_state(claim: Path) -> None:
 
 def read_state(claim: Path) -> dict[str, Any] | None:
     try:
-        data = json.loads(state_path(claim).read_text())
-    except (OSError, ValueError):
+        raw = os.getxattr(claim, STATE_XATTR, follow_symlinks=False)
+    except OSError:
+        try:
+            raw = state_path(claim).read_bytes()
+        except OSError:
+            return None
+    try:
+        data = json.loads(raw)
+    except ValueError:
         return None
     return data if isinstance(data, dict) else None
+
+
+def drop_state(claim: Path, data: Path | None) -> None:
+    """Forget a finished file's state: the state file, and the attribute of the data, now at
+    `data` (None: deleted)."""
+    try:
+        state_path(claim).unlink()
+    except FileNotFoundError:
+        pass
+    if data is not None:
+        try:
+            os.removexattr(data, STATE_XATTR, follow_symlinks=False)
+        except OSError:
+            pass  # none there (the state file held it), or gone already
 
 
 def retry_enoent(step: Callable[[], T], seconds: float = CACHE_RETRY_SECONDS) -> T:
@@ -242,11 +284,11 @@ class ClaimArea:
             move_no_replace(claim, inbox / name)
         except FileExistsError:
             return False
-        for extra in (state_path(claim), manifest_path(claim)):
-            try:
-                extra.unlink()
-            except FileNotFoundError:
-                pass
+        drop_state(claim, inbox / name)
+        try:
+            manifest_path(claim).unlink()
+        except FileNotFoundError:
+            pass
         return True
 
     def mine(self) -> list[Path]:

@@ -351,7 +351,7 @@ def _upload(ctx: Context, job: Job, f: BinaryIO, st: os.stat_result, hb: Heartbe
     purpose = job.inbox.purpose
     started = time.time()
     known = ctx.journal.known_upload(sha256, purpose) if ctx.config.upload.dedupe else None
-    created: list[str] = []  # the file ids the claim folder's state file was written with
+    created: list[tuple[str, bool]] = []  # the file ids the claimed file's state was written with, and where
     if known is not None:
         if checked:
             ctx.journal.update(str(job.claim), stage="checked", **checked)
@@ -367,11 +367,11 @@ def _upload(ctx: Context, job: Job, f: BinaryIO, st: os.stat_result, hb: Heartbe
             # the claim folder knows the file id from now on: a survivor on another host asks the
             # server about it instead of sending the file a second time (no fsync yet: made
             # durable once the upload is whole; a crash of this process loses nothing)
-            write_state(job.claim, {"file_id": file_id, "upload_id": upload_id, "sha256": sha256, "bytes": row.bytes,
-                                    "mtime_ns": row.mtime_ns, "validation": row.validation,
-                                    "method": "multipart" if upload_id else "single", "started_at": started,
-                                    "purpose": purpose}, durable=False)
-            created.append(file_id)
+            in_xattr = write_state(job.claim, {
+                "file_id": file_id, "upload_id": upload_id, "sha256": sha256, "bytes": row.bytes,
+                "mtime_ns": row.mtime_ns, "validation": row.validation, "started_at": started, "purpose": purpose,
+                "method": "multipart" if upload_id else "single"}, durable=False)
+            created.append((file_id, in_xattr))
             hb.beat("upload")
 
         result = client.upload(job.claim, purpose, file_name=job.name, sha256=sha256, expected_size=row.bytes,
@@ -392,8 +392,8 @@ def _upload(ctx: Context, job: Job, f: BinaryIO, st: os.stat_result, hb: Heartbe
     _unchanged_since_check(job, f, st, file_object.get("id") if method != "existing" else None, ctx)
     ctx.journal.uploaded(str(job.claim), sha256, purpose, file_object, file_id=file_object.get("id"),
                          method=method, parts=parts, attempts=attempts, started_at=started, finished_at=time.time())
-    if created and created[-1] == file_object.get("id"):
-        sync_state(job.claim)  # the state file written at creation carries this id: fsynced, not rewritten
+    if created and created[-1][0] == file_object.get("id"):
+        sync_state(job.claim, created[-1][1])  # the state written at creation has this id: fsynced, not rewritten
     else:
         _write_claim_state(job, _row(ctx, job))
     log.debug("file.uploaded", inbox=str(job.inbox.path), name=job.name, sha256=sha256, bytes=row.bytes,
