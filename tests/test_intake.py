@@ -366,3 +366,23 @@ def test_a_journal_rolled_back_past_the_file_id_asks_the_server_from_the_claim_f
         assert not list((inbox / "done").glob(".*"))
     finally:
         emu.stop()
+
+
+def test_a_file_refused_after_its_upload_was_created_leaves_no_state_behind(tmp_path, emu):
+    """The claim's state (the file id) is bookkeeping of the claim: a file that goes to failed/
+    after its upload was created carries no `user.inboxd.state`, and no dot-file is left."""
+    inbox = tmp_path / "inbox"
+    inbox.mkdir()
+    emu.script([{"route": "preprocess", "status": 400, "times": 1}])
+    cfg = write_config(tmp_path, base_url=emu.base_url, inboxes=[{"path": str(inbox), "purpose": "batch-api"}])
+    with start_daemon(cfg, key=emu.key) as d:
+        d.wait_event("inbox.watching")
+        (tmp_path / "x.jsonl").write_bytes(b"".join(lines("refused", 5)))
+        os.rename(tmp_path / "x.jsonl", inbox / "x.jsonl")
+        d.wait_event("file.failed", name="x.jsonl", timeout=30)
+        assert d.events("file.orphan_deleted", name="x.jsonl"), d.tail(20)
+        claims = [p for f in (inbox / ".inboxd").iterdir() for p in f.iterdir() if p.name != ".owner"]
+    assert (inbox / "failed" / "x.jsonl.error.json").exists()
+    with pytest.raises(OSError):
+        os.getxattr(inbox / "failed" / "x.jsonl", "user.inboxd.state")
+    assert claims == []

@@ -144,6 +144,7 @@ def fail(journal: Journal, inbox: InboxConfig, row: Row, failure: Failure, *, at
     row = journal.get(row.claim) or row
     sidecar_path = target.with_name(target.name + ERROR_SUFFIX)
     write_atomic(sidecar_path, (row.sidecar or "{}").encode("utf-8") + b"\n")
+    drop_state(claim, target)  # a file that failed after its upload was created carries its state
     journal.update(row.claim, stage="failed")
     return sidecar_path
 
