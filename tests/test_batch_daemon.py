@@ -194,3 +194,48 @@ def test_killed_while_the_create_is_in_flight_the_restart_adopts_the_job(tmp_pat
         assert emu.batch_creates() == 1
     finally:
         emu.stop()
+
+
+def test_a_file_taken_over_from_a_dead_host_adopts_the_job_that_host_created(tmp_path):
+    """A host uploaded an input, created its batch job and died for good before archiving it;
+    its claim folder holds the file id, its journal (with the job's id) is gone with it. The
+    survivor takes the file over, adopts the upload and, before creating anything, asks the
+    server for a job of that input: it adopts the dead host's job, no second one."""
+    from inboxd.api import FilesClient
+    from inboxd.config import ApiConfig, UploadConfig
+
+    emu = start_emulator(tmp_path / "emu", no_dedupe=True, batch_seconds=0.3, processing_delay=0.05)
+    try:
+        inbox, outbox = tmp_path / "inbox", tmp_path / "outbox"
+        data = batch_input("t", 6)
+        # the dead host's work: the upload and the job, made here through the same client
+        (tmp_path / "t.jsonl").write_bytes(data)
+        client = FilesClient(ApiConfig(base_url=emu.base_url), UploadConfig(), emu.key)
+        up = client.upload(tmp_path / "t.jsonl", "batch-api", sha256=hashlib.sha256(data).hexdigest())
+        client.wait_for_processing(up.file.id, timeout=30)
+        client.create_batch(up.file.id, "/v1/chat/completions")
+        assert emu.batch_creates() == 1
+        # ... and its claim folder: an old heartbeat, the claimed file with its state
+        dead = inbox / ".inboxd" / "deadhost-4242-0badf00d"
+        dead.mkdir(parents=True)
+        (dead / ".owner").write_text(json.dumps({"claimer": "deadhost-4242-0badf00d", "host": "deadhost",
+                                                 "boot_id": "gone", "pid": 4242, "started": 0, "flock": False}))
+        os.utime(dead / ".owner", (time.time() - 3600, time.time() - 3600))
+        claimed = dead / "1.t.jsonl"
+        os.rename(tmp_path / "t.jsonl", claimed)
+        st = claimed.stat()
+        validation = {"mode": "basic", "passed": True, "records": 6, "format": "batch"}
+        os.setxattr(claimed, "user.inboxd.state", json.dumps({
+            "file_id": up.file.id, "sha256": hashlib.sha256(data).hexdigest(), "bytes": st.st_size,
+            "mtime_ns": st.st_mtime_ns, "validation": json.dumps(validation), "method": "single",
+            "purpose": "batch-api"}).encode())
+        cfg = write_config(tmp_path, base_url=emu.base_url, inboxes=[{
+            "path": str(inbox), "purpose": "batch-api", "batch": {"poll_seconds": 0.2, "outbox": str(outbox)}}])
+        with start_daemon(cfg, key=emu.key) as d:
+            d.wait_for(lambda: "t.batch.json" in batch_sidecars(outbox), 30, what="the results")
+            assert d.events("file.adopted", name="t.jsonl"), d.tail(30)
+            assert d.events("batch.adopted"), d.tail(30)
+        assert emu.batch_creates() == 1
+        assert len(emu.creates_by_sha256()) == 1 and sum(emu.creates_by_sha256().values()) == 1
+    finally:
+        emu.stop()

@@ -142,18 +142,20 @@ def create_once(client: Any, store: BatchStore, claim_key: str, input_file_id: s
                 input_sha256: str | None = None, dropped_at: float | None = None,
                 uploaded_at: float | None = None, requests: int | None = None,
                 manifest: Path | str | None = None, input_path: Path | str | None = None,
-                cancel: threading.Event | None = None, attempts: int | None = None) -> dict[str, Any]:
+                cancel: threading.Event | None = None, attempts: int | None = None,
+                look_first: bool = False) -> dict[str, Any]:
     """The BatchJob (as a dict) of this input, created at most once. Raises BatchRejected (a 4xx:
     permanent, the input goes to failed/), TransientError (429/5xx/resets after `attempts`
     tries, default api.max_retries + 1; the journal stays at `creating`: a later call adopts),
-    Cancelled when `cancel` is set."""
+    Cancelled when `cancel` is set. `look_first`: ask the server for a job of this input even
+    without a `creating` row (a file taken over from another host, whose store we do not have)."""
     rec = store.get(claim_key)
     if rec is not None and rec.batch_id:
         return rec.job or {"id": rec.batch_id, "status": rec.status, "input_file_id": rec.input_file_id}
     if rec is not None and rec.stage == "failed":
         raise BatchRejected(rec.error or "the server refused this batch earlier", route="batch_create")
     # `creating` without an id (fresh = False): an earlier call may have created it
-    fresh = rec is None
+    fresh = rec is None and not look_first
     if rec is None:
         rec = _begin(store, claim_key, input_file_id, cfg, inbox=inbox, outbox=outbox, input_sha256=input_sha256,
                      dropped_at=dropped_at, uploaded_at=uploaded_at, requests=requests, manifest=manifest,

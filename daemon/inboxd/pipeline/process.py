@@ -427,7 +427,7 @@ def _create_batch(ctx: Context, job: Job, hb: Heartbeat) -> None:
     validation = json.loads(row.validation) if row.validation else {}
     create_once(ctx.client, ctx.batches, row.claim, row.file_id, job.inbox.batch, inbox=job.inbox.path,
                 input_sha256=row.sha256, dropped_at=job.seen_at, uploaded_at=row.finished_at,
-                requests=validation.get("records"), cancel=ctx.cancel)
+                requests=validation.get("records"), cancel=ctx.cancel, look_first=job.recovered)
 
 
 def _follow_batch(ctx: Context, job: Job, row: Row) -> None:
