@@ -182,7 +182,11 @@ def test_killed_while_the_create_is_in_flight_the_restart_adopts_the_job(tmp_pat
             # every answer 1.5 s late: the create too (the job is made anyway, after the daemon died)
             emu.set_faults(slow_seconds=1.5)
             drop(inbox, "c.jsonl", batch_input("c", 6))
-            wait_until(creating, 40, interval=0.01, what="the create journaled and sent")
+            wait_until(creating, 40, interval=0.01, what="the create journaled")
+            # and received: the server counts a request before its 1.5 s wait (killed before the
+            # POST left, the server would never make the job: another case, not this one)
+            wait_until(lambda: emu.stats()["requests"].get("batch_create", 0) >= 1, 10, interval=0.005,
+                       what="the create at the server")
             d.kill9()
         finally:
             d.stop()
