@@ -67,6 +67,17 @@ def _split_cr(line: bytes) -> list[bytes]:
     return line.split(b"\r")
 
 
+def _each(subs: list[bytes], number: int, state: StreamState, max_line_bytes: int) -> Iterator[tuple[int, list[bytes]]]:
+    """The careful path's lines, numbered from `number` + 1, one to a list; one too long is
+    recorded in `state.too_long` instead."""
+    for sub in subs:
+        number += 1
+        if len(sub) > max_line_bytes:
+            state.too_long.append(number)
+        else:
+            yield number, [sub]
+
+
 def lines(f: BinaryIO, state: StreamState, max_line_bytes: int) -> Iterator[tuple[int, bytes]]:
     """(number, line) for every physical line (see the module docstring)."""
     for first, batch in line_batches(f, state, max_line_bytes):
@@ -113,13 +124,10 @@ def line_batches(f: BinaryIO, state: StreamState, max_line_bytes: int) -> Iterat
             if b"\r" in line:  # rare: CRLF endings, or a lone CR that ends a line too
                 if line.endswith(b"\r"):
                     line = line[:-1]
-                if b"\r" in line:
-                    for sub in _split_cr(line):
-                        number += 1
-                        if len(sub) > max_line_bytes:  # each line a lone CR ends has the same limit
-                            state.too_long.append(number)
-                            continue
-                        yield number, [sub]
+                if b"\r" in line:  # each line a lone CR ends has the same limit
+                    subs = _split_cr(line)
+                    yield from _each(subs, number, state, max_line_bytes)
+                    number += len(subs)
                     continue
             number += 1
             if len(line) > max_line_bytes:
@@ -128,12 +136,9 @@ def line_batches(f: BinaryIO, state: StreamState, max_line_bytes: int) -> Iterat
             yield number, [line]
         cut = rest.rfind(b"\r", 0, len(rest) - 1)
         if cut >= 0:  # lines ended by a lone CR before the last byte are whole: out with them now
-            for sub in rest[:cut].split(b"\r"):
-                number += 1
-                if len(sub) > max_line_bytes:
-                    state.too_long.append(number)
-                    continue
-                yield number, [sub]
+            subs = _split_cr(rest[:cut])
+            yield from _each(subs, number, state, max_line_bytes)
+            number += len(subs)
             rest = rest[cut + 1:]
         # a CR at the end of the rest may be the first half of a CRLF: not part of the line
         if len(rest) - rest.endswith(b"\r") > max_line_bytes:
@@ -144,10 +149,7 @@ def line_batches(f: BinaryIO, state: StreamState, max_line_bytes: int) -> Iterat
     if rest and not skipping:
         if rest.endswith(b"\r"):
             rest = rest[:-1]
-        for sub in _split_cr(rest) if b"\r" in rest else [rest]:
-            number += 1
-            if len(sub) > max_line_bytes:
-                state.too_long.append(number)
-                continue
-            yield number, [sub]
+        subs = _split_cr(rest)
+        yield from _each(subs, number, state, max_line_bytes)
+        number += len(subs)
     state.lines = number

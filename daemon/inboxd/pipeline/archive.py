@@ -67,8 +67,7 @@ def archive(journal: Journal, inbox: InboxConfig, row: Row) -> Path:
     if inbox.on_success == "delete" and os.path.lexists(claim):
         os.unlink(claim)
         fsync_dir(claim.parent)
-    data_at = json.loads(row.sidecar).get("source", {}).get("path") if row.sidecar else None
-    drop_state(claim, Path(data_at) if data_at and inbox.on_success != "delete" else None)
+    drop_state(claim, _data_path(row))
     journal.update(row.claim, stage="archived")
     return manifest_path
 
@@ -80,11 +79,17 @@ def _resume(row: Row, claim: Path, inbox: InboxConfig) -> Path | None:
     target = Path(row.target)
     if inbox.on_success == "delete":
         return target
-    data_path = json.loads(row.sidecar).get("source", {}).get("path")
-    if data_path and same_file(claim, Path(data_path)):
+    data_path = _data_path(row)
+    if data_path and same_file(claim, data_path):
         os.unlink(claim)  # moved by a hard link, not yet unlinked
         return target
     return None
+
+
+def _data_path(row: Row) -> Path | None:
+    """Where the reserved manifest says the data goes (None: deleted, or nothing reserved)."""
+    path = json.loads(row.sidecar).get("source", {}).get("path") if row.sidecar else None
+    return Path(path) if path else None
 
 
 def _move(journal: Journal, inbox: InboxConfig, row: Row, claim: Path, done: Path) -> Path:

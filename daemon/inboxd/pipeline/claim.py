@@ -100,20 +100,19 @@ def write_state(claim: Path, state: dict[str, Any], *, durable: bool = True) -> 
     data = json.dumps(state).encode()
     try:
         os.setxattr(claim, STATE_XATTR, data, follow_symlinks=False)
-        in_xattr = True
     except OSError as exc:
         if exc.errno not in NO_XATTR:
             raise
-        in_xattr = False
         if durable:
             write_atomic(state_path(claim), data)
-            return False
-        tmp = claim.with_name(f".{claim.name}.{secrets.token_hex(4)}.tmp")
-        tmp.write_bytes(data)
-        os.rename(tmp, state_path(claim))
-    if durable and in_xattr:
-        sync_state(claim, in_xattr)
-    return in_xattr
+        else:
+            tmp = claim.with_name(f".{claim.name}.{secrets.token_hex(4)}.tmp")
+            tmp.write_bytes(data)
+            os.rename(tmp, state_path(claim))
+        return False
+    if durable:
+        sync_state(claim, in_xattr=True)
+    return True
 
 
 def sync_state(claim: Path, in_xattr: bool) -> None:
