@@ -25,7 +25,7 @@ import pytest
 
 from tests.helpers.daemon import REPO, start_daemon, wait_until, write_config
 from tests.helpers.emulator import start_emulator
-from tests.helpers.files import holding_state
+from tests.helpers.files import drop, holding_state
 
 SETTLE = 0.5
 
@@ -199,21 +199,30 @@ def test_a_bug_fails_the_file_with_internal_error_after_3_attempts(tmp_path, emu
     assert '"locals"' not in json.dumps(bugs), "tracebacks never carry frame locals"
 
 
+def _inbox_waiting_for_processing(tmp_path: Path, emu) -> tuple[Path, Path]:
+    """A batch inbox whose uploads wait for the server's processing, and a 1 s stop grace."""
+    inbox = tmp_path / "inbox"
+    inbox.mkdir()
+    cfg = write_config(tmp_path, base_url=emu.base_url, upload={"wait_for_processing": True},
+                       daemon={"stop_grace_seconds": 1}, inboxes=[{"path": str(inbox), "purpose": "batch-api"}])
+    return inbox, cfg
+
+
+def _drop_and_see_it_uploaded(d, emu, tmp_path: Path, inbox: Path, name: str, data: bytes) -> None:
+    d.wait_event("inbox.watching")
+    drop(inbox, name, data, tmp_path / "stage")
+    wait_until(lambda: emu.creates_by_sha256().get(sha(data)), 20, what="the upload")
+
+
 def test_sigterm_while_waiting_for_processing_exits_in_grace_and_restart_adopts(tmp_path):
     """A worker waiting for the server's processing stops on SIGTERM within the grace period;
     the next start asks the server and adopts the upload: nothing is sent twice."""
     emu = start_emulator(tmp_path / "emu", no_dedupe=True, processing_delay=8)
     try:
-        inbox = tmp_path / "inbox"
-        inbox.mkdir()
-        cfg = write_config(tmp_path, base_url=emu.base_url, upload={"wait_for_processing": True},
-                           daemon={"stop_grace_seconds": 1}, inboxes=[{"path": str(inbox), "purpose": "batch-api"}])
+        inbox, cfg = _inbox_waiting_for_processing(tmp_path, emu)
         data = b"".join(lines("wait", 10))
         with start_daemon(cfg, key=emu.key) as d:
-            d.wait_event("inbox.watching")
-            (tmp_path / "w.jsonl").write_bytes(data)
-            os.rename(tmp_path / "w.jsonl", inbox / "w.jsonl")
-            wait_until(lambda: emu.creates_by_sha256().get(sha(data)), 20, what="the upload")
+            _drop_and_see_it_uploaded(d, emu, tmp_path, inbox, "w.jsonl", data)
             time.sleep(0.5)
             t0 = time.monotonic()
             d.signal(signal.SIGTERM)
@@ -335,16 +344,10 @@ def test_a_journal_rolled_back_past_the_file_id_asks_the_server_from_the_claim_f
     row is put back to `claimed` without its id, as SQLite would leave it.)"""
     emu = start_emulator(tmp_path / "emu", no_dedupe=True, processing_delay=8)
     try:
-        inbox = tmp_path / "inbox"
-        inbox.mkdir()
-        cfg = write_config(tmp_path, base_url=emu.base_url, upload={"wait_for_processing": True},
-                           daemon={"stop_grace_seconds": 1}, inboxes=[{"path": str(inbox), "purpose": "batch-api"}])
+        inbox, cfg = _inbox_waiting_for_processing(tmp_path, emu)
         data = b"".join(lines("rolled", 10))
         with start_daemon(cfg, key=emu.key) as d:
-            d.wait_event("inbox.watching")
-            (tmp_path / "r.jsonl").write_bytes(data)
-            os.rename(tmp_path / "r.jsonl", inbox / "r.jsonl")
-            wait_until(lambda: emu.creates_by_sha256().get(sha(data)), 20, what="the upload")
+            _drop_and_see_it_uploaded(d, emu, tmp_path, inbox, "r.jsonl", data)
             wait_until(lambda: [f for d in (inbox / ".inboxd").iterdir() for f in holding_state(d)], 10,
                        what="the claimed file's state")
             d.signal(signal.SIGTERM)
@@ -377,8 +380,7 @@ def test_a_file_refused_after_its_upload_was_created_leaves_no_state_behind(tmp_
     cfg = write_config(tmp_path, base_url=emu.base_url, inboxes=[{"path": str(inbox), "purpose": "batch-api"}])
     with start_daemon(cfg, key=emu.key) as d:
         d.wait_event("inbox.watching")
-        (tmp_path / "x.jsonl").write_bytes(b"".join(lines("refused", 5)))
-        os.rename(tmp_path / "x.jsonl", inbox / "x.jsonl")
+        drop(inbox, "x.jsonl", b"".join(lines("refused", 5)), tmp_path / "stage")
         d.wait_event("file.failed", name="x.jsonl", timeout=30)
         assert d.events("file.orphan_deleted", name="x.jsonl"), d.tail(20)
         claims = [p for f in (inbox / ".inboxd").iterdir() for p in f.iterdir() if p.name != ".owner"]

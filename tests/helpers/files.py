@@ -22,6 +22,8 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
+from inboxd.pipeline.claim import read_state
+
 
 def sha(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
@@ -139,22 +141,12 @@ def extra_creates(stats: Mapping[str, Any], digests: Iterable[str]) -> int:
     return sum(max(0, creates.get(d, 0) - 1) for d in digests)
 
 
+
 def holding_state(folder: Path) -> list[Path]:
-    """Claimed files in a claim folder whose state (the file id) is written: in the attribute
-    `user.inboxd.state` of the file, or in its `.<claim>.state.json` (filesystems without
-    user attributes)."""
-    out = []
+    """Claimed files in a claim folder whose state (the file id) is written, wherever the
+    daemon keeps it (`inboxd.pipeline.claim.read_state`: the attribute, or the dot-file)."""
     try:
         entries = list(folder.iterdir())
     except OSError:
         return []
-    for p in entries:
-        if p.name.startswith("."):
-            continue
-        try:
-            os.getxattr(p, "user.inboxd.state", follow_symlinks=False)
-            out.append(p)
-        except OSError:
-            if p.with_name(f".{p.name}.state.json").exists():
-                out.append(p)
-    return out
+    return [p for p in entries if not p.name.startswith(".") and read_state(p) is not None]
