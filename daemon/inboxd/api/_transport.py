@@ -42,6 +42,7 @@ from .. import __version__
 from ..config import ApiConfig
 from ..log import register_secret
 from ._errors import AuthError, Cancelled, ProtocolError, TransientError
+from ._send import send
 
 log = structlog.get_logger("inboxd.api")
 RETRY_LOG_EVERY = 5.0  # seconds between two api.retry lines of one route
@@ -381,6 +382,7 @@ class Transport:
             if not storage:
                 s.headers["Authorization"] = f"Bearer {self._key}"
             setattr(self._local, attr, s)
+            setattr(self._local, f"{attr}_pools", {})  # `_send.send`'s pools of this session
         return s
 
     def close(self) -> None:
@@ -472,17 +474,13 @@ class Transport:
         return self._judge(route, response, storage)
 
     def _send(self, storage: bool, method: str, url: str, data: Any, kwargs: dict[str, Any]) -> requests.Response:
-        """One request through the session's transport adapter, prepared here rather than by
-        `Session.request`: what that adds (cookies, hooks, environment merging, working out the
-        next request of a redirect that is never followed) is nothing inboxd uses, and it was a
-        third of the CPU of each request (issue 14, cProfile of 350 uploads). The session's
-        headers, verify and pool are the same; the proxies are ours, per origin, as before."""
-        s = self.session(storage)
-        prepared = requests.PreparedRequest()
-        prepared.prepare(method=method, url=url, headers={**s.headers, **kwargs.get("headers", {})}, data=data,
-                         files=kwargs.get("files"), json=kwargs.get("json"))
-        return s.get_adapter(url).send(prepared, stream=True, timeout=self.timeout, verify=self.network.verify,
-                                       proxies=self.network.proxies_for(url))
+        """One request through the session's pool (`_send.send`: the session's headers, verify
+        and adapter; the proxies are ours, per origin)."""
+        session = self.session(storage)
+        pools = getattr(self._local, "storage_pools" if storage else "api_pools")
+        return send(session, method, url, headers=kwargs.get("headers"), data=data, json_body=kwargs.get("json"),
+                    fields=kwargs.get("fields"), timeout=self.timeout, verify=self.network.verify,
+                    proxies=self.network.proxies_for(url), pools=pools)
 
     def _judge(self, route: str, response: requests.Response, storage: bool) -> requests.Response | _Transient:
         """An answer as it stands: 429 and 5xx are transient (their body read and dropped); 407,

@@ -96,7 +96,7 @@ def single(t: Transport, base: str, src: Source, purpose: str, on_created: OnCre
     for _ in range(MAX_RESTARTS + 1):
         route = "create"
         form = {"purpose": purpose, "file_name": src.name, "file_type": src.file_type, "checksum": src.sha256}
-        r = t.request(route, "POST", f"{base}/files", files={k: (None, v) for k, v in form.items()},
+        r = t.request(route, "POST", f"{base}/files", fields=form,
                       attempts=attempts, cancel=src.cancel)
         if r.status_code == 409:
             return _existing(t, base, r, route, attempts)
