@@ -43,6 +43,10 @@ from .workers import Worker
 log = structlog.get_logger("inboxd.daemon")
 
 TICK = 0.2
+# threads of the archive lane (`WorkQueue.get_archive`): the move to done/ and the manifest are
+# disk work (three fsyncs a file) that would otherwise hold an upload slot; two keep up with
+# the uploads of 32 workers on the README's benchmark machine
+ARCHIVERS = 2
 PRUNE_EVERY = 86400.0
 
 
@@ -119,9 +123,12 @@ class Daemon:
         recover_orphan_rows(self)
         resume_batches(self)
         for i in range(self.config.daemon.workers):
-            w = Worker(self.ctx, i, on_done=self.paths.wake)
+            self.workers.append(Worker(self.ctx, i, on_done=self.paths.wake))
+        for i in range(min(ARCHIVERS, self.config.daemon.workers)):
+            self.workers.append(Worker(self.ctx, i, on_done=self.paths.wake, archiver=True))
+        self.ctx.archivers = True
+        for w in self.workers:
             w.start()
-            self.workers.append(w)
         self._next_rescan = time.monotonic() + self.config.daemon.rescan_seconds
         log.info("daemon.started", claimer=self.inboxes.claimer, inboxes=[str(i.path) for i in self.config.inboxes],
                  workers=self.config.daemon.workers, once=self.once, base_url=self.config.api.base_url)

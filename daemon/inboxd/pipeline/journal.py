@@ -227,19 +227,19 @@ class Journal:
         return Row(**{k: r[k] for k in r.keys()})
 
     def uploaded(self, claim: str, sha256: str, purpose: str, file_object: dict[str, Any], **fields: Any) -> None:
-        """Stage `uploaded` and the dedupe entry, in one transaction."""
+        """Stage `uploaded` (the row's sha256 and `fields` with it) and the dedupe entry, in one transaction."""
         db = self._db()
         cols = ", ".join(f"{k} = ?" for k in fields)
         file_json = json.dumps(file_object)
         now = time.time()
         with db:
             db.execute("BEGIN IMMEDIATE")
-            db.execute(f"UPDATE files SET stage = 'uploaded', file_json = ?, {cols}, updated_at = ? "
-                       "WHERE claim = ?", (file_json, *fields.values(), now, claim))
+            db.execute(f"UPDATE files SET stage = 'uploaded', file_json = ?, sha256 = ?, {cols}, updated_at = ? "
+                       "WHERE claim = ?", (file_json, sha256, *fields.values(), now, claim))
             db.execute("INSERT OR REPLACE INTO uploads (sha256, purpose, file_id, file_json) VALUES (?,?,?,?)",
                        (sha256, purpose, str(file_object.get("id")), file_json))
         with self._rows_lock:
-            self._cached(claim, {"stage": "uploaded", "file_json": file_json, **fields}, now)
+            self._cached(claim, {"stage": "uploaded", "file_json": file_json, "sha256": sha256, **fields}, now)
 
     # --- the rows of claimed files ---------------------------------------------------------
 

@@ -62,6 +62,7 @@ class Context:
     on_auth_rejected: Callable[[BaseException], None]
     observe: Callable[[str, Job], None] | None = None  # for metrics
     batches: BatchStore | None = None  # the batch round trip (inboxes with [inboxes.batch])
+    archivers: bool = False  # archivers take uploaded files (the queue's archive lane); else archived here
     poller: Poller | None = None
     counters: dict[str, int] = field(default_factory=lambda: {"archived": 0, "failed": 0, "retried": 0})
     by_inbox: dict[str, dict[str, int]] = field(default_factory=dict)
@@ -275,6 +276,11 @@ def _run(ctx: Context, job: Job, row: Row, hb: Heartbeat) -> str:
         _bug_hook("check")
         _upload(ctx, job, f, st, hb, checked)
     _create_batch(ctx, job, hb)
+    if ctx.archivers and not job.archive:
+        # uploaded and journaled: an archiver moves it to done/ while this worker uploads the next
+        job.archive = True
+        ctx.queue.put(job)
+        return "uploaded"
     return _archive(ctx, job, hb)
 
 
@@ -357,13 +363,17 @@ def _upload(ctx: Context, job: Job, f: BinaryIO, st: os.stat_result, hb: Heartbe
             ctx.journal.update(str(job.claim), stage="checked", **checked)
         file_object, method, parts, attempts = known, "existing", 0, 1
     else:
-        ctx.journal.update(str(job.claim), stage="uploading", attempts=job.attempts + 1, started_at=started,
-                           **checked)
         hb.beat("upload")
         client = ctx.client
 
         def on_created(file_id: str, upload_id: str | None) -> None:
-            ctx.journal.update(str(job.claim), file_id=file_id, upload_id=upload_id)
+            # the upload's first stage, the check's verdict and the file id in one commit: before
+            # this answer the server held nothing the journal could name
+            if created:  # a restarted upload (an expired url): only the new ids
+                ctx.journal.update(str(job.claim), file_id=file_id, upload_id=upload_id)
+            else:
+                ctx.journal.update(str(job.claim), stage="uploading", attempts=job.attempts + 1, started_at=started,
+                                   file_id=file_id, upload_id=upload_id, **checked)
             # the claim folder knows the file id from now on: a survivor on another host asks the
             # server about it instead of sending the file a second time (no fsync yet: made
             # durable once the upload is whole; a crash of this process loses nothing)
@@ -374,8 +384,13 @@ def _upload(ctx: Context, job: Job, f: BinaryIO, st: os.stat_result, hb: Heartbe
             created.append((file_id, in_xattr))
             hb.beat("upload")
 
-        result = client.upload(job.claim, purpose, file_name=job.name, sha256=sha256, expected_size=row.bytes,
-                               progress=lambda n: hb.beat(), cancel=ctx.cancel, on_created=on_created)
+        try:
+            result = client.upload(job.claim, purpose, file_name=job.name, sha256=sha256, expected_size=row.bytes,
+                                   progress=lambda n: hb.beat(), cancel=ctx.cancel, on_created=on_created)
+        except BaseException:
+            if checked and not created:  # refused or given up before the server made the file: the
+                ctx.journal.update(str(job.claim), stage="checked", **checked)  # verdict for the sidecar/retry
+            raise
         _bug_hook("upload")
         file_obj = result.file
         if ctx.config.upload.wait_for_processing or job.inbox.batch is not None:
@@ -390,10 +405,17 @@ def _upload(ctx: Context, job: Job, f: BinaryIO, st: os.stat_result, hb: Heartbe
                           f"the server's processing of file {file_object.get('id')} ended {status}",
                           validation=_report_json(file_obj.validation_report))
     _unchanged_since_check(job, f, st, file_object.get("id") if method != "existing" else None, ctx)
+    # the server had the content (a 409): nothing was created, so the check's fields come here
+    unwritten = {k: v for k, v in checked.items() if k != "sha256"} if known is None and not created else {}
     ctx.journal.uploaded(str(job.claim), sha256, purpose, file_object, file_id=file_object.get("id"),
-                         method=method, parts=parts, attempts=attempts, started_at=started, finished_at=time.time())
+                         method=method, parts=parts, attempts=attempts, started_at=started, finished_at=time.time(),
+                         **unwritten)
     if created and created[-1][0] == file_object.get("id"):
-        sync_state(job.claim, created[-1][1])  # the state written at creation has this id: fsynced, not rewritten
+        # the state written at creation has this id: fsynced, not rewritten; by the archiver
+        # (before anything else it does) where there is one, else here
+        job.unsynced_state = created[-1][1]
+        if not ctx.archivers:
+            _sync_state(job)
     else:
         _write_claim_state(job, _row(ctx, job))
     log.debug("file.uploaded", inbox=str(job.inbox.path), name=job.name, sha256=sha256, bytes=row.bytes,
@@ -456,8 +478,15 @@ def _drop_orphan(ctx: Context, job: Job, file_id: str, upload_id: str | None) ->
     log.info("file.orphan_deleted", inbox=str(job.inbox.path), name=job.name, file_id=file_id)
 
 
+def _sync_state(job: Job) -> None:
+    if job.unsynced_state is not None:
+        sync_state(job.claim, job.unsynced_state)
+        job.unsynced_state = None
+
+
 def _archive(ctx: Context, job: Job, hb: Heartbeat) -> str:
     hb.beat("archive")
+    _sync_state(job)  # the file id in the claim folder is durable before the data moves
     _bug_hook("archive")
     row = _row(ctx, job)
     manifest_path = archive(ctx.journal, job.inbox, row)

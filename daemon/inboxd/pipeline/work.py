@@ -29,6 +29,10 @@ class Job:
     bugs: int = 0  # unexpected exceptions so far (internal errors)
     source_changes: int = 0  # rounds in which the file changed under us
     recovered: bool = False  # taken over from a daemon that is gone (or our own last run)
+    archive: bool = False  # uploaded and journaled: only the archive is left (the archivers' lane)
+    # the claim's state as written at the upload's creation, not yet fsynced: in the attribute
+    # (True) or the dot-file (False); the archive makes it durable first (None: nothing to do)
+    unsynced_state: bool | None = None
     not_before: float = 0.0
     seen_at: float = field(default_factory=time.time)
 
@@ -38,8 +42,16 @@ class Job:
 
 
 class WorkQueue:
+    """Two lanes: uploads (`get`, round-robin per inbox, held back while paused) and archives
+    (`get_archive`: files uploaded and journaled whose move to done/ and manifest are left,
+    disk work that needs no key and is never paused). A worker hands its uploaded file to the
+    archive lane and takes the next upload while an archiver fsyncs the last one."""
+
     def __init__(self) -> None:
-        self._cond = threading.Condition()
+        lock = threading.Lock()
+        self._cond = threading.Condition(lock)
+        self._archive_cond = threading.Condition(lock)
+        self._archive: deque[Job] = deque()
         self._queues: OrderedDict[str, deque[Job]] = OrderedDict()
         self._delayed: list[tuple[float, int, Job]] = []
         self._seq = itertools.count()
@@ -51,6 +63,11 @@ class WorkQueue:
 
     def put(self, job: Job, delay: float = 0.0) -> None:
         with self._cond:
+            if job.archive and delay <= 0:
+                self._archive.append(job)
+                self._archive_cond.notify()
+                return
+            job.archive = False  # a retry starts from the journal's stage, in the upload lane
             if delay > 0:
                 job.not_before = time.monotonic() + delay
                 heapq.heappush(self._delayed, (job.not_before, next(self._seq), job))
@@ -76,6 +93,7 @@ class WorkQueue:
         with self._cond:
             self._closed = True
             self._cond.notify_all()
+            self._archive_cond.notify_all()
 
     # --- consumers -------------------------------------------------------------------------
 
@@ -97,6 +115,21 @@ class WorkQueue:
                 if deadline - time.monotonic() <= 0:
                     return None
                 self._cond.wait(max(0.005, wait))
+
+    def get_archive(self, timeout: float = 1.0) -> Job | None:
+        """The next file of the archive lane (not held back by a pause), or None after `timeout`."""
+        deadline = time.monotonic() + timeout
+        with self._cond:
+            while True:
+                if self._closed:
+                    return None
+                if self._archive:
+                    self._busy += 1
+                    return self._archive.popleft()
+                wait = deadline - time.monotonic()
+                if wait <= 0:
+                    return None
+                self._archive_cond.wait(wait)
 
     def done(self) -> None:
         """The worker finished (or re-queued) the job it got."""
@@ -132,20 +165,21 @@ class WorkQueue:
     def counts(self) -> tuple[int, int]:
         """(queued or waiting for retry, being worked on)."""
         with self._cond:
-            return sum(len(q) for q in self._queues.values()) + len(self._delayed), self._busy
+            return sum(len(q) for q in self._queues.values()) + len(self._delayed) + len(self._archive), self._busy
 
     def queued_by_inbox(self) -> dict[str, int]:
         with self._cond:
             out = {k: len(q) for k, q in self._queues.items()}
-            for _, _, j in self._delayed:
+            for j in [*self._archive, *(j for _, _, j in self._delayed)]:
                 out[j.key] = out.get(j.key, 0) + 1
             return out
 
     def wait_idle(self, timeout: float) -> bool:
-        """Wait until no worker holds a job; True if that happened in time."""
+        """Wait until no worker holds a job and the archive lane is empty; True if that
+        happened in time."""
         deadline = time.monotonic() + timeout
         with self._cond:
-            while self._busy > 0:
+            while self._busy > 0 or self._archive:
                 left = deadline - time.monotonic()
                 if left <= 0:
                     return False

@@ -1,4 +1,7 @@
-"""Worker threads: take a job from the `WorkQueue`, run it through `process.handle`."""
+"""Worker threads: take a job from the `WorkQueue`, run it through `process.handle`.
+
+Upload workers take the upload lane; archivers the archive lane (files uploaded and
+journaled, whose move to done/ and manifest are left)."""
 
 from __future__ import annotations
 
@@ -14,13 +17,16 @@ log = structlog.get_logger("inboxd.pipeline")
 
 
 class Worker:
-    def __init__(self, ctx: Context, index: int, on_done: Callable[[], None] = lambda: None) -> None:
+    def __init__(self, ctx: Context, index: int, on_done: Callable[[], None] = lambda: None, *,
+                 archiver: bool = False) -> None:
         self.ctx = ctx
+        self.archiver = archiver
         self.on_done = on_done
         self.heartbeat = Heartbeat()
         self.current: str | None = None  # the inbox of the job in hand
         self.stopping = threading.Event()
-        self.thread = threading.Thread(target=self._run, name=f"worker-{index}", daemon=True)
+        name = f"{'archiver' if archiver else 'worker'}-{index}"
+        self.thread = threading.Thread(target=self._run, name=name, daemon=True)
 
     def start(self) -> None:
         self.thread.start()
@@ -30,8 +36,9 @@ class Worker:
 
     def _run(self) -> None:
         queue = self.ctx.queue
+        take = queue.get_archive if self.archiver else queue.get
         while not self.stopping.is_set():
-            job = queue.get(timeout=0.5)
+            job = take(timeout=0.5)
             if job is None:
                 continue
             self.current = job.key
