@@ -15,6 +15,7 @@ import signal
 import threading
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -127,6 +128,7 @@ class Daemon:
         for i in range(min(ARCHIVERS, self.config.daemon.workers)):
             self.workers.append(Worker(self.ctx, i, on_done=self.paths.wake, archiver=True))
         self.ctx.archivers = True
+        self.ctx.syncer = ThreadPoolExecutor(max_workers=2, thread_name_prefix="fsync")
         for w in self.workers:
             w.start()
         self._next_rescan = time.monotonic() + self.config.daemon.rescan_seconds

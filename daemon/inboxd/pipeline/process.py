@@ -21,6 +21,7 @@ import sqlite3
 import threading
 import time
 from collections.abc import Callable
+from concurrent.futures import Executor, Future
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -63,6 +64,7 @@ class Context:
     observe: Callable[[str, Job], None] | None = None  # for metrics
     batches: BatchStore | None = None  # the batch round trip (inboxes with [inboxes.batch])
     archivers: bool = False  # archivers take uploaded files (the queue's archive lane); else archived here
+    syncer: Executor | None = None  # fsyncs the claim's state while the upload goes on (else done in line)
     poller: Poller | None = None
     counters: dict[str, int] = field(default_factory=lambda: {"archived": 0, "failed": 0, "retried": 0})
     by_inbox: dict[str, dict[str, int]] = field(default_factory=dict)
@@ -357,7 +359,7 @@ def _upload(ctx: Context, job: Job, f: BinaryIO, st: os.stat_result, hb: Heartbe
     purpose = job.inbox.purpose
     started = time.time()
     known = ctx.journal.known_upload(sha256, purpose) if ctx.config.upload.dedupe else None
-    created: list[tuple[str, bool]] = []  # the file ids the claimed file's state was written with, and where
+    created: list[tuple[str, Future[None] | None]] = []  # the file ids the state was written with; its fsync
     if known is not None:
         if checked:
             ctx.journal.update(str(job.claim), stage="checked", **checked)
@@ -375,13 +377,16 @@ def _upload(ctx: Context, job: Job, f: BinaryIO, st: os.stat_result, hb: Heartbe
                 ctx.journal.update(str(job.claim), stage="uploading", attempts=job.attempts + 1, started_at=started,
                                    file_id=file_id, upload_id=upload_id, **checked)
             # the claim folder knows the file id from now on: a survivor on another host asks the
-            # server about it instead of sending the file a second time (no fsync yet: made
-            # durable once the upload is whole; a crash of this process loses nothing)
+            # server about it instead of sending the file a second time. Its fsync runs on the
+            # syncer while the bytes go up; the upload waits for it once whole (below)
             in_xattr = write_state(job.claim, {
                 "file_id": file_id, "upload_id": upload_id, "sha256": sha256, "bytes": row.bytes,
                 "mtime_ns": row.mtime_ns, "validation": row.validation, "started_at": started, "purpose": purpose,
                 "method": "multipart" if upload_id else "single"}, durable=False)
-            created.append((file_id, in_xattr))
+            synced = ctx.syncer.submit(sync_state, job.claim, in_xattr) if ctx.syncer is not None else None
+            if synced is None:
+                sync_state(job.claim, in_xattr)
+            created.append((file_id, synced))
             hb.beat("upload")
 
         try:
@@ -411,11 +416,9 @@ def _upload(ctx: Context, job: Job, f: BinaryIO, st: os.stat_result, hb: Heartbe
                          method=method, parts=parts, attempts=attempts, started_at=started, finished_at=time.time(),
                          **unwritten)
     if created and created[-1][0] == file_object.get("id"):
-        # the state written at creation has this id: fsynced, not rewritten; by the archiver
-        # (before anything else it does) where there is one, else here
-        job.unsynced_state = created[-1][1]
-        if not ctx.archivers:
-            _sync_state(job)
+        synced = created[-1][1]  # the state written at creation has this id: fsynced, not rewritten
+        if synced is not None:
+            synced.result()  # durable before the file counts as uploaded; its OSError is retried as before
     else:
         _write_claim_state(job, _row(ctx, job))
     log.debug("file.uploaded", inbox=str(job.inbox.path), name=job.name, sha256=sha256, bytes=row.bytes,
@@ -478,15 +481,8 @@ def _drop_orphan(ctx: Context, job: Job, file_id: str, upload_id: str | None) ->
     log.info("file.orphan_deleted", inbox=str(job.inbox.path), name=job.name, file_id=file_id)
 
 
-def _sync_state(job: Job) -> None:
-    if job.unsynced_state is not None:
-        sync_state(job.claim, job.unsynced_state)
-        job.unsynced_state = None
-
-
 def _archive(ctx: Context, job: Job, hb: Heartbeat) -> str:
     hb.beat("archive")
-    _sync_state(job)  # the file id in the claim folder is durable before the data moves
     _bug_hook("archive")
     row = _row(ctx, job)
     manifest_path = archive(ctx.journal, job.inbox, row)

@@ -34,6 +34,8 @@ def shutdown(daemon: Daemon, grace: float) -> None:
         daemon.queue.wait_idle(CANCEL_WAIT)
     for w in daemon.workers:
         w.stopping.set()
+    if daemon.ctx.syncer is not None:
+        daemon.ctx.syncer.shutdown(wait=True)  # an fsync under way ends (none is waited for after this)
     if daemon.ctx.poller is not None:
         daemon.ctx.poller.stop(timeout=CANCEL_WAIT)  # a delivery in progress resumes at the next start
     daemon.queue.close()

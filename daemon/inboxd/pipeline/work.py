@@ -30,9 +30,6 @@ class Job:
     source_changes: int = 0  # rounds in which the file changed under us
     recovered: bool = False  # taken over from a daemon that is gone (or our own last run)
     archive: bool = False  # uploaded and journaled: only the archive is left (the archivers' lane)
-    # the claim's state as written at the upload's creation, not yet fsynced: in the attribute
-    # (True) or the dot-file (False); the archive makes it durable first (None: nothing to do)
-    unsynced_state: bool | None = None
     not_before: float = 0.0
     seen_at: float = field(default_factory=time.time)
 
