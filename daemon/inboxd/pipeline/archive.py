@@ -68,7 +68,7 @@ def archive(journal: Journal, inbox: InboxConfig, row: Row) -> Path:
         os.unlink(claim)
         fsync_dir(claim.parent)
     drop_state(claim, _data_path(row))
-    journal.update(row.claim, stage="archived")
+    journal.archived_later(row.claim)  # written with the next commit: done/ already says it
     return manifest_path
 
 

@@ -200,6 +200,7 @@ class Daemon:
         self._probe_now = False
         if now >= self._next_prune:
             self._prune(now)
+        self.journal.flush()  # archived stages no other write carried (in a burst, the claims' commits do)
         for state in self.inboxes:
             state.area.beat(now)
         self.service.tick(self)

@@ -32,6 +32,7 @@ import json
 import sqlite3
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -178,6 +179,7 @@ class Journal:
         self._all_lock = threading.Lock()
         self._rows_lock = threading.Lock()  # guards the cache of rows in flight (module docstring)
         self._rows: dict[str, Row] = {}  # rows of files in flight, as last written (module docstring)
+        self._later: list[tuple[str, float]] = []  # archived stages not yet written (`archived_later`)
         db = self._db()
         db.execute("PRAGMA journal_mode=WAL")
         self._migrate(db)
@@ -209,6 +211,10 @@ class Journal:
         return db
 
     def close(self) -> None:
+        try:
+            self.flush()
+        except sqlite3.Error:
+            pass  # rolled back: the next start finishes those rows from done/ (`archived_later`)
         with self._all_lock:
             for db in self._all:
                 try:
@@ -228,16 +234,17 @@ class Journal:
 
     def uploaded(self, claim: str, sha256: str, purpose: str, file_object: dict[str, Any], **fields: Any) -> None:
         """Stage `uploaded` (the row's sha256 and `fields` with it) and the dedupe entry, in one transaction."""
-        db = self._db()
         cols = ", ".join(f"{k} = ?" for k in fields)
         file_json = json.dumps(file_object)
         now = time.time()
-        with db:
-            db.execute("BEGIN IMMEDIATE")
+
+        def statements(db: sqlite3.Connection) -> None:
             db.execute(f"UPDATE files SET stage = 'uploaded', file_json = ?, sha256 = ?, {cols}, updated_at = ? "
                        "WHERE claim = ?", (file_json, sha256, *fields.values(), now, claim))
             db.execute("INSERT OR REPLACE INTO uploads (sha256, purpose, file_id, file_json) VALUES (?,?,?,?)",
                        (sha256, purpose, str(file_object.get("id")), file_json))
+
+        self._write(statements, atomic=True)
         with self._rows_lock:
             self._cached(claim, {"stage": "uploaded", "file_json": file_json, "sha256": sha256, **fields}, now)
 
@@ -254,12 +261,53 @@ class Journal:
         else:
             self._rows[claim] = replace(row, **fields, updated_at=now)
 
+    # --- the archived stage, written with the next commit -------------------------------
+
+    def archived_later(self, claim: str) -> None:
+        """Stage `archived` for a row whose file and manifest are in done/ (both fsynced), written
+        with the next write of any thread or by `flush` (the daemon loop's tick, `close`): one
+        commit per file fewer. Nothing waits for it: a row left at `uploaded` with its target
+        reserved and its claimed file gone is finished the same way by the next start
+        (`finish_orphan`: the manifest is there, the row becomes `archived`). The row stays
+        in the cache, at its last stage, until written."""
+        with self._rows_lock:
+            self._later.append((claim, time.time()))
+
+    def flush(self) -> None:
+        """Write the archived stages waiting for a commit (`archived_later`), if any."""
+        if self._later:
+            self._write(lambda db: None)
+
+    def _write(self, statements: Callable[[sqlite3.Connection], object], atomic: bool = False) -> None:
+        """Run `statements(db)` with the archived stages that wait for a commit, in one
+        transaction (also without any, if `atomic`); on failure those wait for the next one."""
+        with self._rows_lock:
+            later, self._later = self._later, []
+        db = self._db()
+        if not later and not atomic:
+            statements(db)  # one statement: its own transaction
+            return
+        try:
+            with db:
+                db.execute("BEGIN IMMEDIATE")
+                if later:
+                    db.executemany("UPDATE files SET stage = 'archived', updated_at = ? WHERE claim = ?",
+                                   [(when, claim) for claim, when in later])
+                statements(db)
+        except BaseException:
+            with self._rows_lock:
+                self._later[:0] = later
+            raise
+        with self._rows_lock:
+            for claim, when in later:
+                self._cached(claim, {"stage": "archived"}, when)
+
     def claimed(self, claim: str, inbox: str, name: str) -> None:
         now = time.time()
-        self._db().execute(
+        self._write(lambda db: db.execute(
             "INSERT OR REPLACE INTO files (claim, inbox, name, stage, claimed_at, updated_at) VALUES (?,?,?,?,?,?)",
             (claim, inbox, name, "claimed", now, now),
-        )
+        ))
         with self._rows_lock:
             self._rows[claim] = Row(claim=claim, inbox=inbox, name=name, stage="claimed", claimed_at=now,
                                     updated_at=now, bytes=None, mtime_ns=None, sha256=None, validation=None,
@@ -276,8 +324,8 @@ class Journal:
             raise ValueError(f"unknown stage {fields['stage']!r}")
         cols = ", ".join(f"{k} = ?" for k in fields)
         now = time.time()
-        self._db().execute(f"UPDATE files SET {cols}, updated_at = ? WHERE claim = ?",
-                           (*fields.values(), now, claim))
+        self._write(lambda db: db.execute(f"UPDATE files SET {cols}, updated_at = ? WHERE claim = ?",
+                                          (*fields.values(), now, claim)))
         with self._rows_lock:
             self._cached(claim, fields, now)
 
