@@ -56,8 +56,13 @@ def redact_text(text: str) -> str:
     for secret in _secrets:
         if secret in text:
             text = text.replace(secret, REDACTED)
-    for pattern, repl in _PATTERNS:
-        text = pattern.sub(repl, text)
+    # each pattern needs its word ("bearer", "authorization") or a query's "=": most values (paths,
+    # hashes, ids) hold none of them and skip the three regular expressions (text that is not
+    # ASCII always takes them: (?i) also matches letters such as the dotless i that lower() keeps)
+    lower = text.lower()
+    if "=" in text or not text.isascii() or "bearer" in lower or "authorization" in lower:
+        for pattern, repl in _PATTERNS:
+            text = pattern.sub(repl, text)
     return text
 
 
