@@ -388,3 +388,27 @@ def test_a_file_refused_after_its_upload_was_created_leaves_no_state_behind(tmp_
     with pytest.raises(OSError):
         os.getxattr(inbox / "failed" / "x.jsonl", "user.inboxd.state")
     assert claims == []
+
+
+def test_a_file_refused_or_retried_before_its_upload_was_created_keeps_its_check(tmp_path, emu):
+    """The check's fields ride on the upload's first journal write, at the creation. A create
+    the server refuses (400) or fails (503 until the retries run out) made nothing: the check's
+    sha256 and size still reach the error sidecar, and the retry does not hash the file again."""
+    inbox = tmp_path / "inbox"
+    inbox.mkdir()
+    refused, retried = b"".join(lines("refused-at-create", 5)), b"".join(lines("retried-at-create", 5))
+    cfg = write_config(tmp_path, base_url=emu.base_url, inboxes=[{"path": str(inbox), "purpose": "batch-api"}],
+                       api={"max_retries": 0})
+    with start_daemon(cfg, key=emu.key) as d:
+        d.wait_event("inbox.watching")
+        emu.script([{"route": "create", "status": 400, "times": 1}])
+        drop(inbox, "refused.jsonl", refused, tmp_path / "stage")
+        d.wait_event("file.failed", name="refused.jsonl", timeout=30)
+        emu.script([{"route": "create", "status": 503, "times": 1}])
+        drop(inbox, "retried.jsonl", retried, tmp_path / "stage")
+        d.wait_event("file.retry", name="retried.jsonl", timeout=30)
+        d.wait_event("file.archived", name="retried.jsonl", timeout=30)
+        assert len(d.events("file.checked", name="retried.jsonl")) == 1, d.tail(20)
+    sidecar = json.loads((inbox / "failed" / "refused.jsonl.error.json").read_text())
+    assert (sidecar["source"]["sha256"], sidecar["source"]["bytes"]) == (sha(refused), len(refused)), sidecar
+    assert manifests(inbox)["retried.jsonl.manifest.json"]["source"]["sha256"] == sha(retried)

@@ -85,3 +85,41 @@ def test_a_claim_name_leaves_room_for_the_dot_files_that_travel_with_it(tmp_path
     write_atomic(manifest_path(claim), b"{}")  # its temp name is the longest
     write_state(claim, {"file_id": "file-1"})
     assert manifest_path(claim).exists()
+
+
+def test_the_archived_stage_rides_on_the_next_commit_or_a_flush(tmp_path):
+    j = Journal(tmp_path)
+    for c in ("/c/a", "/c/b"):
+        j.claimed(c, "/i", c[-1])
+        j.update(c, stage="uploaded")
+    j.archived_later("/c/a")
+    other = Journal(tmp_path)  # another process (inboxd status) reads the table
+    assert other.get("/c/a").stage == "uploaded"  # not yet written
+    assert j.get("/c/a").stage == "uploaded"  # and the cache says what the table says
+    j.update("/c/b", attempts=2)  # any write carries it
+    assert _stage(tmp_path, "/c/a") == "archived"
+    assert j.get("/c/a").stage == "archived"
+    j.archived_later("/c/b")
+    j.flush()
+    assert _stage(tmp_path, "/c/b") == "archived"
+
+
+def test_an_archived_stage_whose_commit_failed_waits_for_the_next(tmp_path):
+    j = Journal(tmp_path)
+    j.claimed("/c/a", "/i", "a")
+    j.archived_later("/c/a")
+    with pytest.raises(ValueError):
+        j.update("/c/a", nonsense=1)  # refused before any SQL: nothing taken
+    with pytest.raises(sqlite3.Error):
+        j._write(lambda db: db.execute("UPDATE no_such_table SET x = 1"))
+    assert _stage(tmp_path, "/c/a") == "claimed"
+    j.close()  # close flushes
+    assert _stage(tmp_path, "/c/a") == "archived"
+
+
+def _stage(state_dir, claim: str) -> str:
+    db = sqlite3.connect(state_dir / "journal.sqlite3")
+    try:
+        return db.execute("SELECT stage FROM files WHERE claim = ?", (claim,)).fetchone()[0]
+    finally:
+        db.close()

@@ -226,3 +226,61 @@ def test_heartbeat(clock: Clock) -> None:
     hb.stop()
     clock.t += 1000
     assert (hb.busy, hb.what, hb.wedged(1)) == (False, "idle", False)
+
+
+# --- the archive lane ----------------------------------------------------------------------
+
+
+def test_the_archive_lane_is_served_apart_and_never_paused():
+    q = WorkQueue()
+    up, done = job("a", "up"), job("a", "done")
+    done.archive = True
+    q.put(up)
+    q.put(done)
+    q.pause()  # a rejected key holds uploads back; a file already uploaded still gets archived
+    assert q.get(timeout=0.01) is None
+    assert q.get_archive(timeout=0.01) is done
+    assert q.get_archive(timeout=0.01) is None
+    q.resume()
+    assert q.get(timeout=0.01) is up
+
+
+def test_a_file_waiting_in_the_archive_lane_counts_as_queued_and_keeps_the_queue_busy():
+    q = WorkQueue()
+    j = job("b", "x")
+    assert q.get(timeout=0.01) is None
+    q.put(j)
+    taken = q.get(timeout=0.01)
+    assert taken is j
+    taken.archive = True
+    q.put(taken)  # the worker hands it to the archivers
+    q.done()
+    assert q.counts() == (1, 0)
+    assert q.queued_by_inbox() == {str(INBOXES["b"].path): 1}
+    assert not q.wait_idle(0.05)  # not idle while it waits to be archived (shutdown waits for it)
+    assert q.get_archive(timeout=0.01) is j
+    assert q.counts() == (0, 1)
+    q.done()
+    assert q.wait_idle(0.05)
+
+
+def test_a_retried_archive_goes_back_to_the_upload_lane():
+    q = WorkQueue()
+    j = job("c", "y")
+    j.archive = True
+    q.put(j, delay=0.01)  # `_retry`: with a delay, it starts again from the journal's stage
+    assert not j.archive
+    time.sleep(0.02)
+    assert q.get_archive(timeout=0.01) is None
+    assert q.get(timeout=0.05) is j
+
+
+def test_close_wakes_an_archiver_waiting():
+    q = WorkQueue()
+    got: list[object] = []
+    t = threading.Thread(target=lambda: got.append(q.get_archive(timeout=5)))
+    t.start()
+    time.sleep(0.05)
+    q.close()
+    t.join(2)
+    assert not t.is_alive() and got == [None]
