@@ -199,6 +199,7 @@ print(json.dumps({"seconds": time.perf_counter() - t1, "import": t1 - t0, "lat":
 """
     listing = [str(p) for p in files]
     work = files[0].parent
+    os.sync()  # every run starts without the last one's writeback (the files were just made)
     (work / "list.txt").write_text("\n".join(listing))
     with open(work / "list.txt") as fin, open(work / "out.txt", "w") as fout, open(work / "err.txt", "w") as ferr:
         proc = subprocess.Popen([str(python), "-c", script, base_url.removesuffix("/v1"), KEY], stdin=fin,
@@ -239,6 +240,7 @@ def burst(root: Path, base_url: str, files: list[Path], workers: int, validate: 
                                      os.environ["BENCH_STRACE"] + f".{name}.txt"],
                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
             time.sleep(1)
+        os.sync()  # every run starts without the last one's writeback (as the official client's)
         u0, s0 = cpu_times(daemon.pid)
         e0 = cpu_seconds(emu_pid)
         times = drop(files, inbox, None)
