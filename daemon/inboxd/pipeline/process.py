@@ -383,7 +383,12 @@ def _upload(ctx: Context, job: Job, f: BinaryIO, st: os.stat_result, hb: Heartbe
                 "file_id": file_id, "upload_id": upload_id, "sha256": sha256, "bytes": row.bytes,
                 "mtime_ns": row.mtime_ns, "validation": row.validation, "started_at": started, "purpose": purpose,
                 "method": "multipart" if upload_id else "single"}, durable=False)
-            synced = ctx.syncer.submit(sync_state, job.claim, in_xattr) if ctx.syncer is not None else None
+            synced = None
+            if ctx.syncer is not None:
+                try:
+                    synced = ctx.syncer.submit(sync_state, job.claim, in_xattr)
+                except RuntimeError:  # shut down: a worker still uploading after the grace period
+                    pass
             if synced is None:
                 sync_state(job.claim, in_xattr)
             created.append((file_id, synced))
