@@ -119,6 +119,7 @@ class Claimer:
         for path in [p for p in self.sightings if p.startswith(prefix) and p not in present]:
             self._forget_sighting(path)
         now = time.monotonic()
+        looks: tuple[set[str], set[str]] | None = None
         for path in present:
             n = self.sightings[path] = self.sightings.get(path, 0) + 1
             if n <= STUCK_SCANS:
@@ -126,17 +127,24 @@ class Claimer:
             warned = self.stuck_warned.get(path)
             if warned is None or now - warned >= HELD_OPEN_REPEAT:
                 self.stuck_warned[path] = now
+                looks = looks or self._looks(state)
                 log.warning("file.stuck", inbox=state.key, name=os.path.basename(path), scans=n,
-                            reason=self._why_stuck(state, path))
+                            reason=self._why_stuck(state, path, *looks))
 
-    def _why_stuck(self, state: InboxState, path: str) -> str:
+    def _looks(self, state: InboxState) -> tuple[set[str], set[str]]:
+        """The inbox's paths held open and settling, gathered once for many `_why_stuck` (each
+        is a walk of every path the tracker knows: once per stuck file, a burst of 30,000 files
+        cost the loop minutes a second, the R6 reliability test)."""
+        return set(self.tracker.held_open(state.key)), set(self.tracker.paths_in(state.key))
+
+    def _why_stuck(self, state: InboxState, path: str, held_open: set[str], settling: set[str]) -> str:
         if path in self.claim_errors:
             return f"the claim (a rename into .inboxd/) fails: {self.claim_errors[path]}"
-        if path in self.tracker.held_open(state.key):
+        if path in held_open:
             return "a producer still has it open for writing"
         if path in state.ready:
             return "ready, waiting for a free worker (or paused: the API rejects the key)"
-        if path in self.tracker.paths_in(state.key):
+        if path in settling:
             return "its size or mtime keeps changing (settling)"
         return "not ready: neither settled nor claimable (see the log for the file)"
 
@@ -146,8 +154,11 @@ class Claimer:
         prefix = key.rstrip("/") + "/"
         if state is None:
             return {}
-        return {p: self._why_stuck(state, p) for p, n in self.sightings.items()
-                if n > STUCK_SCANS and p.startswith(prefix)}
+        stuck = [p for p, n in self.sightings.items() if n > STUCK_SCANS and p.startswith(prefix)]
+        if not stuck:
+            return {}
+        looks = self._looks(state)
+        return {p: self._why_stuck(state, p, *looks) for p in stuck}
 
     def _forget_sighting(self, path: str) -> None:
         self.sightings.pop(path, None)
