@@ -53,7 +53,7 @@ def form(fields: Mapping[str, str]) -> tuple[bytes, str]:
 def send(session: requests.Session, method: str, url: str, *, headers: Mapping[str, str] | None = None,
          data: Any = None, json_body: Any = None, fields: Mapping[str, str] | None = None,
          timeout: tuple[float, float], verify: str | bool, proxies: dict[str, str],
-         pools: dict[tuple[Any, ...], tuple[Any, bool]] | None = None) -> requests.Response:
+         pools: dict[tuple[Any, ...], tuple[Any, bool]]) -> requests.Response:
     """Send one request (no retries, no redirects followed) and return the answer, its body
     not yet read. `data`: bytes, or an iterable of bytes (with a Content-Length header, else
     it is sent chunked); `json_body`: a value sent as JSON; `fields`: a form of text fields;
@@ -111,22 +111,21 @@ def send(session: requests.Session, method: str, url: str, *, headers: Mapping[s
 
 
 def _pool(adapter: requests.adapters.HTTPAdapter, url: str, verify: str | bool, proxies: dict[str, str],
-          pools: dict[tuple[Any, ...], tuple[Any, bool]] | None) -> tuple[Any, bool]:
+          pools: dict[tuple[Any, ...], tuple[Any, bool]]) -> tuple[Any, bool]:
     """The adapter's urllib3 pool for `url` (as its `send` chooses it: the proxy's manager or
     the direct one, the TLS settings of `verify`), and whether the request target is the whole
     url (plain http through an http proxy) rather than the path. Remembered per origin, proxy
     and CA in `pools` while the pool is open (an adapter closes pools it has too many of)."""
     parts = urlsplit(url)
     key = (parts.scheme, parts.netloc, verify, tuple(sorted(proxies.items())))
-    found = pools.get(key) if pools is not None else None
+    found = pools.get(key)
     if found is not None and found[0].pool is not None:
         return found
     target = requests.PreparedRequest()
     target.url = url  # all the adapter reads of it to choose the pool and the target
     conn = adapter.get_connection_with_tls_context(target, verify, proxies=proxies)
     found = (conn, adapter.request_url(target, proxies) == urldefragauth(url))
-    if pools is not None:
-        pools[key] = found
+    pools[key] = found
     return found
 
 

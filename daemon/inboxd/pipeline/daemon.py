@@ -127,7 +127,6 @@ class Daemon:
             self.workers.append(Worker(self.ctx, i, on_done=self.paths.wake))
         for i in range(min(ARCHIVERS, self.config.daemon.workers)):
             self.workers.append(Worker(self.ctx, i, on_done=self.paths.wake, archiver=True))
-        self.ctx.archivers = True
         self.ctx.syncer = ThreadPoolExecutor(max_workers=2, thread_name_prefix="fsync")
         for w in self.workers:
             w.start()

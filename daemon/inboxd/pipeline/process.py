@@ -63,7 +63,6 @@ class Context:
     on_auth_rejected: Callable[[BaseException], None]
     observe: Callable[[str, Job], None] | None = None  # for metrics
     batches: BatchStore | None = None  # the batch round trip (inboxes with [inboxes.batch])
-    archivers: bool = False  # archivers take uploaded files (the queue's archive lane); else archived here
     syncer: Executor | None = None  # fsyncs the claim's state while the upload goes on (else done in line)
     poller: Poller | None = None
     counters: dict[str, int] = field(default_factory=lambda: {"archived": 0, "failed": 0, "retried": 0})
@@ -278,8 +277,9 @@ def _run(ctx: Context, job: Job, row: Row, hb: Heartbeat) -> str:
         _bug_hook("check")
         _upload(ctx, job, f, st, hb, checked)
     _create_batch(ctx, job, hb)
-    if ctx.archivers and not job.archive:
-        # uploaded and journaled: an archiver moves it to done/ while this worker uploads the next
+    if not job.archive:
+        # uploaded and journaled: an archiver (the queue's archive lane) moves it to done/ while
+        # this worker uploads the next
         job.archive = True
         ctx.queue.put(job)
         return "uploaded"
