@@ -30,6 +30,7 @@ log = structlog.get_logger("inboxd.daemon")
 
 HELD_OPEN_REPEAT = 600.0  # a file held open (or stuck) is warned about again every 10 minutes
 STUCK_SCANS = 3  # seen by more scans than this and not claimed: file.stuck
+CLAIM_ROUND = 4  # with this many jobs queued, claim once this many slots are free (`claim_ready`)
 
 
 class Claimer:
@@ -191,43 +192,61 @@ class Claimer:
     # --- claim -----------------------------------------------------------------------------
 
     def claim_ready(self, capacity: int) -> None:
-        """Claim ready files round-robin across inboxes while fewer than `capacity` are queued or busy."""
+        """Claim ready files round-robin across inboxes while fewer than `capacity` are queued or
+        busy. While `CLAIM_ROUND` jobs or more wait in the queue, the workers have enough to do:
+        files are then claimed once a round of `CLAIM_ROUND` slots is free, and a round's rows
+        go into the journal in one commit (issue 14)."""
         if time.monotonic() < self.paused_until:
             return
-        while True:
+        queued, busy = self.queue.counts()
+        free = capacity - queued - busy
+        if free <= 0 or (queued >= CLAIM_ROUND and free < CLAIM_ROUND):
+            return
+        taken: list[tuple[InboxState, Path, str]] = []
+        while free > 0:
             claimed_any = False
             for state in self.inboxes:
-                if sum(self.queue.counts()) >= capacity:
-                    return
+                if free <= 0:
+                    break
                 if not state.ready:
                     continue
                 path, _ = state.ready.popitem(last=False)
-                self.claim(state, path)
                 claimed_any = True
+                dst = self._take(state, path)
+                if dst is not None:
+                    taken.append((state, dst, os.path.basename(path)))
+                    free -= 1
             if not claimed_any:
-                return
+                break
+        if taken:
+            self._journal_and_queue(taken)
 
-    def claim(self, state: InboxState, path: str) -> None:
+    def _take(self, state: InboxState, path: str) -> Path | None:
+        """Rename one ready file into the claim folder; None if it was not ours to take."""
         try:
             dst = state.area.claim(Path(path))
         except OSError as exc:
             if path not in self.claim_errors:
                 log.error("file.claim_failed", inbox=state.key, name=os.path.basename(path), error=str(exc))
             self.claim_errors[path] = exc.strerror or str(exc)
-            return
+            return None
         self._forget_sighting(path)
-        if dst is None:
-            return  # another daemon won it, or it went away
-        name = os.path.basename(path)
+        return dst  # None: another daemon won it, or it went away
+
+    def _journal_and_queue(self, taken: list[tuple[InboxState, Path, str]]) -> None:
+        """The claimed rows in one commit, then the jobs. If the journal cannot be written, the
+        files go back to their inboxes (or, where that fails, wait in the queue)."""
         try:
-            self.journal.claimed(str(dst), state.key, name)
-        except Exception as exc:  # noqa: BLE001 - the state disk is full or broken: give it back
-            back = state.area.unclaim(dst, state.config.path, name)
-            log.error("journal.unwritable", inbox=state.key, name=name, error=str(exc), given_back=back,
-                      state_dir=str(self.state_dir), retry_in=2.0)
+            self.journal.claimed_many([(str(dst), state.key, name) for state, dst, name in taken])
+        except Exception as exc:  # noqa: BLE001 - the state disk is full or broken: give them back
+            for state, dst, name in taken:
+                back = state.area.unclaim(dst, state.config.path, name)
+                log.error("journal.unwritable", inbox=state.key, name=name, error=str(exc), given_back=back,
+                          state_dir=str(self.state_dir), retry_in=2.0)
+                if not back:
+                    self.queue.put(Job(state.config, dst, name), delay=2.0)
             self.paused_until = time.monotonic() + 2.0
-            if not back:
-                self.queue.put(Job(state.config, dst, name), delay=2.0)
             return
-        log.debug("file.claimed", inbox=state.key, name=name, claim=str(dst))
-        self.queue.put(Job(state.config, dst, name))
+        for state, dst, name in taken:
+            log.debug("file.claimed", inbox=state.key, name=name, claim=str(dst))
+            self.queue.put(Job(state.config, dst, name))

@@ -303,17 +303,22 @@ class Journal:
                 self._cached(claim, {"stage": "archived"}, when)
 
     def claimed(self, claim: str, inbox: str, name: str) -> None:
+        self.claimed_many([(claim, inbox, name)])
+
+    def claimed_many(self, claims: list[tuple[str, str, str]]) -> None:
+        """Rows at stage `claimed` for (claim, inbox, name) each, in one commit."""
         now = time.time()
-        self._write(lambda db: db.execute(
+        self._write(lambda db: db.executemany(
             "INSERT OR REPLACE INTO files (claim, inbox, name, stage, claimed_at, updated_at) VALUES (?,?,?,?,?,?)",
-            (claim, inbox, name, "claimed", now, now),
-        ))
+            [(claim, inbox, name, "claimed", now, now) for claim, inbox, name in claims],
+        ), atomic=len(claims) > 1)
         with self._rows_lock:
-            self._rows[claim] = Row(claim=claim, inbox=inbox, name=name, stage="claimed", claimed_at=now,
-                                    updated_at=now, bytes=None, mtime_ns=None, sha256=None, validation=None,
-                                    file_id=None, upload_id=None, file_json=None, method=None, parts=None, attempts=0,
-                                    started_at=None, finished_at=None, target=None, sidecar=None, error=None,
-                                    ino=None)
+            for claim, inbox, name in claims:
+                self._rows[claim] = Row(claim=claim, inbox=inbox, name=name, stage="claimed", claimed_at=now,
+                                        updated_at=now, bytes=None, mtime_ns=None, sha256=None, validation=None,
+                                        file_id=None, upload_id=None, file_json=None, method=None, parts=None,
+                                        attempts=0, started_at=None, finished_at=None, target=None, sidecar=None,
+                                        error=None, ino=None)
 
     def update(self, claim: str, **fields: Any) -> None:
         """Set `fields` (column names) of the row, and its updated_at."""
