@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import itertools
 import json
 import secrets
 import shutil
@@ -40,6 +41,7 @@ class FileRecord:
     processing_started: float | None = None
     processing_status: str | None = None
     validation_report: dict[str, Any] | None = None
+    seq: int = 0  # the order of creation (the store's answer to a checksum is the first created)
 
     def public(self) -> dict[str, Any]:
         out: dict[str, Any] = {
@@ -79,6 +81,11 @@ class Store:
         self.processing_delay = processing_delay
         self.lock = threading.Lock()
         self.files: dict[str, FileRecord] = {}
+        # (sha256, purpose) -> the records whose content has those bytes: a create's checksum
+        # is answered without a walk over every file (which made each create slower than the
+        # last: a benchmark's second thousand files met a slower server than its first)
+        self.by_content: dict[tuple[str, str], list[FileRecord]] = {}
+        self._seq = itertools.count(1)
         self.multipart: dict[str, Multipart] = {}
         self.requests: Counter[str] = Counter()
         self.statuses: Counter[str] = Counter()
@@ -128,17 +135,23 @@ class Store:
         if not checksum:
             return None
         with self.lock:
-            for rec in self.files.values():
-                if rec.state == "uploaded" and rec.sha256 == checksum and rec.purpose == purpose:
-                    return rec
-        return None
+            found = [r for r in self.by_content.get((checksum, purpose), ()) if r.state == "uploaded"
+                     and r.sha256 == checksum]
+        return min(found, key=lambda r: r.seq, default=None)
 
     def create(self, purpose: str, filename: str, file_type: str, checksum: str | None, method: str) -> FileRecord:
         rec = FileRecord(id=self.new_id("file"), purpose=purpose, filename=filename, file_type=file_type,
-                         checksum=checksum, created_at=int(time.time()), method=method)
+                         checksum=checksum, created_at=int(time.time()), method=method, seq=next(self._seq))
         with self.lock:
             self.files[rec.id] = rec
         return rec
+
+    def _by_content(self, rec: FileRecord) -> None:
+        """Index `rec` by its content (called with the lock held)."""
+        assert rec.sha256 is not None
+        same = self.by_content.setdefault((rec.sha256, rec.purpose), [])
+        if rec not in same:
+            same.append(rec)
 
     def count(self, event: str) -> None:
         with self.lock:
@@ -169,6 +182,7 @@ class Store:
                 if not rec.checksum and rec.sha256 is None:
                     self.creates_by_sha256[sha256] += 1
                 rec.bytes, rec.sha256, rec.state = size, sha256, "uploaded"
+                self._by_content(rec)
         if gone:
             self.content_path(rec.id).unlink(missing_ok=True)
         return not gone
@@ -204,11 +218,12 @@ class Store:
         rec = FileRecord(id=self.new_id("file"), purpose=purpose, filename=filename, file_type="jsonl",
                          checksum=None, created_at=int(time.time()), method="generated", state="uploaded",
                          bytes=size, sha256=sha256, line_count=lines, processing_started=time.monotonic(),
-                         processing_status="COMPLETED")
+                         processing_status="COMPLETED", seq=next(self._seq))
         rec.validation_report = {"valid": True, "nlines": lines, "file_id": rec.id}
         tmp.replace(self.content_path(rec.id))
         with self.lock:
             self.files[rec.id] = rec
+            self._by_content(rec)
         return rec
 
     def delete(self, file_id: str) -> bool:
