@@ -69,6 +69,22 @@ def test_a_rename_out_does_not_hold_back_later_events(watched: tuple[InotifyWatc
     assert waited < 0.4, f"the event behind a move waited {waited:.2f} s"
 
 
+def test_a_rename_out_is_no_event(watched: tuple[InotifyWatch, PathQueue, Path], tmp_path: Path) -> None:
+    """Every claim is a rename out of the inbox: its event would only wake the loop to find the
+    path gone (issue 14). A rename within the inbox reports the new name, as a move in."""
+    w, q, inbox = watched
+    for name in ("claimed.jsonl", "first.jsonl"):
+        (inbox / name).write_text("{}\n")
+        take_until(q, str(inbox / name))
+    os.rename(inbox / "claimed.jsonl", tmp_path / "claimed.jsonl")  # a claim
+    os.rename(inbox / "first.jsonl", inbox / "second.jsonl")  # a rename within the inbox
+    seen, _, _ = take_until(q, str(inbox / "second.jsonl"))
+    time.sleep(0.2)
+    seen |= {p for _, p, _ in q.take_all(timeout=0.05)[0]}
+    assert str(inbox / "second.jsonl") in seen
+    assert str(inbox / "claimed.jsonl") not in seen and str(inbox / "first.jsonl") not in seen, seen
+
+
 def test_a_rename_in_is_a_move_in(watched: tuple[InotifyWatch, PathQueue, Path], tmp_path: Path) -> None:
     w, q, inbox = watched
     (tmp_path / "in.jsonl").write_text("{}\n")

@@ -27,7 +27,7 @@ from watchdog.events import (
 )
 from watchdog.observers.api import BaseObserver, EventQueue, ObservedWatch
 from watchdog.observers.inotify import InotifyFullEmitter, InotifyWatchGroup
-from watchdog.observers.inotify_c import InotifyFD
+from watchdog.observers.inotify_c import InotifyConstants, InotifyFD
 from watchdog.observers.inotify_move_event_grouper import InotifyMoveEventGrouper
 
 from .ignore import is_ignored_name
@@ -89,7 +89,12 @@ class _Enqueue(FileSystemEventHandler):
 #   event behind it by half a second. inboxd takes a move as two hints (look at the source,
 #   look at the destination), so the pairing buys nothing here; an unpaired move-in still
 #   arrives as a move (`moved_in`). watchdog has no setting for it: the delay is the class
-#   attribute `InotifyMoveEventGrouper.delay`, and the watch group makes its grouper itself.
+#   attribute `InotifyMoveEventGrouper.delay`, and the watch group makes its grouper itself;
+# * no IN_MOVED_FROM at all (issue 14): every claim is a rename out of the inbox, and its event
+#   only sent the loop to find the path gone, one wake-up and one look per file. A name that
+#   leaves the inbox is now found gone when it is looked at or claimed, as a deleted one always
+#   was (deletions are not watched either); a rename within the inbox still reports its new
+#   name, as a move in.
 #
 # Both go through watchdog internals (the watch group's fields, the emitter's start), hence
 # `watchdog<8` in pyproject.toml; tests/unit/test_observers.py fails if a release moves them.
@@ -125,7 +130,7 @@ class _Emitter(InotifyFullEmitter):
             self._inotify_fd,
             os.fsencode(self.watch.path),
             is_recursive=self.watch.is_recursive,
-            event_mask=self.get_event_mask_from_filter(),
+            event_mask=self.get_event_mask_from_filter() & ~InotifyConstants.IN_MOVED_FROM,
             follow_symlink=self.watch.follow_symlink,
             on_overflow=self._inboxd_on_overflow,
         )
