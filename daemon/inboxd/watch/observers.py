@@ -27,7 +27,7 @@ from watchdog.events import (
 )
 from watchdog.observers.api import BaseObserver, EventQueue, ObservedWatch
 from watchdog.observers.inotify import InotifyFullEmitter, InotifyWatchGroup
-from watchdog.observers.inotify_c import InotifyConstants, InotifyFD
+from watchdog.observers.inotify_c import InotifyConstants, InotifyFD, Mask
 from watchdog.observers.inotify_move_event_grouper import InotifyMoveEventGrouper
 
 from .ignore import is_ignored_name
@@ -130,7 +130,7 @@ class _Emitter(InotifyFullEmitter):
             self._inotify_fd,
             os.fsencode(self.watch.path),
             is_recursive=self.watch.is_recursive,
-            event_mask=self.get_event_mask_from_filter() & ~InotifyConstants.IN_MOVED_FROM,
+            event_mask=Mask(self.get_event_mask_from_filter() & ~InotifyConstants.IN_MOVED_FROM),
             follow_symlink=self.watch.follow_symlink,
             on_overflow=self._inboxd_on_overflow,
         )
