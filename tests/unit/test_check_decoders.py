@@ -51,6 +51,9 @@ def _mutated(rng: random.Random, line: bytes, i: int) -> bytes:
     if roll < 0.8:  # one byte changed
         at = rng.randrange(len(line))
         return line[:at] + bytes([rng.choice(BYTES)]) + line[at + 1:]
+    def req(body: bytes) -> bytes:
+        return b'{"custom_id": "id-%d", "body": %s}' % (i, body)
+
     shapes = [
         b'{"custom_id": "id-%d", "body": null}' % i,
         b'{"custom_id": "id-%d", "body": 5}' % i,
@@ -66,10 +69,40 @@ def _mutated(rng: random.Random, line: bytes, i: int) -> bytes:
         b'{"custom_id": "id-%d", "body": {}, "body": 7}' % i,
         b'{"custom_id": "id-%d", "body": {"model": "m", "max_tokens": 123456789012345678901234567890,'
         b' "prompt": "p"}}' % i,
-        b'{"custom_id": "id-%d", "body": {"model": "m", "max_tokens": NaN, "prompt": "p"}}' % i,
+        req(b'{"model": "m", "max_tokens": NaN, "prompt": "p"}'),
         b'{"custom_id": "id-%d", "body": {"x": "\xff"}}' % i,
         b'{"custom_id": "\xc3\xa9-%d", "body": {}}' % i,
         b'{"custom_id": "id-%d", "body": {"x": "%s"}}' % (i, b"\xe2\x82\xac" * 3),
+        # what strict mode reads of a body, right and wrong
+        req(b'{"model": "", "prompt": "p"}'),
+        req(b'{"model": 5, "prompt": "p"}'),
+        req(b'{"prompt": "p"}'),
+        req(b'{"model": "m"}'),
+        req(b'{"model": "m", "messages": []}'),
+        req(b'{"model": "m", "messages": null}'),
+        req(b'{"model": "m", "messages": [5]}'),
+        req(b'{"model": "m", "messages": [{"content": "x"}]}'),
+        req(b'{"model": "m", "messages": [{"role": "user"}]}'),
+        req(b'{"model": "m", "messages": [{"role": "assistant"}]}'),
+        req(b'{"model": "m", "messages": [{"role": "assistant", "content": null}]}'),
+        req(b'{"model": "m", "messages": [{"role": "user", "content": 5}]}'),
+        req(b'{"model": "m", "messages": [{"role": "user", "content": [{"type": "text"}]}]}'),
+        req(b'{"model": "m", "messages": [{"role": "user", "content": {"a": 1}}]}'),
+        req(b'{"model": "m", "prompt": 5}'),
+        req(b'{"model": "m", "prompt": ["a", 1]}'),
+        req(b'{"model": "m", "prompt": "p", "messages": [{"role": "user", "content": "c"}]}'),
+        req(b'{"model": "m", "prompt": 5, "messages": [{"role": "user", "content": "c"}]}'),
+        req(b'{"model": "m", "prompt": "p", "max_tokens": 1.0}'),
+        req(b'{"model": "m", "prompt": "p", "max_tokens": true}'),
+        req(b'{"model": "m", "prompt": "p", "temperature": 1}'),
+        req(b'{"model": "m", "prompt": "p", "temperature": false}'),
+        req(b'{"model": "m", "prompt": "p", "temperature": null}'),
+        req(b'{"model": "m", "prompt": "p", "stop": ["a", 1]}'),
+        req(b'{"model": "m", "prompt": "p", "stop": ["a"], "stream": 1}'),
+        req(b'{"model": "m", "prompt": "p", "logprobs": true, "seed": 1e3}'),
+        req(b'{"model": "m", "prompt": "p", "tools": {}, "tool_choice": 5}'),
+        req(b'{"model": "m", "prompt": "p", "response_format": [], "unknown": [1, {}]}'),
+        req(b'{"model": "m", "prompt": "p", "tool_choice": {"a": [1]}, "n": 2}'),
         b'[{"custom_id": "x"}]', b'"a string"', b"", b"   ", b"\xef\xbb\xbf" + line,
     ]
     return rng.choice(shapes)
@@ -111,6 +144,7 @@ def _reference(path: Path, purpose: str, mode: str, monkeypatch: pytest.MonkeyPa
     with monkeypatch.context() as m:
         m.setattr(_check, "_decode", _Refuse().decode)
         m.setattr(_batch, "_REQUEST", _Refuse())
+        m.setattr(_batch, "_STRICT_REQUEST", _Refuse())
         return _report(path, purpose, mode)
 
 
@@ -128,18 +162,20 @@ def test_the_fast_decoders_give_the_stdlib_verdicts(tmp_path: Path, monkeypatch:
     assert seen_errors > 200  # the corpus does reach the error paths
 
 
-def test_the_typed_decode_is_what_basic_batch_uses(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+@pytest.mark.parametrize("mode,decoder", [("basic", "_REQUEST"), ("strict", "_STRICT_REQUEST")])
+def test_the_typed_decode_is_what_batch_uses(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, mode: str,
+                                             decoder: str) -> None:
     """The equality above would hold trivially if the typed decode were never used."""
     path = tmp_path / "f.jsonl"
     path.write_bytes(_corpus(1, "batch-api"))
-    calls = []
-    decode = _batch._REQUEST.decode
+    taken = []
+    decode = getattr(_batch, decoder).decode
 
     class _Counting:
         def decode(self, line: bytes) -> object:
-            calls.append(line)
+            taken.append(line)
             return decode(line)
 
-    monkeypatch.setattr(_batch, "_REQUEST", _Counting())
-    check_file(path, "batch-api", "basic")
-    assert len(calls) > 150  # the ASCII lines (the others are decoded whole)
+    monkeypatch.setattr(_batch, decoder, _Counting())
+    check_file(path, "batch-api", mode, max_errors=10**6)
+    assert len(taken) > 150  # the ASCII lines (the others are decoded whole)

@@ -86,9 +86,10 @@ def _run(f: BinaryIO, state: StreamState, report: CheckReport, purpose: str, mod
     records = 0
     stream = line_batches(f, state, max_line_bytes)
     record = rules.record
-    # batch basic reads two fields of a request: those decoded, the rest of the line only parsed
+    # batch rules read a few fields: those decoded, the rest of the line only parsed
     decode_request = rules.decode_request if isinstance(rules, BatchRules) else None
     record_request = rules.record_request if isinstance(rules, BatchRules) else None
+    body_passes = rules.body_passes if isinstance(rules, BatchRules) else None
     loads = _decode  # msgspec for speed; where it refuses (NaN, lone surrogates, numbers past
     # a float, deep nesting), the standard library decides, so the verdicts are the stdlib's
     for first, batch in stream:
@@ -104,7 +105,8 @@ def _run(f: BinaryIO, state: StreamState, report: CheckReport, purpose: str, mod
                     request = decode_request(line)
                 except (ValueError, RecursionError):
                     request = None  # the whole decode below decides, and words the error
-                if request is not None and request.custom_id is not None and request.body is not None:
+                if request is not None and request.custom_id is not None and request.body is not None \
+                        and (body_passes is None or body_passes(request.body)):
                     records += 1
                     issue = record_request(number, request)  # type: ignore[misc]
                     if issue is not None:
