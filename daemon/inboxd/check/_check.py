@@ -87,9 +87,9 @@ def _run(f: BinaryIO, state: StreamState, report: CheckReport, purpose: str, mod
     stream = line_batches(f, state, max_line_bytes)
     record = rules.record
     # batch rules read a few fields: those decoded, the rest of the line only parsed
-    decode_request = rules.decode_request if isinstance(rules, BatchRules) else None
-    record_request = rules.record_request if isinstance(rules, BatchRules) else None
-    body_passes = rules.body_passes if isinstance(rules, BatchRules) else None
+    decode_request = record_request = body_passes = None
+    if isinstance(rules, BatchRules):
+        decode_request, record_request, body_passes = rules.decode_request, rules.record_request, rules.body_passes
     loads = _decode  # msgspec for speed; where it refuses (NaN, lone surrogates, numbers past
     # a float, deep nesting), the standard library decides, so the verdicts are the stdlib's
     for first, batch in stream:

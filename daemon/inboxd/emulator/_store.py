@@ -150,7 +150,7 @@ class Store:
         """Index `rec` by its content (called with the lock held)."""
         assert rec.sha256 is not None
         same = self.by_content.setdefault((rec.sha256, rec.purpose), [])
-        if rec not in same:
+        if not any(r is rec for r in same):  # content sent again to the same file id
             same.append(rec)
 
     def count(self, event: str) -> None:
