@@ -74,7 +74,7 @@ def test_a_claim_name_leaves_room_for_the_dot_files_that_travel_with_it(tmp_path
     """A 255-byte name: its claim name, and the temp name of its manifest in the claim folder,
     still fit under NAME_MAX (the first wave retried such a file forever, uploading each time)."""
     from inboxd.pipeline.claim import ClaimArea, manifest_path, write_state
-    from inboxd.pipeline.fsutil import write_atomic
+    from inboxd.state.fs import write_atomic
 
     area = ClaimArea(tmp_path / ".inboxd", "me", None)
     area.ensure()

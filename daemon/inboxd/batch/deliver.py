@@ -35,8 +35,8 @@ from typing import Any
 import structlog
 
 from .. import __version__
-from ..pipeline.fsutil import fsync_dir, move_no_replace, write_atomic
 from ..schemas import BATCH
+from ..state.fs import fsync_dir, move_no_replace, write_atomic
 from .download import download, hash_file
 from .join import ERRORS, OUTPUT, Counts, count_answers, join_results
 from .manifest import iso, update_manifest

@@ -11,7 +11,7 @@ from typing import Any
 
 import structlog
 
-from ..pipeline.fsutil import write_atomic
+from ..state.fs import write_atomic
 from .store import BatchRecord
 
 log = structlog.get_logger("inboxd.batch")

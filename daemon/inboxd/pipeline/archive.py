@@ -17,10 +17,10 @@ from typing import Any
 import structlog
 
 from ..config import InboxConfig
+from ..state.fs import free_name, fsync_dir, move_no_replace, place, same_file, write_atomic
 from .claim import drop_state
 from .claim import manifest_path as claim_manifest
 from .failure import Failure
-from .fsutil import free_name, fsync_dir, move_no_replace, place, same_file, write_atomic
 from .journal import Journal, Row
 from .sidecars import ERROR_SUFFIX, MANIFEST_SUFFIX, error_sidecar, manifest, write_sidecar
 

@@ -42,7 +42,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
-from .fsutil import fit_name, fsync_dir, is_network_filesystem, move_no_replace, write_atomic
+from ..state.fs import fit_name, fsync_dir, is_network_filesystem, move_no_replace, write_atomic
 
 _counter = itertools.count(1)
 _CLAIM_NAME = re.compile(r"^(\d+)\.(.+)$")

@@ -24,8 +24,8 @@ from pydantic import SecretStr
 from .._constants import EXIT_FAILED
 from ..config import CREDENTIAL_NAME, Config, ConfigError, format_size, redacted_dict, resolve_api_key
 from ..log import register_secret
-from .fsutil import NETWORK_FILESYSTEMS, filesystem_type
-from .fsutil import nearest_existing as _nearest_existing
+from ..state.fs import NETWORK_FILESYSTEMS, filesystem_type
+from ..state.fs import nearest_existing as _nearest_existing
 
 if TYPE_CHECKING:
     from ..emulator import Emulator

@@ -16,8 +16,8 @@ from typing import Any
 from .. import __version__
 from ..log import redact_text
 from ..schemas import ERROR, MANIFEST
+from ..state.fs import write_atomic
 from .failure import Failure
-from .fsutil import write_atomic
 
 MANIFEST_SUFFIX = ".manifest.json"
 ERROR_SUFFIX = ".error.json"

@@ -1,4 +1,4 @@
-"""`inboxd.pipeline.fsutil`: names that fit NAME_MAX with room for a sidecar, and free names."""
+"""`inboxd.state.fs`: names that fit NAME_MAX with room for a sidecar, and free names."""
 
 from __future__ import annotations
 
@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from inboxd.pipeline.fsutil import NAME_MAX, SIDECAR_ROOM, candidate_names, fit_name, free_name
 from inboxd.pipeline.sidecars import ERROR_SUFFIX, MANIFEST_SUFFIX
+from inboxd.state.fs import NAME_MAX, SIDECAR_ROOM, candidate_names, fit_name, free_name
 
 
 def nbytes(name: str) -> int:
