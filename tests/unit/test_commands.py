@@ -26,8 +26,10 @@ PACKAGE = Path(inboxd.__file__).parent
 
 
 def config(tmp_path: Path, **data: object) -> Config:
-    return parse_config({"api": {"base_url": "http://127.0.0.1:9/v1"}, "daemon": {"state_dir": str(tmp_path / "st")},
-                         **data})
+    """Metrics on port 0: the start-up check still binds the address, and a daemon (or anything else)
+    listening on the default 127.0.0.1:9464 on this host changes nothing."""
+    return parse_config({"api": {"base_url": "http://127.0.0.1:9/v1"},
+                         "daemon": {"state_dir": str(tmp_path / "st"), "metrics_address": "127.0.0.1:0"}, **data})
 
 
 def test_validate_files_yields_one_verdict_per_file_in_order(tmp_path: Path) -> None:
