@@ -70,7 +70,7 @@ def job_of(data: Any, route: str) -> BatchJob:
         job = BatchJob.model_validate(data)
     except Exception:  # noqa: BLE001 - pydantic's error echoes the answer; ours names the route
         raise ProtocolError(f"{route}: the answer is not a batch job", route=route) from None
-    check_id(job.id, route)
+    check_id(job.id, route, "batch")
     for fid in (job.output_file_id, job.error_file_id):
         if fid:
             check_id(fid, route)
@@ -117,8 +117,8 @@ def create(t: Transport, base: str, input_file_id: str, endpoint: str, *, comple
 def get(t: Transport, base: str, batch_id: str, *, retries: bool = True,
         cancel: threading.Event | None = None) -> BatchJob:
     route = "batch_get"
-    r = (t if retries else _once(t)).request(route, "GET", f"{base}/batches/{check_id(batch_id, route)}",
-                                             cancel=cancel)
+    url = f"{base}/batches/{check_id(batch_id, route, 'batch', given=True)}"
+    r = (t if retries else _once(t)).request(route, "GET", url, cancel=cancel)
     if r.status_code != 200:
         raise _fail(r, route)
     return job_of(read_json(r, route), route)
@@ -141,7 +141,7 @@ def list_jobs(t: Transport, base: str, *, retries: bool = True,
 def cancel_job(t: Transport, base: str, batch_id: str) -> BatchJob:
     """``POST /batches/{id}/cancel``; a job already terminal (409) or unknown (404) is BatchRejected."""
     route = "batch_cancel"
-    r = t.request(route, "POST", f"{base}/batches/{check_id(batch_id, route)}/cancel")
+    r = t.request(route, "POST", f"{base}/batches/{check_id(batch_id, route, 'batch', given=True)}/cancel")
     if r.status_code != 200:
         raise _fail(r, route, rejected=True)
     return job_of(read_json(r, route), route)

@@ -58,10 +58,17 @@ SAFE_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 Observer = Callable[[str, dict[str, Any]], None]
 
 
-def check_id(file_id: Any, route: str) -> str:
-    if not isinstance(file_id, str) or not SAFE_ID.fullmatch(file_id) or len(file_id) > 256:
-        raise ProtocolError(f"{route}: the server returned an unsafe file id {str(file_id)[:80]!r}", route=route)
-    return file_id
+def check_id(value: Any, route: str, kind: str = "file", *, given: bool = False) -> str:
+    """`value`, a `kind` id ("file" or "batch") safe to put in a url path. An unsafe one is a
+    ProtocolError naming the kind and who gave it: the server (in an answer) or, with `given`,
+    the caller (an id typed by a user, such as `inboxd batch cancel ID`), in which case nothing is sent."""
+    if not isinstance(value, str) or not SAFE_ID.fullmatch(value) or len(value) > 256:
+        shown = str(value)[:80]
+        if given:
+            raise ProtocolError(f"{route}: {shown!r} is not a valid {kind} id (letters, digits, '.', '_' and '-'); "
+                                "nothing was sent", route=route)
+        raise ProtocolError(f"{route}: the server returned an unsafe {kind} id {shown!r}", route=route)
+    return value
 
 
 def check_url(url: Any, route: str) -> str:
