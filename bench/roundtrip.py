@@ -176,7 +176,7 @@ def bench_library(work: Path, files: list[Path], workers: int, poll: float) -> N
     from inboxd.check import check_file
     from inboxd.config import BatchConfig, parse_config
     from inboxd.log import configure
-    from inboxd.pipeline.journal import Journal
+    from inboxd.state.journal import Journal
 
     configure("warning", "console", stream=sys.stderr)
     emu, url = start_emulator(work / "emu-lib")

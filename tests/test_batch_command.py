@@ -20,7 +20,7 @@ import jsonschema
 import pytest
 
 from inboxd.batch import BatchStore
-from inboxd.pipeline.journal import Journal
+from inboxd.state.journal import Journal
 from inboxd.schemas import BATCH, load_schema
 from tests.helpers.daemon import REPO, wait_until
 from tests.helpers.emulator import EmulatorProc

@@ -23,7 +23,7 @@ from inboxd.api import FilesClient
 from inboxd.batch import BatchRejected, BatchStore, Poller, create_once
 from inboxd.batch.store import BatchRecord
 from inboxd.config import BatchConfig, parse_config
-from inboxd.pipeline.journal import Journal
+from inboxd.state.journal import Journal
 from inboxd.schemas import BATCH, MANIFEST, load_schema
 from tests.helpers.daemon import wait_until
 from tests.helpers.emulator import EmulatorProc

@@ -75,7 +75,7 @@ def test_status_shows_files_held_open_stuck_and_ignored(tmp_path):
     import sys
     import time
 
-    from inboxd.pipeline.journal import Journal
+    from inboxd.state.journal import Journal
     from tests.helpers.daemon import REPO
 
     inbox = tmp_path / "inbox"

@@ -7,7 +7,7 @@ from inboxd.config import InboxConfig
 from inboxd.pipeline.claim import new_claimer
 from inboxd.pipeline.claimer import CLAIM_ROUND, STUCK_SCANS, Claimer
 from inboxd.pipeline.inboxes import InboxSet
-from inboxd.pipeline.journal import Journal
+from inboxd.state.journal import Journal
 from inboxd.pipeline.work import WorkQueue
 from inboxd.watch.queue import PathQueue
 

@@ -7,18 +7,21 @@ import time
 
 import pytest
 
-from inboxd.pipeline.journal import _SCHEMA, SCHEMA_VERSION, Journal
+from inboxd.batch.store import BatchStore
+from inboxd.state.db import OWNERS_VERSION, Database
+from inboxd.state.journal import _V1, MIGRATIONS, Journal
 
 
 def test_a_new_journal_has_the_current_version(tmp_path):
     j = Journal(tmp_path)
-    assert j._exec("PRAGMA user_version")[0][0] == SCHEMA_VERSION
+    assert j.db.version("journal") == len(MIGRATIONS)
+    assert j.db.query("PRAGMA user_version")[0][0] == OWNERS_VERSION  # older inboxd refuses it
     j.close()
 
 
 def test_a_version_0_journal_is_migrated_and_keeps_its_rows(tmp_path):
     db = sqlite3.connect(tmp_path / "journal.sqlite3")
-    db.executescript(_SCHEMA)
+    db.executescript(_V1)
     db.execute("INSERT INTO files (claim, inbox, name, stage, claimed_at, updated_at) VALUES "
                "('/i/.inboxd/c/1.x', '/i', 'x', 'archived', 1, 1)")
     db.commit()
@@ -28,13 +31,13 @@ def test_a_version_0_journal_is_migrated_and_keeps_its_rows(tmp_path):
     assert row is not None and row.stage == "archived" and row.ino is None
     j.update(row.claim, ino=42)
     assert j.get(row.claim).ino == 42
-    assert j._exec("PRAGMA user_version")[0][0] == SCHEMA_VERSION
+    assert j.db.version("journal") == len(MIGRATIONS)
     j.close()
 
 
 def test_a_newer_journal_is_refused(tmp_path):
     db = sqlite3.connect(tmp_path / "journal.sqlite3")
-    db.execute(f"PRAGMA user_version = {SCHEMA_VERSION + 1}")
+    db.execute("PRAGMA user_version = 4")
     db.close()
     with pytest.raises(sqlite3.DatabaseError, match="newer"):
         Journal(tmp_path)
@@ -58,7 +61,7 @@ def test_prune_keeps_counts_last_success_and_dedupe(tmp_path):
         j.update(f"/c{i}", stage=stage)
     j.uploaded("/c0", "a" * 64, "batch-api", {"id": "file-1"}, file_id="file-1")
     j.update("/c0", stage="archived")
-    j._exec("UPDATE files SET updated_at = ? WHERE claim IN ('/c0', '/c2', '/c3')", (old,))
+    j.db.execute("UPDATE files SET updated_at = ? WHERE claim IN ('/c0', '/c2', '/c3')", (old,))
     before = j.counts()
     removed = j.prune(30)
     assert removed == 2  # /c0 (archived) and /c2 (failed); /c3 is in flight and stays
@@ -123,3 +126,54 @@ def _stage(state_dir, claim: str) -> str:
         return db.execute("SELECT stage FROM files WHERE claim = ?", (claim,)).fetchone()[0]
     finally:
         db.close()
+
+
+def test_owners_migrate_on_their_own_and_a_newer_owner_is_refused(tmp_path):
+    j = Journal(tmp_path)
+    BatchStore(j)
+    assert j.db.version("batches") == 1
+    j.db.register("events", ["CREATE TABLE t (x INTEGER);", "ALTER TABLE t ADD COLUMN y INTEGER;"])
+    assert j.db.version("events") == 2
+    j.db.execute("INSERT INTO t (x, y) VALUES (1, 2)")
+    j.close()
+    db = Database(tmp_path)
+    with pytest.raises(sqlite3.DatabaseError, match="newer"):
+        db.register("events", ["CREATE TABLE t (x INTEGER);"])
+    db.close()
+
+
+def test_a_version_3_journal_keeps_its_batches(tmp_path):
+    db = sqlite3.connect(tmp_path / "journal.sqlite3")
+    db.executescript(_V1 + MIGRATIONS[1])
+    from inboxd.batch.store import MIGRATIONS as BATCHES
+    db.executescript(BATCHES[0])
+    db.execute("INSERT INTO batches (claim, inbox, input_file_id, endpoint, poll_seconds, stage, updated_at) "
+               "VALUES ('/c', '/i', 'file-1', '/v1/chat/completions', 1, 'following', 1)")
+    db.execute("PRAGMA user_version = 3")
+    db.commit()
+    db.close()
+    store = BatchStore(Journal(tmp_path))
+    rec = store.get("/c")
+    assert rec is not None and rec.stage == "following"
+
+
+def test_finished_hooks_run_in_the_commit_of_the_stage(tmp_path):
+    j = Journal(tmp_path)
+    j.db.register("seen", ["CREATE TABLE seen (claim TEXT, stage TEXT);"])
+    j.on_finished(lambda conn, row: conn.execute("INSERT INTO seen VALUES (?, ?)", (row.claim, row.stage)))
+    j.claimed_many([("/a", "/i", "a"), ("/b", "/i", "b")])
+    j.update("/a", stage="failed", error="x")
+    j.archived_later("/b")
+    assert [tuple(r) for r in j.db.query("SELECT * FROM seen")] == [("/a", "failed")]
+    j.flush()
+    assert sorted(tuple(r) for r in j.db.query("SELECT * FROM seen")) == [("/a", "failed"), ("/b", "archived")]
+
+    def boom(conn, row):
+        raise RuntimeError("hook failed")
+
+    j.on_finished(boom)
+    j.claimed("/c", "/i", "c")
+    with pytest.raises(RuntimeError):
+        j.update("/c", stage="failed")
+    assert j.db.query("SELECT stage FROM files WHERE claim = '/c'")[0][0] == "claimed"  # rolled back together
+    j.close()

@@ -32,7 +32,7 @@ from ..api import ApiError, FilesClient, RejectedError
 from ..api._batches import BatchJob
 from ..config import BatchConfig, Config
 from ..log import register_secret
-from ..pipeline.journal import Journal
+from ..state.journal import Journal
 from .create import create_once
 from .poller import Poller
 from .store import FINISHED_STAGES, BatchRecord, BatchStore

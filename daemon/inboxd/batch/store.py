@@ -1,4 +1,4 @@
-"""The batch jobs in the journal (table `batches`, journal schema 3): one row per input file.
+"""The batch jobs in the state database (table `batches`, owned here): one row per input file.
 
 Stages (SPEC §10), each written before the step that cannot be undone:
 ``creating`` (before ``POST /batches``) → ``created`` (the batch id) → ``following`` (the
@@ -8,7 +8,7 @@ place). ``failed``: the job can never be delivered (the server forgot it).
 
 A row carries everything the poller needs (outbox, stem, endpoint, join, manifest path), so a
 job keeps being followed when its inbox's ``[inboxes.batch]`` table is removed from the config.
-The SQL goes through `Journal._exec` / `Journal._db` (one connection per thread, WAL).
+The SQL goes through the database's public API (`state/db.py`).
 """
 
 from __future__ import annotations
@@ -16,16 +16,58 @@ from __future__ import annotations
 import json
 import sqlite3
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
 from ..config import BatchConfig
-from ..pipeline.journal import Journal
+from ..state.journal import Journal
+
+DeliveredHook = Callable[[sqlite3.Connection, "BatchRecord"], None]
 
 STAGES = ("creating", "created", "following", "downloading", "delivered", "failed")
 OPEN_STAGES = ("following", "downloading")  # the poller's work
 FINISHED_STAGES = ("delivered", "failed")
+
+# the batches table, version by version (`Database.register`)
+MIGRATIONS = ("""
+CREATE TABLE IF NOT EXISTS batches (
+    claim TEXT PRIMARY KEY,
+    inbox TEXT NOT NULL,
+    input_file_id TEXT NOT NULL,
+    input_sha256 TEXT,
+    manifest TEXT,
+    input_path TEXT,
+    stem TEXT,
+    outbox TEXT,
+    endpoint TEXT NOT NULL,
+    completion_window TEXT,
+    model_id TEXT,
+    priority INTEGER,
+    poll_seconds REAL NOT NULL,
+    join_results INTEGER NOT NULL DEFAULT 0,
+    requests INTEGER,
+    stage TEXT NOT NULL,
+    batch_id TEXT,
+    status TEXT,
+    progress REAL,
+    output_file_id TEXT,
+    error_file_id TEXT,
+    job_json TEXT,
+    outputs_json TEXT,
+    error TEXT,
+    dropped_at REAL,
+    uploaded_at REAL,
+    creating_at REAL,
+    created_at REAL,
+    finished_at REAL,
+    delivered_at REAL,
+    updated_at REAL NOT NULL
+);
+CREATE INDEX IF NOT EXISTS batches_by_stage ON batches (stage);
+CREATE INDEX IF NOT EXISTS batches_by_batch_id ON batches (batch_id);
+""",)
 
 # record field -> column (the rest have the same name)
 _COLUMN = {"join": "join_results", "job": "job_json", "outputs": "outputs_json"}
@@ -101,6 +143,9 @@ def stem_of(name: str) -> str:
 class BatchStore:
     def __init__(self, journal: Journal) -> None:
         self.journal = journal
+        self.db = journal.db
+        self.db.register("batches", MIGRATIONS)
+        self._on_delivered: list[DeliveredHook] = []
 
     # --- reading ---------------------------------------------------------------------------
 
@@ -117,11 +162,11 @@ class BatchStore:
         return BatchRecord(**values)
 
     def get(self, claim: str) -> BatchRecord | None:
-        rows = self.journal._exec("SELECT * FROM batches WHERE claim = ?", (claim,))
+        rows = self.db.query("SELECT * FROM batches WHERE claim = ?", (claim,))
         return self._record(rows[0]) if rows else None
 
     def by_batch_id(self, batch_id: str) -> BatchRecord | None:
-        rows = self.journal._exec("SELECT * FROM batches WHERE batch_id = ?", (batch_id,))
+        rows = self.db.query("SELECT * FROM batches WHERE batch_id = ?", (batch_id,))
         return self._record(rows[0]) if rows else None
 
     def all(self, limit: int | None = None) -> list[BatchRecord]:
@@ -130,11 +175,11 @@ class BatchStore:
         if limit is not None:
             sql += " LIMIT ?"
             args = (limit,)
-        return [self._record(r) for r in self.journal._exec(sql, args)]
+        return [self._record(r) for r in self.db.query(sql, args)]
 
     def open_records(self) -> list[BatchRecord]:
         """Jobs the poller follows: created and attached (following) or being delivered."""
-        rows = self.journal._exec("SELECT * FROM batches WHERE stage IN (?, ?) AND batch_id IS NOT NULL "
+        rows = self.db.query("SELECT * FROM batches WHERE stage IN (?, ?) AND batch_id IS NOT NULL "
                                   "ORDER BY updated_at", OPEN_STAGES)
         return [self._record(r) for r in rows]
 
@@ -142,17 +187,17 @@ class BatchStore:
         """Rows at `creating` (the POST may or may not have happened) or `created` and not yet
         attached: the daemon's recovery finishes them (create_once adopts; then attach). The
         poller never creates."""
-        rows = self.journal._exec("SELECT * FROM batches WHERE stage IN ('creating', 'created') ORDER BY updated_at")
+        rows = self.db.query("SELECT * FROM batches WHERE stage IN ('creating', 'created') ORDER BY updated_at")
         return [self._record(r) for r in rows]
 
     def owned_batch_ids(self, except_claim: str | None = None) -> set[str]:
-        rows = self.journal._exec("SELECT batch_id FROM batches WHERE batch_id IS NOT NULL AND claim != ?",
+        rows = self.db.query("SELECT batch_id FROM batches WHERE batch_id IS NOT NULL AND claim != ?",
                                   (except_claim or "",))
         return {r[0] for r in rows}
 
     def counts(self) -> dict[str, int]:
         """Jobs by status (stage when no status yet), for a gauge."""
-        rows = self.journal._exec("SELECT COALESCE(status, stage), COUNT(*) FROM batches GROUP BY 1")
+        rows = self.db.query("SELECT COALESCE(status, stage), COUNT(*) FROM batches GROUP BY 1")
         return {r[0]: r[1] for r in rows}
 
     # --- writing ---------------------------------------------------------------------------
@@ -174,7 +219,7 @@ class BatchStore:
         if rec.stem is None and rec.input_path:
             rec.stem = stem_of(Path(rec.input_path).name)
         cols = [f.name for f in fields(BatchRecord)]
-        self.journal._exec(
+        self.db.execute(
             f"INSERT OR IGNORE INTO batches ({', '.join(_COLUMN.get(c, c) for c in cols)}) "
             f"VALUES ({', '.join('?' for _ in cols)})",
             tuple(self._value(c, getattr(rec, c)) for c in cols),
@@ -200,12 +245,22 @@ class BatchStore:
         if "stage" in values and values["stage"] not in STAGES:
             raise ValueError(f"batch store: unknown stage {values['stage']!r}")
         cols = ", ".join(f"{_COLUMN.get(k, k)} = ?" for k in values)
-        self.journal._exec(f"UPDATE batches SET {cols}, updated_at = ? WHERE claim = ?",
-                           (*(self._value(k, v) for k, v in values.items()), time.time(), claim))
-        rec = self.get(claim)
-        if rec is None:
-            raise KeyError(claim)
+        args = (*(self._value(k, v) for k, v in values.items()), time.time(), claim)
+        with self.db.transaction() as tx:
+            tx.execute(f"UPDATE batches SET {cols}, updated_at = ? WHERE claim = ?", args)
+            rows = tx.execute("SELECT * FROM batches WHERE claim = ?", (claim,)).fetchall()
+            if not rows:
+                raise KeyError(claim)
+            rec = self._record(rows[0])
+            if values.get("stage") == "delivered":
+                for hook in self._on_delivered:
+                    hook(tx, rec)
         return rec
+
+    def on_delivered(self, hook: DeliveredHook) -> None:
+        """`hook(conn, record)` runs inside the transaction that writes a job's `delivered`
+        stage (its batch.json is published); an exception rolls that write back."""
+        self._on_delivered.append(hook)
 
     def attach(self, claim: str, *, manifest: Path | str | None, input_path: Path | str | None,
                outbox: Path | str | None = None, stem: str | None = None, requests: int | None = None) -> BatchRecord:
@@ -229,8 +284,8 @@ class BatchStore:
         return self.update(claim, **values)
 
     def forget(self, claim: str) -> None:
-        self.journal._exec("DELETE FROM batches WHERE claim = ?", (claim,))
+        self.db.execute("DELETE FROM batches WHERE claim = ?", (claim,))
 
     def move(self, old_claim: str, new_claim: str) -> None:
         """The input's claim was taken over under a new path (as `Journal.move`)."""
-        self.journal._exec("UPDATE batches SET claim = ? WHERE claim = ?", (new_claim, old_claim))
+        self.db.execute("UPDATE batches SET claim = ? WHERE claim = ?", (new_claim, old_claim))

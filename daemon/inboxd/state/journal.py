@@ -1,16 +1,10 @@
-"""The journal: SQLite in WAL mode in `state_dir` (a local disk; never a network share).
+"""The journal: the local index of claimed files, in the state database (`db.py`).
 
 One row per claimed file, keyed by its claim path, with its stage:
 ``claimed -> checked -> uploading -> uploaded -> archived`` (or ``failed``). Each stage is
 written before the step that cannot be undone, so a restart knows what was done. The
 journal also maps (sha256, purpose) to the file object for dedupe, and remembers files
 kept in place (``on_success = "keep"``) by (path, size, mtime, sha256).
-
-One connection per thread (WAL lets readers run beside the one writer; SQLite serialises
-the writers itself, briefly): no Python lock is held while SQLite works. (A Python lock
-around each write was tried, issue 14: its holder loses the GIL inside SQLite and the other
-workers queue behind it; with 4 workers on 2 busy cores the burst was slower, 80 against
-101 files/s.)
 
 The rows of files in flight are also kept in memory, as this process last wrote them
 (`get` answers from there; a worker reads its row several times per file): every write to
@@ -19,11 +13,11 @@ statement succeeded; a claim's row is written only by the daemon (and the worker
 the claim; a row read from the table is cached under the same lock, so a write that commits
 meanwhile is applied on top of it. Finished rows leave the cache.
 
-Durability: WAL with `synchronous=NORMAL`. A crash of the process (kill -9) loses nothing
-that was committed; a power loss may roll back the last commits, never corrupt the file.
-Every stage a rollback can undo is safe to redo, because recovery asks the server and the
-filesystem rather than trusting the row alone (README, "Power loss"). The schema carries a
-version (`PRAGMA user_version`) and is migrated forward at open.
+A file reaching `archived` or `failed` runs the `on_finished` hooks inside the transaction
+that writes the stage (the events of its sidecar are recorded in that commit).
+
+Durability is the database's (`db.py`): every stage a power loss can roll back is safe to
+redo, because recovery asks the server and the filesystem rather than trusting the row alone.
 """
 
 from __future__ import annotations
@@ -37,11 +31,13 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
+from .db import Database
+
+FinishedHook = Callable[[sqlite3.Connection, "Row"], None]
+
 STAGES = ("claimed", "checked", "uploading", "uploaded", "archived", "failed")
 FINISHED = ("archived", "failed")
-SCHEMA_VERSION = 3
-
-_SCHEMA = """
+_V1 = """
 CREATE TABLE IF NOT EXISTS files (
     claim TEXT PRIMARY KEY,
     inbox TEXT NOT NULL,
@@ -81,9 +77,7 @@ CREATE TABLE IF NOT EXISTS kept (
 );
 """
 
-# schema version -> the statements that bring version - 1 to it
-_MIGRATIONS: dict[int, str] = {
-    2: """
+_V2 = """
 ALTER TABLE files ADD COLUMN ino INTEGER;
 CREATE TABLE IF NOT EXISTS totals (
     inbox TEXT NOT NULL,
@@ -92,46 +86,10 @@ CREATE TABLE IF NOT EXISTS totals (
     last_at REAL,
     PRIMARY KEY (inbox, stage)
 );
-""",
-    # issue 12: batch jobs (inboxd.batch.store owns this table)
-    3: """
-CREATE TABLE IF NOT EXISTS batches (
-    claim TEXT PRIMARY KEY,
-    inbox TEXT NOT NULL,
-    input_file_id TEXT NOT NULL,
-    input_sha256 TEXT,
-    manifest TEXT,
-    input_path TEXT,
-    stem TEXT,
-    outbox TEXT,
-    endpoint TEXT NOT NULL,
-    completion_window TEXT,
-    model_id TEXT,
-    priority INTEGER,
-    poll_seconds REAL NOT NULL,
-    join_results INTEGER NOT NULL DEFAULT 0,
-    requests INTEGER,
-    stage TEXT NOT NULL,
-    batch_id TEXT,
-    status TEXT,
-    progress REAL,
-    output_file_id TEXT,
-    error_file_id TEXT,
-    job_json TEXT,
-    outputs_json TEXT,
-    error TEXT,
-    dropped_at REAL,
-    uploaded_at REAL,
-    creating_at REAL,
-    created_at REAL,
-    finished_at REAL,
-    delivered_at REAL,
-    updated_at REAL NOT NULL
-);
-CREATE INDEX IF NOT EXISTS batches_by_stage ON batches (stage);
-CREATE INDEX IF NOT EXISTS batches_by_batch_id ON batches (batch_id);
-""",
-}
+"""
+
+# the files table and its companions, version by version (`Database.register`)
+MIGRATIONS = (_V1, _V2)
 
 # the columns `update()` may set (the key, inbox and times are the journal's own)
 _UPDATABLE = frozenset({
@@ -172,61 +130,29 @@ class Row:
 
 class Journal:
     def __init__(self, state_dir: Path) -> None:
-        state_dir.mkdir(parents=True, exist_ok=True)
-        self.path = state_dir / "journal.sqlite3"
-        self._local = threading.local()
-        self._all: list[sqlite3.Connection] = []
-        self._all_lock = threading.Lock()
+        self.db = Database(state_dir)
+        self.db.register("journal", MIGRATIONS)
+        self.path = self.db.path
         self._rows_lock = threading.Lock()  # guards the cache of rows in flight (module docstring)
         self._rows: dict[str, Row] = {}  # rows of files in flight, as last written (module docstring)
         self._later: list[tuple[str, float]] = []  # archived stages not yet written (`archived_later`)
-        db = self._db()
-        db.execute("PRAGMA journal_mode=WAL")
-        self._migrate(db)
+        self._on_finished: list[FinishedHook] = []
 
-    @staticmethod
-    def _migrate(db: sqlite3.Connection) -> None:
-        version = db.execute("PRAGMA user_version").fetchone()[0]
-        if version == 0:
-            db.executescript(_SCHEMA)  # a new journal, or one from before versions (same tables)
-            version = 1
-        if version > SCHEMA_VERSION:
-            raise sqlite3.DatabaseError(f"the journal has schema version {version}, newer than this inboxd "
-                                        f"({SCHEMA_VERSION}); refusing to touch it")
-        for target in range(version + 1, SCHEMA_VERSION + 1):
-            db.executescript(f"BEGIN IMMEDIATE; {_MIGRATIONS[target]} PRAGMA user_version = {target}; COMMIT;")
-        if version < SCHEMA_VERSION or db.execute("PRAGMA user_version").fetchone()[0] != SCHEMA_VERSION:
-            db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+    def on_finished(self, hook: FinishedHook) -> None:
+        """`hook(conn, row)` runs inside the transaction that writes a row's `archived` or
+        `failed` stage (`row` as it is written); an exception rolls that write back."""
+        self._on_finished.append(hook)
 
     def _db(self) -> sqlite3.Connection:
-        db = getattr(self._local, "db", None)
-        if db is None:
-            db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None, timeout=30)
-            db.row_factory = sqlite3.Row
-            db.execute("PRAGMA synchronous=NORMAL")
-            db.execute("PRAGMA busy_timeout=30000")
-            self._local.db = db
-            with self._all_lock:
-                self._all.append(db)
-        return db
+        return self.db.connection()
 
     def close(self) -> None:
         try:
             self.flush()
         except sqlite3.Error:
             pass  # rolled back: the next start finishes those rows from done/ (`archived_later`)
-        with self._all_lock:
-            for db in self._all:
-                try:
-                    db.close()
-                except sqlite3.Error:
-                    pass
-            self._all.clear()
-        self._local = threading.local()
+        self.db.close()
         self._rows.clear()
-
-    def _exec(self, sql: str, args: tuple[Any, ...] = ()) -> list[sqlite3.Row]:
-        return self._db().execute(sql, args).fetchall()
 
     @staticmethod
     def _row(r: sqlite3.Row) -> Row:
@@ -293,6 +219,7 @@ class Journal:
                 if later:
                     db.executemany("UPDATE files SET stage = 'archived', updated_at = ? WHERE claim = ?",
                                    [(when, claim) for claim, when in later])
+                    self._finished(db, [(claim, {"stage": "archived", "updated_at": when}) for claim, when in later])
                 statements(db)
         except BaseException:
             with self._rows_lock:
@@ -329,10 +256,31 @@ class Journal:
             raise ValueError(f"unknown stage {fields['stage']!r}")
         cols = ", ".join(f"{k} = ?" for k in fields)
         now = time.time()
-        self._write(lambda db: db.execute(f"UPDATE files SET {cols}, updated_at = ? WHERE claim = ?",
-                                          (*fields.values(), now, claim)))
+        finishing = fields.get("stage") in FINISHED and bool(self._on_finished)
+
+        def statements(db: sqlite3.Connection) -> None:
+            db.execute(f"UPDATE files SET {cols}, updated_at = ? WHERE claim = ?", (*fields.values(), now, claim))
+            if finishing:
+                self._finished(db, [(claim, {**fields, "updated_at": now})])
+
+        self._write(statements, atomic=finishing)
         with self._rows_lock:
             self._cached(claim, fields, now)
+
+    def _finished(self, db: sqlite3.Connection, changes: list[tuple[str, dict[str, Any]]]) -> None:
+        """Run the `on_finished` hooks for rows that reach a finished stage in this transaction."""
+        if not self._on_finished:
+            return
+        for claim, fields in changes:
+            row = self._rows.get(claim)
+            if row is None:
+                found = db.execute("SELECT * FROM files WHERE claim = ?", (claim,)).fetchall()
+                if not found:
+                    continue
+                row = self._row(found[0])
+            row = replace(row, **fields)
+            for hook in self._on_finished:
+                hook(db, row)
 
     def move(self, old_claim: str, new_claim: str) -> None:
         """A stale claim was taken over under a new claim path."""
@@ -371,24 +319,24 @@ class Journal:
         if inbox is not None:
             sql += " AND inbox = ?"
             args = (inbox,)
-        return [self._row(r) for r in self._exec(sql, args)]
+        return [self._row(r) for r in self.db.query(sql, args)]
 
     # --- dedupe ----------------------------------------------------------------------------
 
     def known_upload(self, sha256: str, purpose: str) -> dict[str, Any] | None:
-        rows = self._exec("SELECT file_json FROM uploads WHERE sha256 = ? AND purpose = ?", (sha256, purpose))
+        rows = self.db.query("SELECT file_json FROM uploads WHERE sha256 = ? AND purpose = ?", (sha256, purpose))
         return json.loads(rows[0][0]) if rows else None
 
     # --- files kept in place ---------------------------------------------------------------
 
     def remember_kept(self, path: str, size: int, mtime_ns: int, sha256: str) -> None:
-        self._exec(
+        self.db.execute(
             "INSERT OR REPLACE INTO kept (path, bytes, mtime_ns, sha256) VALUES (?,?,?,?)",
             (path, size, mtime_ns, sha256),
         )
 
     def is_kept(self, path: str, size: int, mtime_ns: int) -> bool:
-        rows = self._exec("SELECT 1 FROM kept WHERE path = ? AND bytes = ? AND mtime_ns = ?", (path, size, mtime_ns))
+        rows = self.db.query("SELECT 1 FROM kept WHERE path = ? AND bytes = ? AND mtime_ns = ?", (path, size, mtime_ns))
         return bool(rows)
 
     # --- status ----------------------------------------------------------------------------
@@ -396,17 +344,17 @@ class Journal:
     def counts(self) -> dict[str, dict[str, int]]:
         """Files per inbox and stage, including finished rows already removed by `prune`."""
         out: dict[str, dict[str, int]] = {}
-        for inbox, stage, n in self._exec("SELECT inbox, stage, COUNT(*) FROM files GROUP BY inbox, stage"):
+        for inbox, stage, n in self.db.query("SELECT inbox, stage, COUNT(*) FROM files GROUP BY inbox, stage"):
             out.setdefault(inbox, {})[stage] = n
-        for inbox, stage, n in self._exec("SELECT inbox, stage, n FROM totals"):
+        for inbox, stage, n in self.db.query("SELECT inbox, stage, n FROM totals"):
             per = out.setdefault(inbox, {})
             per[stage] = per.get(stage, 0) + n
         return out
 
     def last_success(self, inbox: str) -> float | None:
-        rows = self._exec("SELECT MAX(updated_at) FROM files WHERE inbox = ? AND stage = 'archived'", (inbox,))
+        rows = self.db.query("SELECT MAX(updated_at) FROM files WHERE inbox = ? AND stage = 'archived'", (inbox,))
         latest = rows[0][0] if rows else None
-        pruned = self._exec("SELECT last_at FROM totals WHERE inbox = ? AND stage = 'archived'", (inbox,))
+        pruned = self.db.query("SELECT last_at FROM totals WHERE inbox = ? AND stage = 'archived'", (inbox,))
         if pruned and pruned[0][0] is not None and (latest is None or pruned[0][0] > latest):
             return float(pruned[0][0])
         return latest
@@ -430,7 +378,7 @@ class Journal:
             return cur.rowcount
 
     def recent_failures(self, inbox: str, limit: int = 5) -> list[Row]:
-        rows = self._exec(
+        rows = self.db.query(
             "SELECT * FROM files WHERE inbox = ? AND stage = 'failed' ORDER BY updated_at DESC LIMIT ?", (inbox, limit)
         )
         return [self._row(r) for r in rows]
