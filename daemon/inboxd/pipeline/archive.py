@@ -21,7 +21,7 @@ from ..state.fs import free_name, fsync_dir, move_no_replace, place, same_file, 
 from .claim import drop_state
 from .claim import manifest_path as claim_manifest
 from .failure import Failure
-from .journal import Journal, Row
+from ..state.journal import Journal, Row
 from .sidecars import ERROR_SUFFIX, MANIFEST_SUFFIX, error_sidecar, manifest, write_sidecar
 
 log = structlog.get_logger("inboxd.pipeline")

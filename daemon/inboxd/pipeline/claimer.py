@@ -23,7 +23,7 @@ from ..watch.lease import Writers, open_for_writing
 from ..watch.readiness import ReadinessTracker
 from ..watch.scan import inspect_path, scan_inbox
 from .inboxes import InboxSet, InboxState
-from .journal import Journal
+from ..state.journal import Journal
 from .work import Job, WorkQueue
 
 log = structlog.get_logger("inboxd.daemon")

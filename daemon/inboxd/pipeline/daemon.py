@@ -33,7 +33,7 @@ from .claim import Liveness, new_claimer
 from .claimer import Claimer
 from .hooks import Hooks, NoService
 from .inboxes import InboxSet
-from .journal import Journal
+from ..state.journal import Journal
 from .pause import AuthGate
 from .process import Context
 from .recovery import recover_claims, recover_orphan_rows, resume_batches

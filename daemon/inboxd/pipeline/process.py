@@ -38,7 +38,7 @@ from ..watch.scan import file_kind
 from .archive import archive, fail, finish_orphan
 from .claim import sync_state, write_state
 from .failure import Failure
-from .journal import Journal, Row
+from ..state.journal import Journal, Row
 from .work import Heartbeat, Job, WorkQueue
 
 log = structlog.get_logger("inboxd.pipeline")

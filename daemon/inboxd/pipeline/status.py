@@ -13,7 +13,7 @@ from typing import Any
 from ..config import Config, InboxConfig
 from ..watch.lease import Writers, open_for_writing
 from ..watch.scan import scan_inbox
-from .journal import Journal
+from ..state.journal import Journal
 from .sidecars import iso
 
 IN_FLIGHT = ("claimed", "checked", "uploading", "uploaded")
