@@ -349,12 +349,89 @@ class InboxConfig(_Section):
         return self.failed_dir or self.path / "failed"
 
 
+# --- [[events]] (SPEC §11) -------------------------------------------------------------
+
+EventType = Literal["file.archived", "file.failed", "batch.delivered"]
+EVENT_TYPES: tuple[EventType, ...] = ("file.archived", "file.failed", "batch.delivered")
+
+
+class EventSinkConfig(_Section):
+    """One `[[events]]` sink: a webhook (`url`, signed with a Standard Webhooks secret) or a
+    `command` (the event JSON on stdin, exit 0 = delivered). The secret is never part of the
+    file: `secret_file` or `secret_env` names where it is (`inboxd.events.read_secret`)."""
+
+    url: str | None = None
+    command: list[str] | None = Field(None, min_length=1)
+    secret_file: Path | None = None
+    secret_env: str | None = Field(None, min_length=1)
+    types: list[EventType] = Field(default_factory=lambda: list(EVENT_TYPES), min_length=1)
+    timeout_seconds: float = Field(10, gt=0)
+    max_age_hours: float = Field(72, gt=0)
+    # not in SPEC §4: the sink's label in metrics, status and `inboxd events` (default: the url
+    # without its query, or the command's program); the first retry's delay (doubled per
+    # attempt up to max_backoff_seconds); /healthz turns 503 while the oldest pending event
+    # is older than unhealthy_after_seconds
+    name: str | None = Field(None, min_length=1, max_length=100)
+    backoff_seconds: float = Field(1.0, gt=0)
+    max_backoff_seconds: float = Field(300, gt=0)
+    unhealthy_after_seconds: float = Field(900, gt=0)
+
+    @field_validator("url")
+    @classmethod
+    def _check_url(cls, v: str | None) -> str | None:
+        if v is None:
+            return v
+        parts = urlsplit(v)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ValueError("expected an http(s) url such as https://scheduler.example/hooks/inboxd")
+        if parts.scheme == "http" and not is_loopback_host(parts.hostname):
+            raise ValueError("http:// is refused unless the host is loopback; use https://")
+        if parts.username or parts.password or parts.fragment:
+            raise ValueError("expected a url without credentials or fragment (the secret signs the events)")
+        return v
+
+    @model_validator(mode="after")
+    def _one_kind(self) -> EventSinkConfig:
+        if (self.url is None) == (self.command is None):
+            raise ValueError("expected exactly one of url (a webhook) or command")
+        if self.url is not None and (self.secret_file is None) == (self.secret_env is None):
+            raise ValueError("a webhook needs exactly one of secret_file or secret_env (a whsec_ secret)")
+        if self.command is not None and (self.secret_file is not None or self.secret_env is not None):
+            raise ValueError("a command sink takes no secret (secret_file / secret_env are for webhooks)")
+        if len(set(self.types)) != len(self.types):
+            raise ValueError("types: each event type once")
+        return self
+
+    @property
+    def label(self) -> str:
+        """The sink's name: `name`, else the url without query (it may hold a token) or the program."""
+        if self.name:
+            return self.name
+        if self.url is not None:
+            parts = urlsplit(self.url)
+            return f"{parts.scheme}://{parts.netloc}{parts.path}"
+        return Path((self.command or ["?"])[0]).name
+
+
 class Config(_Section):
     api: ApiConfig = Field(default_factory=ApiConfig)
     upload: UploadConfig = Field(default_factory=UploadConfig)
     check: CheckConfig = Field(default_factory=CheckConfig)
     daemon: DaemonConfig = Field(default_factory=DaemonConfig)
     inboxes: list[InboxConfig] = Field(default_factory=list)
+    events: list[EventSinkConfig] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _sinks_apart(self) -> Config:
+        """Each sink's label (its `name`, or the one made from its url or command) is unique: it
+        keys the sink's events in the journal."""
+        seen: dict[str, int] = {}
+        for i, sink in enumerate(self.events):
+            if sink.label in seen:
+                raise _KeyError(f"events[{i}]", f"has the same name as events[{seen[sink.label]}] "
+                                                f"({sink.label!r}); give one of them a distinct name")
+            seen[sink.label] = i
+        return self
 
     @model_validator(mode="after")
     def _inboxes_apart(self) -> Config:
