@@ -315,9 +315,11 @@ class InboxConfig(_Section):
 
     @model_validator(mode="after")
     def _batch_outbox(self) -> InboxConfig:
-        """The batch outbox defaults to <path>/outbox."""
+        """The batch outbox defaults to <path>/outbox (resolved like a configured one: a symlink
+        named outbox is compared by where it leads)."""
         if self.batch is not None and self.batch.outbox is None:
-            object.__setattr__(self, "batch", self.batch.model_copy(update={"outbox": self.path / "outbox"}))
+            outbox = resolved_absolute(self.path / "outbox")
+            object.__setattr__(self, "batch", self.batch.model_copy(update={"outbox": outbox}))
         return self
 
     @field_validator("path", "done_dir", "failed_dir")
@@ -455,7 +457,43 @@ class Config(_Section):
                     if folder is not None and folder == other:
                         raise _KeyError(f"inboxes[{i}].{key}", f"is inboxes[{j}].path ({other}) once symlinks are "
                                                                "resolved; its files would be uploaded again")
+        for i, inbox in enumerate(self.inboxes):
+            if inbox.batch is not None and inbox.batch.outbox is not None:
+                problem = _outbox_problem(inbox.batch.outbox, i, self.inboxes)
+                if problem is not None:
+                    raise _KeyError(f"inboxes[{i}].batch.outbox", problem)
         return self
+
+
+def _outbox_problem(outbox: Path, i: int, inboxes: list[InboxConfig]) -> str | None:
+    """Why a batch outbox (resolved, like every inbox folder) cannot be used, or None.
+
+    The outbox receives `<stem>.output.jsonl`, `<stem>.results.jsonl`...: in a folder an inbox
+    watches they would be taken as new inputs, and `batch.json` would point at files that
+    moved. So an outbox is never an inbox, never holds one, and never lies inside another
+    inbox's folder. Inside its own inbox it may lie (the default is `<path>/outbox`: inboxes
+    are not watched recursively, and the scan skips it), but not in that inbox's own folders:
+    `.inboxd/` (the claim area), `done/` and `failed/` (archives whose names inboxd chooses;
+    an outbox there would mix results with archived inputs). The same holds for another
+    inbox's done/failed folders wherever they are configured.
+    """
+    why = "; the daemon would take the batch results as new inputs"
+    for j, other in enumerate(inboxes):
+        name = "its own inbox" if j == i else f"inboxes[{j}].path"
+        if outbox == other.path:
+            return f"{outbox} is {name} once symlinks are resolved{why}"
+        if other.path.is_relative_to(outbox):
+            return (f"{outbox} holds {name} ({other.path}); results and an inbox's inputs, claims and archives "
+                    "would share one tree")
+        for label, folder in ((".inboxd/ (the claim area)", other.work), ("done_dir", other.done),
+                              ("failed_dir", other.failed)):
+            if outbox.is_relative_to(folder):
+                whose = "its own inbox's" if j == i else f"inboxes[{j}]'s"
+                return (f"{outbox} lies in {whose} {label} {folder}; an outbox is a folder of its own, "
+                        "apart from an inbox's claim area and archives")
+        if j != i and outbox.is_relative_to(other.path):
+            return f"{outbox} lies inside {name} ({other.path}); an inbox's folder is that inbox's alone"
+    return None
 
 
 class _KeyError(ValueError):

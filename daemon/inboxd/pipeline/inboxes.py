@@ -27,11 +27,16 @@ class InboxState:
 
     @property
     def skip(self) -> tuple[str, ...]:
-        """Names of our own folders when they live inside the inbox (patterns like "*")."""
+        """Names of our own folders when they live inside the inbox (patterns like "*"), and the
+        folder of the inbox that holds its batch outbox (else a pattern such as "*" would send
+        the outbox to failed/ as a directory)."""
         out = []
         for folder in (self.config.done, self.config.failed, self.config.work):
             if folder.parent == self.config.path:
                 out.append(folder.name)
+        outbox = self.config.batch.outbox if self.config.batch is not None else None
+        if outbox is not None and outbox != self.config.path and outbox.is_relative_to(self.config.path):
+            out.append(outbox.relative_to(self.config.path).parts[0])
         return tuple(out)
 
     def prepare(self) -> None:
