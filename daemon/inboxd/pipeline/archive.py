@@ -17,11 +17,11 @@ from typing import Any
 import structlog
 
 from ..config import InboxConfig
-from ..state.fs import free_name, fsync_dir, move_no_replace, place, same_file, write_atomic
+from ..state.fs import find_moved, free_name, fsync_dir, move_no_replace, place, same_data, write_atomic
+from ..state.journal import Journal, Row
 from .claim import drop_state
 from .claim import manifest_path as claim_manifest
 from .failure import Failure
-from ..state.journal import Journal, Row
 from .sidecars import ERROR_SUFFIX, MANIFEST_SUFFIX, error_sidecar, manifest, write_sidecar
 
 log = structlog.get_logger("inboxd.pipeline")
@@ -80,7 +80,7 @@ def _resume(row: Row, claim: Path, inbox: InboxConfig) -> Path | None:
     if inbox.on_success == "delete":
         return target
     data_path = _data_path(row)
-    if data_path and same_file(claim, data_path):
+    if data_path and same_data(claim, data_path, row.sha256):
         os.unlink(claim)  # moved by a hard link, not yet unlinked
         return target
     return None
@@ -108,7 +108,7 @@ def _move(journal: Journal, inbox: InboxConfig, row: Row, claim: Path, done: Pat
         journal.remember_kept(str(original), row.bytes, row.mtime_ns, row.sha256)
         target = done / free_name(done, row.name, MANIFEST_SUFFIX)
         reserve(target, original)
-        if _give_back(claim, original):
+        if _give_back(claim, original, row.sha256):
             fsync_dir(inbox.path)
             return target
         # a new file of that name arrived meanwhile: archive this one in done/ instead
@@ -117,14 +117,22 @@ def _move(journal: Journal, inbox: InboxConfig, row: Row, claim: Path, done: Pat
         target = done / free_name(done, row.name, MANIFEST_SUFFIX)
         reserve(target, None)
         return target
+    moved = find_moved(claim, done, row.name, MANIFEST_SUFFIX)
+    if moved is not None:
+        # a dead owner linked it there and died before the unlink: that name is the one
+        reserve(moved, moved)
+        os.unlink(claim)
+        return moved
     return place(claim, done, row.name, MANIFEST_SUFFIX, on_reserved=lambda d: reserve(d, d))
 
 
-def _give_back(claim: Path, original: Path) -> bool:
+def _give_back(claim: Path, original: Path, sha256: str | None) -> bool:
     try:
         move_no_replace(claim, original)
     except FileExistsError:
-        return False
+        if not same_data(claim, original, sha256):
+            return False
+        os.unlink(claim)  # given back by a link whose unlink never came
     return True
 
 
@@ -141,9 +149,13 @@ def fail(journal: Journal, inbox: InboxConfig, row: Row, failure: Failure, *, at
         )
         journal.update(row.claim, target=str(target), sidecar=json.dumps(sidecar), error=json.dumps(sidecar["error"]))
 
-    if row.target and row.sidecar and row.error and same_file(claim, Path(row.target)):
+    if row.target and row.sidecar and row.error and same_data(claim, Path(row.target), row.sha256):
         os.unlink(claim)
         target = Path(row.target)
+    elif (moved := find_moved(claim, failed, row.name, ERROR_SUFFIX)) is not None:
+        reserve(moved)  # a dead owner linked it there and died before the unlink
+        os.unlink(claim)
+        target = moved
     else:
         target = place(claim, failed, row.name, ERROR_SUFFIX, on_reserved=reserve)
     row = journal.get(row.claim) or row

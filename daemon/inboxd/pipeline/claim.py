@@ -42,7 +42,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
-from ..state.fs import fit_name, fsync_dir, is_network_filesystem, move_no_replace, write_atomic
+from ..state.fs import fit_name, fsync_dir, is_network_filesystem, move_no_replace, same_data, write_atomic
 
 _counter = itertools.count(1)
 _CLAIM_NAME = re.compile(r"^(\d+)\.(.+)$")
@@ -177,7 +177,9 @@ class Takeover:
     new: Path  # the file's claim path in our folder (kind "manifest": the manifest's final path)
     name: str
     state: dict[str, Any] | None = None  # the dead owner's state file for this file
-    kind: str = "file"  # file | manifest (a manifest moved after its data, which was already in done/)
+    # file | manifest (a manifest moved after its data, which was already in done/) | moved (the
+    # dead owner's move into done/ was half done, the claimed file linked there: finished)
+    kind: str = "file"
 
 
 @dataclass
@@ -331,6 +333,10 @@ class ClaimArea:
         for f in sorted(taken.iterdir()):
             if f.name.startswith("."):
                 continue
+            final = finish_half_move(f)
+            if final is not None:
+                out.append(Takeover(original / f.name, final, original_name(f.name), kind="moved"))
+                continue
             state = read_state(f)
             new = self.claim(f, into=self.folder)
             if new is None:
@@ -382,6 +388,30 @@ def _move_manifest(old_claim: Path, new_claim: Path) -> None:
     src = manifest_path(old_claim)
     if os.path.lexists(src):
         os.rename(src, manifest_path(new_claim))
+
+
+def finish_half_move(claim: Path) -> Path | None:
+    """A claimed file whose move into done/ was cut between the link and the unlink (the
+    filesystem had no renameat2): its waiting manifest names the target, and the target holds
+    the same file. Finish the move: the claimed name goes, the manifest goes next to the data.
+    Returns the manifest's final path, or None when this is not such a file."""
+    waiting = manifest_path(claim)
+    try:
+        source = json.loads(waiting.read_text())["source"]
+        target, sha256 = Path(source["path"]), source.get("sha256")
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    if not same_data(claim, target, sha256 if isinstance(sha256, str) else None):
+        return None
+    os.unlink(claim)  # its bytes are at target; killed here, the next taker finishes the manifest
+    drop_state(claim, target)
+    final = target.with_name(target.name + MANIFEST_SUFFIX)
+    if os.path.lexists(final):
+        waiting.unlink()
+    else:
+        os.rename(waiting, final)
+    fsync_dir(final.parent)
+    return final
 
 
 def finish_manifest(claim_manifest: Path) -> Path | None:

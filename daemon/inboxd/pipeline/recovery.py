@@ -31,6 +31,13 @@ def recover_claims(daemon: Daemon, state: InboxState) -> None:
             log.info("file.recovered", inbox=state.key, name=t.name, stage="archived", manifest=str(t.new),
                      how="the dead owner's manifest moved next to its data in done/")
             continue
+        if t.kind == "moved":
+            row = daemon.journal.get(str(t.old))
+            if row is not None:  # our own, before a restart: the row ends as the move did
+                finish_orphan(daemon.journal, row)
+            log.info("file.recovered", inbox=state.key, name=t.name, stage="archived", manifest=str(t.new),
+                     how="the dead owner's move into done/ was cut between link and unlink: finished")
+            continue
         row = daemon.journal.get(str(t.old))
         if row is not None:
             daemon.journal.move(str(t.old), str(t.new))

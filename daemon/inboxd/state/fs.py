@@ -1,18 +1,25 @@
 """Filesystem steps that must not lose or overwrite anything.
 
 `write_atomic`: temp file in the same folder, fsync, rename, fsync the folder (SPEC §2).
-`place`: move a file into a folder under a name nobody uses yet, never replacing one
-(hard link then unlink, which fails instead of overwriting; rename with a check where the
-filesystem has no hard links).
+`place`: move a file into a folder under a name nobody uses yet, never replacing one.
+
+`move_no_replace` is one `renameat2(RENAME_NOREPLACE)` where the filesystem has it (ext4, xfs,
+btrfs, tmpfs): the file has exactly one of its two names at every moment, whoever dies when.
+Where the filesystem refuses the flag (FUSE such as sshfs, NFS) it is a hard link then an
+unlink, which also fails instead of overwriting but leaves both names if the process dies
+between the two: `same_data` is how recovery recognises that half-done move and finishes it
+(rename with a check where the filesystem has no hard links either).
 """
 
 from __future__ import annotations
 
+import ctypes
 import errno
 import hashlib
 import os
 import re
 import secrets
+import signal
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -88,19 +95,109 @@ def free_name(folder: Path, name: str, sidecar: str) -> str:
     raise AssertionError("unreachable")
 
 
+RENAME_NOREPLACE = 1  # <linux/fs.h>
+_AT_FDCWD = -100
+# renameat2's answers that mean "not on this filesystem" (FUSE without rename2 and NFS say
+# EINVAL, older kernels ENOSYS), or "not across these two" (EXDEV): the link path decides
+_NO_RENAMEAT2 = frozenset({errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP, errno.ENOTSUP, errno.EXDEV})
+# link's answers on a filesystem without hard links: a rename with a check instead
+_NO_LINK = frozenset({errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP, errno.EMLINK, errno.EXDEV, errno.ENOSYS})
+# test hook, read at each move (never at import): "link" forces the link + unlink path,
+# "link,die-after-link" also SIGKILLs this process between the link and the unlink
+TEST_HOOK = "INBOXD_TEST_FS"
+
+
+def _load_renameat2() -> Callable[..., int] | None:
+    try:
+        fn = ctypes.CDLL(None, use_errno=True).renameat2  # glibc 2.28 and later
+    except (OSError, AttributeError):
+        return None
+    fn.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_int, ctypes.c_char_p, ctypes.c_uint]
+    fn.restype = ctypes.c_int
+    return fn
+
+
+_renameat2 = _load_renameat2()
+
+
+class NoRenameat2(Exception):
+    """renameat2 with RENAME_NOREPLACE is not available for this move (no glibc symbol, or the
+    filesystem or kernel refuses the flag)."""
+
+
+def rename_no_replace(src: Path, dst: Path) -> None:
+    """One `renameat2(src, dst, RENAME_NOREPLACE)`: FileExistsError if `dst` exists (any entry,
+    a dangling symlink too); NoRenameat2 where the flag is not supported."""
+    if _renameat2 is None:
+        raise NoRenameat2("no renameat2 in this C library")
+    if _renameat2(_AT_FDCWD, os.fsencode(src), _AT_FDCWD, os.fsencode(dst), RENAME_NOREPLACE) == 0:
+        return
+    err = ctypes.get_errno()
+    if err in _NO_RENAMEAT2:
+        raise NoRenameat2(os.strerror(err))
+    raise OSError(err, os.strerror(err), str(src), None, str(dst))  # EEXIST: FileExistsError
+
+
 def move_no_replace(src: Path, dst: Path) -> None:
-    """Move `src` to `dst`; FileExistsError instead of replacing an existing `dst`."""
+    """Move `src` to `dst`; FileExistsError instead of replacing an existing `dst`.
+
+    One renameat2(RENAME_NOREPLACE) where the filesystem has it; else a hard link then an
+    unlink (killed between the two, both names stay: see `same_data`)."""
+    hook = os.environ.get(TEST_HOOK, "")
+    if "link" not in hook.split(","):
+        try:
+            rename_no_replace(src, dst)
+            return
+        except NoRenameat2:
+            pass
     try:
         os.link(src, dst, follow_symlinks=False)
     except OSError as exc:
-        if exc.errno in (errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP, errno.EMLINK, errno.EXDEV,
-                         errno.ENOSYS):
+        if exc.errno in _NO_LINK:
             if os.path.lexists(dst):
                 raise FileExistsError(errno.EEXIST, "exists", str(dst)) from None
             os.rename(src, dst)
             return
         raise
+    if "die-after-link" in hook.split(","):
+        os.kill(os.getpid(), signal.SIGKILL)
     os.unlink(src)
+
+
+def same_data(claim: Path, target: Path, sha256: str | None = None) -> bool:
+    """Whether `target` is `claim` moved by a link not yet followed by its unlink: the same
+    inode; or, where the filesystem does not show two links as one inode (sshfs gives each
+    name its own inode number), the same size and mtime and the content `sha256`. Either way
+    the claimed copy can go: its bytes are at `target`."""
+    try:
+        a, b = os.lstat(claim), os.lstat(target)
+    except OSError:
+        return False
+    if (a.st_dev, a.st_ino) == (b.st_dev, b.st_ino):
+        return True
+    if not sha256 or a.st_size != b.st_size or a.st_mtime_ns != b.st_mtime_ns:
+        return False
+    try:
+        with open(target, "rb") as f:
+            digest = hashlib.file_digest(f, "sha256").hexdigest()
+    except OSError:
+        return False
+    return digest == sha256
+
+
+def find_moved(src: Path, folder: Path, name: str, sidecar: str) -> Path | None:
+    """The name in `folder` that `src` was linked to by a move cut before its unlink: among the
+    names `place` gives `name` (up to the first free one), one without its sidecar that is the
+    same inode as `src`. None when there is none (the usual case: two lstat calls)."""
+    for cand in candidate_names(name):
+        path = folder / cand
+        taken = os.path.lexists(path)
+        has_sidecar = os.path.lexists(folder / (cand + sidecar))
+        if not taken and not has_sidecar:
+            return None
+        if taken and not has_sidecar and same_data(src, path):
+            return path
+    raise AssertionError("unreachable")
 
 
 def place(src: Path, folder: Path, name: str, sidecar: str, *,
@@ -120,13 +217,6 @@ def place(src: Path, folder: Path, name: str, sidecar: str, *,
         except FileExistsError:
             continue
         return dst  # the caller's sidecar write (write_atomic) fsyncs this folder next
-
-
-def same_file(a: Path, b: Path) -> bool:
-    try:
-        return os.path.samefile(a, b)
-    except OSError:
-        return False
 
 
 # network filesystems: SQLite in WAL mode needs a local disk (SPEC §2), and flock there may not
