@@ -362,3 +362,46 @@ def test_batch_creates_are_counted_by_input_and_reset_keeps_the_jobs(emu):
     assert all(j["outcome"] == "COMPLETED" for j in jobs)
     emu.reset()
     assert emu.batch_creates() == 0 and len(emu.batches()) == 3
+
+
+# --- per-job limits, transient 429s, expiring jobs (the batch ledger's offline cases) -------------
+
+
+def test_a_create_over_the_per_job_limits_is_a_400(tmp_path):
+    with start_emulator(tmp_path, key=KEY, batch_seconds=0, processing_delay=0.01, batch_max_requests=3,
+                        batch_max_bytes=100_000) as e:
+        too_many = upload(e, [request_line(i) for i in range(4)])
+        r = api(e, "POST", "/batches", json={"input_file_id": too_many, "endpoint": CHAT})
+        assert r.status_code == 400 and "at most 3" in r.json()["error"]
+        assert create_job(e, upload(e, [request_line(i) for i in range(3)]))["status"] == "VALIDATING"
+        e.set_faults(batch_max_requests=50_000, batch_max_bytes=200)  # bytes now: the control endpoint
+        r = api(e, "POST", "/batches", json={"input_file_id": too_many, "endpoint": CHAT})
+        assert r.status_code == 400 and "at most 200" in r.json()["error"]
+        assert e.batch_creates() == 1
+
+
+def test_transient_429s_are_per_job_and_request_so_a_resend_may_pass(emu):
+    emu.set_faults(batch_seconds=0, batch_transient_rate=0.3)
+    fid = upload(emu, [request_line(i) for i in range(200)])
+    answers = []
+    for _ in range(2):
+        job = wait_terminal(emu, create_job(emu, fid)["id"])
+        assert job["status"] == "COMPLETED"
+        errors = jsonl(content(emu, job["error_file_id"]))
+        out = jsonl(content(emu, job["output_file_id"]))
+        assert len(errors) + len(out) == 200
+        assert all(x["error"]["status_code"] == 429 and x["response"]["status_code"] == 429 for x in errors)
+        answers.append({x["custom_id"] for x in errors})
+    assert 30 < len(answers[0]) < 90 and 30 < len(answers[1]) < 90  # about 30 % of 200
+    assert answers[0] != answers[1]  # another job, other requests: a resend may pass
+    assert answers[0] - answers[1]
+
+
+def test_the_next_n_jobs_expire_half_done(tmp_path):
+    with start_emulator(tmp_path, key=KEY, batch_seconds=0, processing_delay=0.01, batch_expire_next=2) as e:
+        fid = upload(e, [request_line(i) for i in range(10)])
+        ends = [wait_terminal(e, create_job(e, fid)["id"]) for _ in range(3)]
+        assert [j["status"] for j in ends] == ["EXPIRED", "EXPIRED", "COMPLETED"]
+        assert [len(jsonl(content(e, j["output_file_id"]))) for j in ends] == [5, 5, 10]
+        e.set_faults(batch_expire_next=1)
+        assert wait_terminal(e, create_job(e, fid)["id"])["status"] == "EXPIRED"

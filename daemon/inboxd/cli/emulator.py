@@ -32,6 +32,10 @@ def cmd_emulator(args: argparse.Namespace) -> int:
         dedupe=args.dedupe,
         latency_ms=args.latency_ms,
         batch_seconds=args.batch_seconds,
+        batch_max_requests=args.batch_max_requests,
+        batch_max_bytes=args.batch_max_bytes,
+        batch_transient_rate=args.batch_transient_rate,
+        batch_expire_next=args.batch_expire_next,
         tls=args.tls,
         faults=faults,
     )
@@ -57,6 +61,12 @@ def _add_emulator_args(p: argparse.ArgumentParser) -> None:
                    help="every API and storage answer is delayed by N ms")
     p.add_argument("--batch-seconds", type=float, default=2.0, metavar="S",
                    help="a batch job's time from create to COMPLETED (0: done at the first look)")
+    p.add_argument("--batch-max-requests", type=int, default=50_000, metavar="N", help="per-job limit (400 above)")
+    p.add_argument("--batch-max-bytes", type=int, default=100 * 10**6, metavar="N", help="per-job limit (400 above)")
+    p.add_argument("--batch-transient-rate", type=float, default=0.0, metavar="R",
+                   help="share of batch requests answered with a 429 in the error file (per job and request)")
+    p.add_argument("--batch-expire-next", type=int, default=0, metavar="N",
+                   help="the next N batch jobs end EXPIRED with half their requests answered")
     p.add_argument("--tls", action="store_true",
                    help="serve HTTPS with a throwaway CA made at start (for 127.0.0.1 and localhost); the CA "
                         "file's path is the second stdout line (needs trustme: pip install 'inboxd[tls]')")

@@ -8,6 +8,7 @@ import json
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
+from ._batch_script import bad_entries as bad_batch_entries
 from ._faults import HOSTILE, bad_entries
 
 if TYPE_CHECKING:
@@ -39,12 +40,12 @@ def _script(h: Handler) -> None:
 
 def _batch_script(h: Handler) -> None:
     entries = json.loads(h.read_small() or b"[]")
-    bad = h.emu.batches.bad_entries(entries)
+    bad = bad_batch_entries(entries)
     if bad:
         h.send(400, {"error": {"message": f"bad batch script entries: {bad}"}})
         return
-    h.emu.batches.add_script(entries)
-    h.send(200, {"batch_script": h.emu.batches.script_snapshot()})
+    h.emu.batches.script.add(entries)
+    h.send(200, {"batch_script": h.emu.batches.script.snapshot()})
 
 
 def _reset(h: Handler) -> None:

@@ -24,7 +24,7 @@ from http.server import ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
-from ._batches import BatchBook
+from ._batch_jobs import BatchBook, BatchKnobs
 from ._faults import Script
 from ._handler import Handler
 from ._other_host import OtherHostHandler
@@ -101,7 +101,10 @@ class Emulator:
         self.data_dir = Path(data_dir)
         self.store = Store(self.data_dir, self.settings.processing_delay_seconds)
         self.ca_path: Path | None = None  # with tls: the CA certificate clients must trust
-        self.batches = BatchBook(self.store, self.settings.batch_seconds)
+        s = self.settings
+        self.batches = BatchBook(self.store, BatchKnobs(s.batch_seconds, s.batch_max_requests, s.batch_max_bytes,
+                                                        s.batch_transient_rate))
+        self.batches.expire_next(s.batch_expire_next)
         self.stopping = threading.Event()
         self.other_host = {"requests": 0, "auth_headers": 0}
         self.script = Script()
@@ -178,12 +181,12 @@ class Emulator:
                 self.url_ttl = float(values["url_ttl_seconds"])
             if "processing_delay_seconds" in values:
                 self.store.processing_delay = float(values["processing_delay_seconds"])
-            if "batch_seconds" in values:  # for jobs created from now on
-                self.batches.seconds = float(values["batch_seconds"])
+            self.batches.knobs.update(values)  # batch_*: for jobs created from now on
+            self.batches.expire_next(int(values.get("batch_expire_next", 0)))
 
     def settings_dict(self) -> dict[str, Any]:
         return {**vars(self.faults), "url_ttl_seconds": self.url_ttl,
-                "processing_delay_seconds": self.store.processing_delay, "batch_seconds": self.batches.seconds}
+                "processing_delay_seconds": self.store.processing_delay, **self.batches.knobs.as_dict()}
 
     def add_script(self, entries: list[dict[str, Any]]) -> None:
         self.script.add(entries)
@@ -197,7 +200,6 @@ class Emulator:
     def reset(self) -> None:
         self.script.clear()
         self.batches.reset()
-        self.batches.seconds = self.settings.batch_seconds
         with self.store.lock:
             self.faults.__init__()  # type: ignore[misc]
             self.url_ttl = self.settings.url_ttl_seconds

@@ -36,5 +36,9 @@ class EmulatorSettings:
     dedupe: bool = True  # False: never the checksum 409; the same bytes sent twice make two files
     latency_ms: float = 0.0  # every answer (API and storage; not the control endpoints) waits this long
     batch_seconds: float = 2.0  # a batch job's time from create to its end (0: done at the first look)
+    batch_max_requests: int = 50_000  # per-job limits a batch create enforces (400 above them)
+    batch_max_bytes: int = 100 * 10**6
+    batch_transient_rate: float = 0.0  # share of batch requests answered with a 429 in the error file
+    batch_expire_next: int = 0  # the next N batch jobs end EXPIRED with half their requests answered
     tls: bool = False  # HTTPS on every listener, with a throwaway CA made at start (needs trustme)
     faults: Faults = field(default_factory=Faults)
