@@ -4,12 +4,12 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: run test test-reliability bench lint clean
+.PHONY: run test test-reliability bench lint docs clean
 
 run: $(VENV)/.installed
 	$(BIN)/python scripts/demo.py
 
-test: $(VENV)/.installed lint
+test: $(VENV)/.installed lint docs
 	$(BIN)/python -m pytest -q
 
 # ruff and mypy (issue 11); both run, and either failing fails the target; `make test` (and so CI) runs it first
@@ -19,6 +19,15 @@ lint: $(VENV)/.installed
 	$(BIN)/mypy || status=1; \
 	exit $$status
 
+# the documentation site (docs/, mkdocs.yml) into site/; --strict: a link to a missing page or
+# anchor fails it. Needs no network (no theme fonts, nothing fetched). `make test` runs it.
+docs: $(VENV)/.docs-installed
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict --quiet
+
+$(VENV)/.docs-installed: $(VENV)/.installed
+	$(BIN)/pip install -q -e '.[docs]'
+	touch $@
+
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
@@ -26,4 +35,4 @@ $(VENV)/.installed: pyproject.toml
 	touch $@
 
 clean:
-	rm -rf $(VENV) .cache demo
+	rm -rf $(VENV) .cache demo site
