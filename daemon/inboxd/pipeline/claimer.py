@@ -18,12 +18,12 @@ from pathlib import Path
 
 import structlog
 
+from ..state.journal import Journal
 from ..watch.ignore import is_ignored_name
 from ..watch.lease import Writers, open_for_writing
 from ..watch.readiness import ReadinessTracker
 from ..watch.scan import inspect_path, scan_inbox
 from .inboxes import InboxSet, InboxState
-from ..state.journal import Journal
 from .work import Job, WorkQueue
 
 log = structlog.get_logger("inboxd.daemon")
@@ -43,6 +43,7 @@ class Claimer:
         self.held_open_warn_seconds = held_open_warn_seconds
         self.state_dir = state_dir
         self.paused_until = 0.0  # the journal could not be written: claim nothing until then
+        self.stopping = False  # set by the daemon's SIGTERM handler: claim nothing, ever again
         # never stall in silence (issue 16): scans in which each path was seen and not claimed
         self.sightings: dict[str, int] = {}
         self.stuck_warned: dict[str, float] = {}
@@ -196,7 +197,7 @@ class Claimer:
         busy. While `CLAIM_ROUND` jobs or more wait in the queue, the workers have enough to do:
         files are then claimed once a round of `CLAIM_ROUND` slots is free, and a round's rows
         go into the journal in one commit (issue 14)."""
-        if time.monotonic() < self.paused_until:
+        if self.stopping or time.monotonic() < self.paused_until:
             return
         queued, busy = self.queue.counts()
         free = capacity - queued - busy
@@ -206,7 +207,7 @@ class Claimer:
         while free > 0:
             claimed_any = False
             for state in self.inboxes:
-                if free <= 0:
+                if free <= 0 or self.stopping:  # a signal may come in the middle of a round
                     break
                 if not state.ready:
                     continue

@@ -27,13 +27,13 @@ from ..api import FilesClient
 from ..batch import BatchStore, Poller
 from ..config import Config, ConfigError, InboxConfig, load_config, resolve_api_key
 from ..log import register_secret
+from ..state.journal import Journal
 from ..watch.lease import ignore_lease_breaks
 from ..watch.queue import PathQueue
 from .claim import Liveness, new_claimer
 from .claimer import Claimer
 from .hooks import Hooks, NoService
 from .inboxes import InboxSet
-from ..state.journal import Journal
 from .pause import AuthGate
 from .process import Context
 from .recovery import recover_claims, recover_orphan_rows, resume_batches
@@ -111,7 +111,10 @@ class Daemon:
         ignore_lease_breaks()
 
     def _on_term(self, signum: int, _frame: Any) -> None:
+        # stopping starts here: nothing new is claimed from now on, not even by the rest of
+        # the pass the signal interrupted (the handler runs on the loop's own thread)
         self._stop = True
+        self.claimer.stopping = True
 
     def _on_hup(self, signum: int, _frame: Any) -> None:
         self._reload = True
@@ -179,6 +182,8 @@ class Daemon:
             timeout = max(0.0, min(timeout, due - time.monotonic()))
         items, overflowed = self.paths.take_all(timeout)
         events = self.paths.take_events()
+        if self._stop:
+            return  # stopping: no look, no scan, no takeover, no claim (`shutdown` follows)
         for key, path, moved in items:
             state = self.inboxes.get(key)
             if state is not None:
@@ -218,7 +223,7 @@ class Daemon:
 
     def _rescan_all(self) -> None:
         for state in self.inboxes:
-            if not state.missing:
+            if not state.missing and not self._stop:
                 self.claimer.scan(state)
                 recover_claims(self, state)
 
