@@ -26,6 +26,7 @@ from ..config import CREDENTIAL_NAME, Config, ConfigError, format_size, redacted
 from ..log import register_secret
 from ..state.fs import NETWORK_FILESYSTEMS, filesystem_type
 from ..state.fs import nearest_existing as _nearest_existing
+from ..state.lock import StateDirBusy, StateLock, lock_state_dir, state_dir_busy
 
 if TYPE_CHECKING:
     from ..emulator import Emulator
@@ -236,14 +237,27 @@ def run_daemon(config: Config, config_path: Path, *, emulator: bool, once: bool)
     log = structlog.get_logger("inboxd.daemon")
     # before anything is created (a claim folder, the journal, the emulator): exit 2, naming the key
     problems = start_problems(config)
+    busy = state_dir_busy(config.daemon.state_dir)  # first: a running daemon also holds the metrics port
+    if busy is not None:
+        problems.insert(0, Problem("daemon.state_dir", str(busy)))
     if problems:
         raise StartRefused([str(p) for p in problems])
+    state_lock = _lock_state_dir(config)  # one daemon per state_dir, held until we exit
+    if not state_lock.held:
+        log.warning("state_dir.unlocked", state_dir=str(config.daemon.state_dir),
+                    reason="the filesystem refuses flock; nothing stops a second daemon on this state_dir")
     target = _ApiTarget(emulator)
     try:
         config = target.adjust(config)
         key, source = target.resolve(config)
+        from ..events import read_secret
+
+        for sink in config.events:  # each webhook's secret, like the key: unreadable = refused at start
+            if sink.url is not None:
+                read_secret(sink)
     except ConfigError as exc:
         target.stop()
+        state_lock.release()
         raise StartRefused([str(exc)]) from None
     register_secret(key.get_secret_value())
     log.info("api.key", source=source)
@@ -275,6 +289,18 @@ def run_daemon(config: Config, config_path: Path, *, emulator: bool, once: bool)
     finally:
         service.close()
         target.stop()
+        state_lock.release()
+
+
+def _lock_state_dir(config: Config) -> StateLock:
+    """The state_dir's lock (`state.lock`), or StartRefused naming who holds it (exit 2)."""
+    try:
+        return lock_state_dir(config.daemon.state_dir)
+    except StateDirBusy as exc:
+        raise StartRefused([str(Problem("daemon.state_dir", str(exc)))]) from None
+    except OSError as exc:
+        problem = Problem("daemon.state_dir", f"cannot lock {config.daemon.state_dir}: {exc.strerror or exc}")
+        raise StartRefused([str(problem)]) from None
 
 
 class _ApiTarget:
