@@ -271,6 +271,26 @@ class BatchConfig(_Section):
     # default <inbox path>/outbox (resolved when the inbox is loaded)
     outbox: Path | None = None
     join: bool = False
+    # the ledger (SPEC §10): an input above either limit is cut into parts, one job each
+    max_requests_per_job: int = Field(50_000, ge=1)
+    max_bytes_per_job: Size = ByteSize(100 * 10**6)
+    resubmit_rounds: int = Field(3, ge=0)  # rounds that resend transient errors and unanswered requests
+    resubmit_codes: list[int] = Field(default_factory=lambda: [429, 500, 502, 503, 504])
+    max_jobs_in_flight: int = Field(0, ge=0)  # per inbox; 0 = no limit
+
+    @field_validator("resubmit_codes")
+    @classmethod
+    def _check_codes(cls, v: list[int]) -> list[int]:
+        if any(not 100 <= c <= 599 for c in v):
+            raise ValueError("expected HTTP status codes (100..599)")
+        return sorted(set(v))
+
+    @field_validator("max_bytes_per_job")
+    @classmethod
+    def _positive_job_bytes(cls, v: int) -> int:
+        if v < 1:
+            raise ValueError("expected a size of at least 1 byte")
+        return v
 
     @field_validator("endpoint")
     @classmethod
