@@ -17,7 +17,7 @@
         [--latency-workers 8,32] [--latency-files 600] [--steady-seconds 0] [--idle-seconds 0]
         [--dir D] [--repeat 3]
 
-`--repeat 3` is how the README's figures are made: three whole comparisons, each ratio taken
+`--repeat 3` is how the figures in docs/benchmarks.md are made: three whole comparisons, each ratio taken
 within its run (client and inboxd back to back), then the median (with --files below ~1,000
 the client's import time dominates its CPU per file).
 

@@ -24,7 +24,7 @@ from tests.helpers.corpus import batch_corpus, fine_tune_corpus, write
 from tests.helpers.daemon import REPO
 from tests.helpers.venvs import official_python
 
-# basic rejects these although the 3.x checker accepts them, on purpose (README, Validation)
+# basic rejects these although the 3.x checker accepts them, on purpose (docs/validation.md)
 BASIC_STRICTER_THAN_3X = {
     "unknown_format": "no known fine-tune format: the service would reject it after upload",
     "mixed_text_then_conv": "one data format per file",

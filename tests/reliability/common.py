@@ -1,10 +1,10 @@
 """Shared pieces of the reliability suite (issue 7).
 
 The suite has two sizes: the quick form runs in `.ci/run` (`make test`), the full form with
-`INBOXD_RELIABILITY=full` (see the README's Reliability section). `scale(quick, full)` picks.
+`INBOXD_RELIABILITY=full` (see docs/reliability.md). `scale(quick, full)` picks.
 Every test records its figures with `record(test, **figures)`; with
 `INBOXD_RELIABILITY_REPORT=path` they are appended there as JSON lines, which
-`python -m tests.reliability.report path` turns into the README's table.
+`python -m tests.reliability.report path` turns into the table in docs/reliability.md.
 
 The files, sidecars and exactly-once helpers are `tests/helpers/files.py`, shared with the
 other daemon tests.

@@ -1,4 +1,4 @@
-"""Turn the figures a reliability run recorded into the README's table.
+"""Turn the figures a reliability run recorded into the table in docs/reliability.md.
 
     INBOXD_RELIABILITY=full INBOXD_RELIABILITY_REPORT=bench/results/reliability.jsonl \\
         .venv/bin/python -m pytest -q tests/reliability

@@ -5,8 +5,8 @@ records, decodes each line as UTF-8 and parses it as JSON, and hands each record
 rules of the purpose. Memory is bounded by the longest line allowed (`max_line_bytes`), and
 by the set of batch `custom_id`s (at most 50,000).
 
-Modes: `off` hashes and counts only; `basic` and `strict` apply the rules (see the README's
-Validation section for what each purpose checks in each mode).
+Modes: `off` hashes and counts only; `basic` and `strict` apply the rules (see
+docs/validation.md for what each purpose checks in each mode).
 """
 
 from __future__ import annotations
