@@ -8,6 +8,10 @@ exception has been formatted into text), so a secret is removed wherever it hide
 value, in an exception message, in a repr. Secrets are known two ways: values registered
 with `register_secret` (the API key, once it is resolved), and shapes (``Bearer ...``,
 ``Authorization: ...``, signature parameters of presigned urls).
+
+File names come from producers: human output (the console renderer here, every line the
+command line prints) passes them through `escape`, so a name cannot move the cursor, clear
+the terminal, set its title or start a line of its own.
 """
 
 from __future__ import annotations
@@ -17,7 +21,7 @@ import os
 import re
 import sys
 import threading
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from typing import Any, TextIO
 
 import structlog
@@ -79,6 +83,48 @@ def redact(value: Any) -> Any:
     return redact_text(str(value))
 
 
+def _escaped_char(c: str) -> str:
+    if c == "\\":
+        return "\\\\"
+    if c.isprintable():
+        return c
+    return repr(c)[1:-1]  # \n, \t, \x1b, \u2028, \U000e0041: Python's escapes
+
+
+def escape(text: str) -> str:
+    """`text` for a terminal: every character that is not printable (control characters, ESC,
+    newlines, line and paragraph separators, format characters such as bidi overrides) and
+    the backslash written as Python writes them in a repr, without the quotes. Printable text,
+    the common case, comes back as it is."""
+    if text.isprintable() and "\\" not in text:
+        return text
+    return "".join(_escaped_char(c) for c in text)
+
+
+class _Shown(str):
+    """An escaped value: the console renderer quotes it when it holds a space or a quote,
+    with its own repr, so the escapes are not escaped a second time."""
+
+    def __repr__(self) -> str:
+        return "'" + self.replace("'", "\\'") + "'"
+
+
+def escape_processor(_logger: Any, _name: str, event_dict: dict[str, Any]) -> dict[str, Any]:
+    """Every value of a console line escaped (a traceback keeps its newlines, each line escaped)."""
+    return {k: "\n".join(escape(line) for line in v.split("\n")) if k in ("exception", "stack") and isinstance(v, str)
+            else _shown(v) for k, v in event_dict.items()}
+
+
+def _shown(v: Any) -> Any:
+    if isinstance(v, (int, float, bool)) or v is None:
+        return v
+    if isinstance(v, (list, tuple)):
+        return [_shown(x) for x in v]
+    if isinstance(v, Mapping):
+        return {_shown(k): _shown(x) for k, x in v.items()}
+    return _Shown(escape(v if isinstance(v, str) else str(v)))
+
+
 def redaction_processor(_logger: Any, _name: str, event_dict: dict[str, Any]) -> dict[str, Any]:
     return {k: redact(v) for k, v in event_dict.items()}
 
@@ -92,15 +138,34 @@ def _use_json(log_format: str, stream: TextIO) -> bool:
     return under_systemd or not stream.isatty()
 
 
-def configure(level: str = "info", log_format: str = "auto", stream: TextIO | None = None) -> None:
-    """Set up structlog for the whole process: JSON lines, or a console renderer on a tty."""
+def _let_through(level: int, events: frozenset[str]) -> Any:
+    """Drop a line below `level` unless its event is one of `events`."""
+    levels = logging.getLevelNamesMapping()
+
+    def processor(_logger: Any, method: str, event_dict: dict[str, Any]) -> dict[str, Any]:
+        if levels.get(method.upper(), logging.CRITICAL) < level and event_dict.get("event") not in events:
+            raise structlog.DropEvent
+        return event_dict
+
+    return processor
+
+
+def configure(level: str = "info", log_format: str = "auto", stream: TextIO | None = None, *,
+              also: Collection[str] = ()) -> None:
+    """Set up structlog for the whole process: JSON lines, or a console renderer on a tty.
+    `also`: event names shown down to info whatever `level` says (the one-shot commands show
+    api.retry at their default level, warning)."""
     stream = stream or sys.stdout
     as_json = _use_json(log_format, stream)
+    threshold = logging.getLevelNamesMapping()[level.upper()]
     processors: list[Any] = [
         structlog.contextvars.merge_contextvars,
         structlog.processors.add_log_level,
         structlog.processors.TimeStamper(fmt="iso", utc=True),
     ]
+    if also and threshold > logging.INFO:
+        processors.insert(0, _let_through(threshold, frozenset(also)))
+        threshold = logging.INFO
     if as_json:
         processors += [
             # tracebacks as data, without frame locals: a local may hold file content or a key
@@ -113,11 +178,12 @@ def configure(level: str = "info", log_format: str = "auto", stream: TextIO | No
         processors += [
             structlog.processors.format_exc_info,
             redaction_processor,
+            escape_processor,
             structlog.dev.ConsoleRenderer(colors=stream.isatty()),
         ]
     structlog.configure(
         processors=processors,
-        wrapper_class=structlog.make_filtering_bound_logger(logging.getLevelNamesMapping()[level.upper()]),
+        wrapper_class=structlog.make_filtering_bound_logger(threshold),
         logger_factory=structlog.PrintLoggerFactory(file=stream),
         cache_logger_on_first_use=False,
     )

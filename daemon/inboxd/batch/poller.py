@@ -175,7 +175,8 @@ class Poller:
                 when = self._backoff(claim, rec, exc.status)
                 self._emit("batch.poll_error", claim=claim, batch_id=rec.batch_id, status=exc.status,
                            delay=round(when - time.time(), 3))
-                log.warning("batch.poll_error", claim=claim, batch_id=rec.batch_id, status=exc.status,
+                log.warning("batch.poll_error", claim=claim, input=rec.input_path or claim, batch_id=rec.batch_id,
+                            status=exc.status,
                             error=str(exc), retry_in=round(when - time.time(), 1))
                 return when
             except ProtocolError as exc:
@@ -187,11 +188,12 @@ class Poller:
                                                 error=f"the server does not know batch {rec.batch_id} (HTTP 404)")
                         update_manifest(rec)
                         self._emit("batch.lost", claim=claim, inbox=rec.inbox, batch_id=rec.batch_id)
-                        log.error("batch.lost", claim=claim, batch_id=rec.batch_id)
+                        log.error("batch.lost", claim=claim, input=rec.input_path or claim, batch_id=rec.batch_id)
                         return None
                     return time.time() + self._interval(rec)
                 when = self._backoff(claim, rec, exc.status)
-                log.warning("batch.poll_error", claim=claim, batch_id=rec.batch_id, status=exc.status, error=str(exc))
+                log.warning("batch.poll_error", claim=claim, input=rec.input_path or claim, batch_id=rec.batch_id,
+                            status=exc.status, error=str(exc))
                 return when
             self._failures.pop(claim, None)
             rec = self._observe(rec, job)
@@ -207,7 +209,8 @@ class Poller:
             return time.time() + self._interval(rec)
         except (ApiError, OSError) as exc:
             when = self._backoff(claim, rec, getattr(exc, "status", None))
-            log.error("batch.delivery_error", claim=claim, batch_id=rec.batch_id, error=str(exc),
+            log.error("batch.delivery_error", claim=claim, input=rec.input_path or claim, batch_id=rec.batch_id,
+                      error=str(exc),
                       kind=getattr(exc, "kind", type(exc).__name__), retry_in=round(when - time.time(), 1))
             return when
         finally:
@@ -243,6 +246,7 @@ class Poller:
         if "status" in changes:
             self._emit("batch.status", claim=rec.claim, inbox=rec.inbox, batch_id=rec.batch_id, status=status,
                        previous=previous, progress=rec.progress)
-            log.info("batch.status", claim=rec.claim, inbox=rec.inbox, batch_id=rec.batch_id, status=status,
+            log.info("batch.status", claim=rec.claim, input=rec.input_path or rec.claim, inbox=rec.inbox,
+                     batch_id=rec.batch_id, status=status,
                      previous=previous, progress=rec.progress)
         return rec

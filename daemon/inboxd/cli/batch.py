@@ -19,8 +19,8 @@ from pydantic import SecretStr
 
 from .._constants import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE
 from ..config import Config
-from ._common import Subcommands, UsageError, config_and_key, config_of, fail_usage
-from .render import StatusLine, elapsed, err, error_json, issue_lines, print_json
+from ._common import Subcommands, add_verbosity, config_and_key, config_of, fail_usage
+from .render import StatusLine, elapsed, err, error_json, issue_lines, out, print_json
 
 if TYPE_CHECKING:
     from ..batch.command import BatchOutcome, Step
@@ -30,23 +30,17 @@ if TYPE_CHECKING:
 
 def cmd_batch(args: argparse.Namespace) -> int:
     from ..batch.command import run_batch, state_dir_for
-    from ..log import configure
 
     target = args.target
-    try:
-        if len(target) == 2 and target[0] == "cancel":
-            config, key = config_and_key(args)
-            return _cancel(config, key, target[1], as_json=args.json)
-        if len(target) != 1:
-            fail_usage("inboxd batch: expected FILE, or cancel ID")
-        if not args.endpoint:
-            fail_usage("inboxd batch FILE: --endpoint is required (for example /v1/chat/completions)")
+    # a usage error: `main` prints it (and with --json, one JSON object)
+    if len(target) == 2 and target[0] == "cancel":
         config, key = config_and_key(args)
-    except UsageError as exc:
-        if args.json:  # --json: stdout is always one JSON object
-            error_json("usage", str(exc))
-        raise
-    configure("warning", "console", stream=sys.stderr)  # stdout is the answer's; warnings (retries, cuts) only
+        return _cancel(config, key, target[1], as_json=args.json)
+    if len(target) != 1:
+        fail_usage("inboxd batch: expected FILE, or cancel ID")
+    if not args.endpoint:
+        fail_usage("inboxd batch FILE: --endpoint is required (for example /v1/chat/completions)")
+    config, key = config_and_key(args)
     line = StatusLine(sys.stderr.isatty() and not args.json)
     outcome = run_batch(
         config, key, Path(target[0]), endpoint=args.endpoint, model_id=args.model_id,
@@ -92,7 +86,7 @@ def _render(outcome: BatchOutcome, *, as_json: bool) -> int:
             print_json({"batch": outcome.job, "outbox": outcome.outbox, "journal": str(outcome.journal)})
         else:
             job = outcome.job
-            print(f"{job['id']}  {job.get('status')}  {outcome.path.name}  (not waiting: `inboxd batch "
+            out(f"{job['id']}  {job.get('status')}  {outcome.path.name}  (not waiting: `inboxd batch "
                   f"{outcome.path}` again follows it to {outcome.outbox})")
         return EXIT_OK
     rec, data = outcome.record, outcome.data
@@ -101,12 +95,12 @@ def _render(outcome: BatchOutcome, *, as_json: bool) -> int:
     else:
         c = data["counts"]
         missing = f", {c['missing']} missing" if c.get("missing") else ""
-        print(f"{rec.batch_id}  {rec.status}  {c['succeeded']} succeeded, {c['failed']} failed{missing}  "
+        out(f"{rec.batch_id}  {rec.status}  {c['succeeded']} succeeded, {c['failed']} failed{missing}  "
               f"{outcome.seconds:.1f} s")
         for entry in data["outputs"].values():
             if entry:
-                print(f"  {entry['path']}  ({entry['lines']} lines, {entry['bytes']} bytes)")
-        print(f"  {outcome.sidecar}")
+                out(f"  {entry['path']}  ({entry['lines']} lines, {entry['bytes']} bytes)")
+        out(f"  {outcome.sidecar}")
         if not outcome.completed and data["batch"].get("error"):
             err(f"inboxd batch: {rec.batch_id} ended {rec.status}: {data['batch']['error']}")
     return EXIT_OK if outcome.completed else EXIT_FAILED
@@ -126,7 +120,7 @@ def _cancel(config: Config, key: SecretStr, batch_id: str, *, as_json: bool) -> 
     if as_json:
         print_json(job.model_dump(mode="json"))
     else:
-        print(f"{job.id}  {job.status}")
+        out(f"{job.id}  {job.status}")
     return EXIT_OK
 
 
@@ -156,17 +150,17 @@ def cmd_batches(args: argparse.Namespace) -> int:
         print_json({"journal": str(path), "batches": rows})
         return EXIT_OK
     if not records:
-        print(f"no batch jobs in {path}")
+        out(f"no batch jobs in {path}")
         return EXIT_OK
-    print(f"{'BATCH':<32} {'STATUS':<11} {'PROGRESS':>8}  {'STAGE':<11} {'UPDATED':<20}  INPUT -> OUTBOX")
+    out(f"{'BATCH':<32} {'STATUS':<11} {'PROGRESS':>8}  {'STAGE':<11} {'UPDATED':<20}  INPUT -> OUTBOX")
     for r in records:
         progress = f"{r.progress:.1f}%" if r.progress is not None else "-"
         where = r.input_path or r.manifest or r.claim
         target = r.path("batch.json") if (r.outbox and r.stem) else r.outbox
-        print(f"{r.batch_id or '-':<32} {r.status or '-':<11} {progress:>8}  {r.stage:<11} "
+        out(f"{r.batch_id or '-':<32} {r.status or '-':<11} {progress:>8}  {r.stage:<11} "
               f"{iso(r.updated_at) or '-':<20}  {where} -> {target}")
         if r.error and r.status not in ("COMPLETED",):
-            print(f"{'':<32} {r.error}")
+            out(f"{'':<32} {r.error}")
     return EXIT_OK
 
 
@@ -190,6 +184,7 @@ def add_batch(sub: Subcommands) -> None:
     p.add_argument("--priority", type=int)
     p.add_argument("--config", metavar="PATH", help="api settings and the journal's state_dir from this file")
     p.add_argument("--json", action="store_true", help="print batch.json (or the job) as one JSON object")
+    add_verbosity(p)
     p.set_defaults(func=cmd_batch)
 
 

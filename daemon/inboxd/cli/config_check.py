@@ -9,7 +9,7 @@ from typing import Any
 
 from .._constants import EXIT_OK, EXIT_USAGE
 from ._common import Subcommands, config_of
-from .render import err, print_json
+from .render import err, out, print_json
 
 
 def cmd_config_check(args: argparse.Namespace) -> int:
@@ -24,7 +24,7 @@ def cmd_config_check(args: argparse.Namespace) -> int:
                           "problems": [p.to_json() for p in problems]}
         print_json(data)
     else:
-        print(f"# effective configuration of {args.config} (the key is never shown)")
+        out(f"# effective configuration of {args.config} (the key is never shown)")
         _print_toml(data)
         _print_checks([str(p) for p in problems], offline=args.offline)
     for p in problems:
@@ -34,14 +34,17 @@ def cmd_config_check(args: argparse.Namespace) -> int:
 
 def _print_checks(problems: list[str], *, offline: bool) -> None:
     if offline:
-        print("\n# machine checks: skipped (--offline)")
+        out()
+        out("# machine checks: skipped (--offline)")
     elif not problems:
-        print("\n# machine checks: ok (folders exist and are writable, done/failed on the inbox's filesystem, "
+        out()
+        out("# machine checks: ok (folders exist and are writable, done/failed on the inbox's filesystem, "
               "state_dir local, key source readable)")
     else:
-        print(f"\n# machine checks: {len(problems)} problem(s)")
+        out()
+        out(f"# machine checks: {len(problems)} problem(s)")
         for p in problems:
-            print(f"# {p}")
+            out(f"# {p}")
 
 
 def _print_toml(data: dict[str, Any]) -> None:
@@ -49,18 +52,21 @@ def _print_toml(data: dict[str, Any]) -> None:
         return json.dumps(v) if v is not None else '""  # not set'
 
     def table(name: str, body: dict[str, Any]) -> None:
-        print(f"\n[{name}]")
+        out()
+        out(f"[{name}]")
         for k, v in body.items():
-            print(f"{k} = {value(v)}")
+            print(f"{k} = {value(v)}")  # JSON escapes every control character: valid TOML, as is
 
     for name, body in data.items():
-        if name == "inboxes":
-            for inbox in body:
-                print("\n[[inboxes]]")
-                for k, v in inbox.items():
-                    print(f"{k} = {value(v)}")
+        if isinstance(body, list):  # an array of tables: [[inboxes]], [[events]]
+            for item in body:
+                out()
+                out(f"[[{name}]]")
+                for k, v in item.items():
+                    print(f"{k} = {value(v)}")  # JSON escapes every control character: valid TOML, as is
         elif name == "resolved":
-            print("\n# resolved at start")
+            out()
+            out("# resolved at start")
             for k, v in body.items():
                 print(f"# {k} = {value(v)}")
         else:

@@ -9,7 +9,7 @@ from typing import Any
 
 from .._constants import EXIT_OK, EXIT_USAGE
 from ._common import Subcommands, config_of, fail_usage
-from .render import err, error_json, print_json
+from .render import err, error_json, out, print_json
 
 # --- inboxd run ---------------------------------------------------------------------------
 
@@ -55,21 +55,24 @@ def cmd_status(args: argparse.Namespace) -> int:
 
 
 def _print_status(data: dict[str, Any]) -> None:
-    print(f"journal: {data['journal']}")
+    out(f"journal: {data['journal']}")
     for i in data["inboxes"]:
         state = "" if i["exists"] else "  (folder missing)"
-        print(f"\n{i['inbox']}  [{i['purpose']}]{state}")
-        print(f"  waiting {i['waiting'] if i['waiting'] is not None else '?'}  in flight {i['in_flight']}"
+        out()
+        out(f"{i['inbox']}  [{i['purpose']}]{state}")
+        out(f"  waiting {i['waiting'] if i['waiting'] is not None else '?'}  in flight {i['in_flight']}"
               f"  done {i['done']}  failed {i['failed']}  last success {i['last_success'] or '-'}")
         for label, key in (("held open for writing", "held_open"), ("stuck (waiting > 3 rescans; see file.stuck "
                                                                      "in the log)", "stuck"),
                            ("ignored (matches no pattern)", "ignored")):
             if i.get(key):
                 shown = ", ".join(i[key][:5]) + (f" and {len(i[key]) - 5} more" if len(i[key]) > 5 else "")
-                print(f"  {label}: {len(i[key])}: {shown}")
+                out(f"  {label}: {len(i[key])}: {shown}")
+        if i.get("settings") and not i["settings"]["agreed"]:
+            out(f"  NOT CLAIMING: {i['settings']['reason']}")
         for f in i["recent_failures"]:
             e = f["error"] or {}
-            print(f"  failed {f['at']}  {f['name']}: {e.get('kind', '?')}: {e.get('message', '')}")
+            out(f"  failed {f['at']}  {f['name']}: {e.get('kind', '?')}: {e.get('message', '')}")
 
 
 # --- the parser ----------------------------------------------------------------------

@@ -18,8 +18,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from .._constants import EXIT_FAILED, EXIT_OK, PURPOSES
-from ._common import Subcommands, UsageError, config_and_key, config_of
-from .render import ProgressBar, err, issue_lines, print_json
+from ._common import Subcommands, add_verbosity, config_and_key, config_of
+from .render import ProgressBar, err, issue_lines, out, print_json
 
 if TYPE_CHECKING:
     from ..api.command import Uploaded, UploadFailure
@@ -31,12 +31,7 @@ if TYPE_CHECKING:
 def cmd_upload(args: argparse.Namespace) -> int:
     from ..api.command import UploadFailure, upload_file
 
-    try:
-        config, key = config_and_key(args)
-    except UsageError as exc:
-        if args.json:  # --json: stdout is always one JSON object
-            print_json({"error": {"kind": "usage", "stage": "config", "message": str(exc)}})
-        raise
+    config, key = config_and_key(args)  # a usage error: `main` prints it (--json: one object)
     path = Path(args.file)
     bars: list[ProgressBar] = []
 
@@ -61,7 +56,7 @@ def _uploaded(path: Path, done: Uploaded, *, as_json: bool) -> None:
         print_json(done.file)
         return
     status = f", {done.obj.processing_status}" if done.obj.processing_status else ""
-    print(f"{done.obj.id}  {path.name}  {done.result.bytes} bytes  {done.result.method}{status}  "
+    out(f"{done.obj.id}  {path.name}  {done.result.bytes} bytes  {done.result.method}{status}  "
           f"{done.result.seconds:.2f} s")
 
 
@@ -106,12 +101,12 @@ def _print_verdict(verdict: Verdict) -> None:
         return
     if report.passed:
         fmt = f", {report.format}" if report.format else ""
-        print(f"{path}: ok ({report.records} records, {report.bytes} bytes{fmt}; {report.mode})")
+        out(f"{path}: ok ({report.records} records, {report.bytes} bytes{fmt}; {report.mode})")
         return
     for line in issue_lines(path, report.errors):
-        print(line)
+        out(line)
     more = " (stopped at the error limit)" if report.truncated else ""
-    print(f"{path}: FAILED, {len(report.errors)} error(s){more}")
+    out(f"{path}: FAILED, {len(report.errors)} error(s){more}")
 
 
 # --- the parser ----------------------------------------------------------------------
@@ -127,6 +122,7 @@ def add_upload(sub: Subcommands) -> None:
     p.add_argument("--mode", choices=("off", "basic", "strict"), default="basic",
                    help="check the file first as the daemon does (default basic)")
     p.add_argument("--no-check", dest="check", action="store_false", help="upload without checking the file first")
+    add_verbosity(p)
     p.set_defaults(func=cmd_upload)
 
 

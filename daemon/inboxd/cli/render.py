@@ -1,5 +1,10 @@
-"""Output shared by the commands: JSON on stdout, lines on stderr, a check's issues, the
-live status line and the progress bar (both on stderr, terminals only)."""
+"""Output shared by the commands: JSON on stdout, lines on stdout (`out`) and stderr (`err`), a
+check's issues, the live status line and the progress bar (both on stderr, terminals only).
+
+Every human-readable line goes through `inboxd.log.escape` as a whole, the escaping the
+console log renderer uses: names and messages come from producers and servers, so one line
+stays one line (a newline in a name is shown as ``\\n``) and no escape sequence reaches the
+terminal. JSON output is escaped by JSON itself."""
 
 from __future__ import annotations
 
@@ -8,6 +13,8 @@ import sys
 from collections.abc import Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+
+from ..log import escape
 
 if TYPE_CHECKING:
     from ..check import CheckIssue
@@ -22,8 +29,14 @@ def error_json(kind: str, message: str, *, indent: int | None = 2, **fields: Any
     print_json({"error": {"kind": kind, "message": message, **fields}}, indent=indent)
 
 
+def out(line: str = "") -> None:
+    """One line on stdout, escaped (a name cannot start a line of its own)."""
+    print(escape(line))
+
+
 def err(line: str) -> None:
-    print(line, file=sys.stderr)
+    """One line on stderr, escaped."""
+    print(escape(line), file=sys.stderr)
 
 
 def issue_lines(path: Path | str, issues: Iterable[CheckIssue]) -> list[str]:
@@ -48,6 +61,7 @@ class StatusLine:
     def show(self, text: str) -> None:
         if not self.enabled:
             return
+        text = escape(text)
         pad = max(0, self.width - len(text))
         sys.stderr.write("\r" + text + " " * pad)
         sys.stderr.flush()
@@ -67,7 +81,7 @@ class ProgressBar:
 
         self.total = total
         self.sent = 0
-        self.tqdm = tqdm(total=total, unit="B", unit_scale=True, unit_divisor=1024, desc=name, file=sys.stderr,
+        self.tqdm = tqdm(total=total, unit="B", unit_scale=True, unit_divisor=1024, desc=escape(name), file=sys.stderr,
                          dynamic_ncols=True)
 
     def advance(self, n: int) -> None:
