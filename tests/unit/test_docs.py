@@ -82,3 +82,10 @@ def test_every_docs_page_is_reachable_from_the_readme_and_in_the_nav() -> None:
     in_nav = nav_pages()
     missing = [str(p.relative_to(DOCS)) for p in pages if str(p.relative_to(DOCS)) not in in_nav]
     assert not missing, f"docs pages missing from mkdocs.yml's nav: {missing}"
+
+
+def test_the_site_asks_for_no_outside_fonts() -> None:
+    """Material's default loads Google Fonts in every page; data hosts often have no internet."""
+    config = (ROOT / "mkdocs.yml").read_text(encoding="utf-8")
+    theme = config[config.index("\ntheme:") : config.index("\nmarkdown_extensions:")]
+    assert re.search(r"^\s+font: false\s*$", theme, re.M), "mkdocs.yml: theme.font must be false"
