@@ -10,7 +10,10 @@ import pytest
 import requests
 
 from inboxd.api import _transport
-from inboxd.api._transport import BACKOFF_BASE, BACKOFF_CAP, RETRY_AFTER_CAP, retry_delay
+from inboxd import retry
+from inboxd.api._transport import RETRY_AFTER_CAP, retry_delay
+
+BACKOFF_BASE, BACKOFF_CAP = retry.API_RETRY.base, retry.API_RETRY.cap
 
 
 def answer(**headers: str) -> requests.Response:
@@ -24,7 +27,7 @@ def answer(**headers: str) -> requests.Response:
 @pytest.fixture
 def top(monkeypatch: pytest.MonkeyPatch) -> None:
     """random.uniform(a, b) -> b: the backoff's upper bound, deterministically."""
-    monkeypatch.setattr(_transport.random, "uniform", lambda a, b: b)
+    monkeypatch.setattr(retry.random, "uniform", lambda a, b: b)
 
 
 @pytest.mark.parametrize("value,expected", [("3", 3.0), ("0", 0.0), ("2.5", 2.5), ("-4", 0.0),
@@ -83,8 +86,17 @@ def test_an_unreadable_retry_after_ms_falls_back_to_retry_after() -> None:
     assert retry_delay(2, answer(retry_after_ms="soon")) == 2.0
 
 
-def test_backoff_has_full_jitter() -> None:
+def test_backoff_has_equal_jitter() -> None:
     delays = {retry_delay(3, None) for _ in range(200)}
-    assert all(0 <= d <= 4.0 for d in delays)
+    assert all(2.0 <= d <= 4.0 for d in delays)
     assert len(delays) > 100  # random, not a fixed schedule
-    assert min(delays) < 1.0 < 3.0 < max(delays)
+    assert min(delays) < 2.5 < 3.5 < max(delays)
+
+
+@pytest.mark.parametrize("policy", [retry.FILE_RETRY, retry.API_RETRY, retry.BATCH_CREATE, retry.BATCH_POLL,
+                                    retry.PROCESSING_POLL, retry.DOWNLOAD_CUT, retry.FS_CACHE])
+def test_every_backoff_is_equal_jitter_doubling_to_its_cap(policy: retry.Backoff) -> None:
+    for attempt in (1, 2, 3, 10, 100, 10**6):
+        d = min(policy.cap, policy.base * 2 ** min(attempt - 1, 60))
+        for _ in range(50):
+            assert d / 2 <= policy.delay(attempt) <= d

@@ -14,6 +14,7 @@ from pydantic import SecretStr
 
 from .._constants import PROCESSING_FAILED
 from ..config import ApiConfig, UploadConfig
+from ..retry import PROCESSING_POLL
 from . import _batches
 from ._bandwidth import Bandwidth, metered
 from ._batches import BatchJob
@@ -91,9 +92,11 @@ class FilesClient:
         `cancel` ends the wait (Cancelled); `on_poll` is called after every answer (a heartbeat)."""
         limit = timeout if timeout is not None else self.upload_config.processing_timeout_seconds
         deadline = time.monotonic() + limit
-        delay = 0.25
+        polls = 0
         while True:
             obj = retrieve(self._t, self.base, file_id, cancel=cancel)
+            polls += 1
+            delay = PROCESSING_POLL.delay(polls)
             if on_poll is not None:
                 on_poll()
             status = obj.processing_status
@@ -110,7 +113,6 @@ class FilesClient:
                 raise Cancelled("cancelled while waiting for processing")
             if cancel is None:
                 time.sleep(delay)
-            delay = min(delay * 2, 5.0)
 
     def lookup(self, file_id: str) -> FileObject | None:
         """The file object, or None when the server does not know the id (404)."""

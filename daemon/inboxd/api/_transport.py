@@ -20,7 +20,6 @@ from __future__ import annotations
 import base64
 import json
 import os
-import random
 import re
 import ssl
 import threading
@@ -41,6 +40,7 @@ from urllib3.util import Retry
 from .. import __version__
 from ..config import ApiConfig
 from ..log import register_secret
+from ..retry import API_RETRY
 from ._errors import AuthError, Cancelled, ProtocolError, TransientError
 from ._send import send
 
@@ -50,8 +50,6 @@ RETRY_LOG_EVERY = 5.0  # seconds between two api.retry lines of one route
 MAX_ANSWER = 2**20  # the most of an answer body ever read into memory
 PRELOAD_MAX = 2**16  # an answer declaring at most this many bytes is read at once (keep-alive)
 CONNECT_TIMEOUT = 30.0
-BACKOFF_BASE = 0.5
-BACKOFF_CAP = 30.0
 RETRY_AFTER_CAP = 120.0
 SAFE_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 
@@ -89,7 +87,7 @@ def safe_url(url: str) -> str:
 
 def retry_delay(attempt: int, response: requests.Response | None) -> float:
     """How long to wait before retry `attempt` (0 first): what the server asked for, capped at
-    RETRY_AFTER_CAP, else full-jitter exponential backoff. ``retry-after-ms`` (the Together and
+    RETRY_AFTER_CAP, else the API's backoff (`retry.API_RETRY`). ``retry-after-ms`` (the Together and
     OpenAI convention) wins; ``Retry-After`` is read by urllib3 (delay-seconds or an HTTP-date;
     a date already past falls back to the backoff), and a fractional number of seconds, which
     the official clients accept too, is honoured."""
@@ -97,7 +95,7 @@ def retry_delay(attempt: int, response: requests.Response | None) -> float:
         asked = _asked_delay(response.headers)
         if asked is not None:
             return min(RETRY_AFTER_CAP, max(0.0, asked))
-    return random.uniform(0, min(BACKOFF_CAP, BACKOFF_BASE * 2**attempt))
+    return API_RETRY.delay(attempt + 1)
 
 
 _RETRY_AFTER = Retry(total=None)  # only its parse_retry_after; the retrying is ours

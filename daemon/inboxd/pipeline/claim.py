@@ -42,6 +42,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
+from ..retry import FS_CACHE
 from ..state.fs import fit_name, fsync_dir, is_network_filesystem, move_no_replace, same_data, write_atomic
 
 _counter = itertools.count(1)
@@ -160,15 +161,15 @@ def retry_enoent(step: Callable[[], T], seconds: float = CACHE_RETRY_SECONDS) ->
     """Run `step`; on ENOENT retry briefly: a network filesystem's cache may not show a folder
     we just made (or renamed) for a moment. Anything else, or a lasting ENOENT, is raised."""
     deadline = time.monotonic() + seconds
-    delay = 0.05
+    tries = 0
     while True:
         try:
             return step()
         except FileNotFoundError:
             if time.monotonic() >= deadline:
                 raise
-            time.sleep(delay)
-            delay = min(delay * 2, 0.5)
+            tries += 1
+            time.sleep(FS_CACHE.delay(tries))
 
 
 @dataclass

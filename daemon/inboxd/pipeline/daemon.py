@@ -11,6 +11,7 @@ health beside the hooks in `hooks.py`.
 
 from __future__ import annotations
 
+import os
 import signal
 import threading
 import time
@@ -32,10 +33,11 @@ from ..watch.lease import ignore_lease_breaks
 from ..watch.queue import PathQueue
 from .claim import Liveness, new_claimer
 from .claimer import Claimer
+from .context import Context
+from .fingerprint import SettingsGate
 from .hooks import Hooks, NoService
 from .inboxes import InboxSet
 from .pause import AuthGate
-from .process import Context
 from .recovery import recover_claims, recover_orphan_rows, resume_batches
 from .shutdown import shutdown
 from .work import WorkQueue
@@ -84,10 +86,13 @@ class Daemon:
                                held_open_warn_seconds=config.daemon.held_open_warn_seconds,
                                state_dir=config.daemon.state_dir)
         self.gate = AuthGate(self.queue)
+        # daemons sharing an inbox agree on its settings, or do not claim there (fingerprint.py)
+        self.settings = SettingsGate(self.liveness.heartbeat_every())
         self.cancel = threading.Event()
         self.ctx = Context(
             config=config, client=make_client(config, key), journal=self.journal, queue=self.queue,
             cancel=self.cancel, on_auth_rejected=self.gate.rejected, observe=self.service.observe,
+            inject_bug=os.environ.get("INBOXD_INJECT_BUG", ""),
         )
         # the batch round trip: one poller follows every job, whichever inbox made it
         self.ctx.batches = BatchStore(self.journal)
@@ -139,7 +144,9 @@ class Daemon:
 
     def _add_inbox(self, config: InboxConfig) -> None:
         state = self.inboxes.add(config, self.paths)  # the watch first, then the scan
-        recover_claims(self, state)
+        self.settings.check(state)
+        if state.held is None:  # a daemon whose settings differ takes no dead daemon's claims over
+            recover_claims(self, state)
         self.claimer.scan(state)
         log.info("inbox.watching", inbox=state.key, purpose=config.purpose, observer=config.observer,
                  validate=config.validate_mode, on_success=config.on_success)
@@ -165,8 +172,10 @@ class Daemon:
                     break
         except Fatal as exc:
             log.critical("daemon.fatal", error=str(exc))
+            self._withdraw_settings()
             shutdown(self, grace=min(5.0, self.config.daemon.stop_grace_seconds))
             return EXIT_FAILED
+        self._withdraw_settings()
         shutdown(self, grace=self.config.daemon.stop_grace_seconds)
         if self.once:
             return EXIT_FAILED if self.ctx.counters.get("failed", 0) or self.gate.paused else EXIT_OK
@@ -207,7 +216,15 @@ class Daemon:
         self.journal.flush()  # archived stages no other write carried (in a burst, the claims' commits do)
         for state in self.inboxes:
             state.area.beat(now)
+        for state in self.settings.tick(self.inboxes, now):  # claimed from again: look at it all now
+            self.claimer.scan(state)
+            recover_claims(self, state)
         self.service.tick(self)
+
+    def _withdraw_settings(self) -> None:
+        """Stopping: our settings no longer hold any inbox (peers need not wait for our death)."""
+        for state in self.inboxes:
+            self.settings.withdraw(state)
 
     def _prune(self, now: float) -> None:
         """Journal retention, at start and then daily: rows of finished files older than
@@ -225,7 +242,8 @@ class Daemon:
         for state in self.inboxes:
             if not state.missing and not self._stop:
                 self.claimer.scan(state)
-                recover_claims(self, state)
+                if state.held is None:
+                    recover_claims(self, state)
 
     def _check_watches(self) -> None:
         for state in self.inboxes:
@@ -290,12 +308,13 @@ class Daemon:
         self.claimer.held_open_warn_seconds = new.daemon.held_open_warn_seconds
         removed, changed, added = InboxSet.diff(old.inboxes, new.inboxes)
         for key_ in removed:
-            self.inboxes.retire(key_)
+            self.settings.withdraw(self.inboxes.retire(key_))
             self.claimer.tracker.forget_under(key_)
             log.info("inbox.removed", inbox=key_)
         for inbox in changed:
             state = self.inboxes.states[str(inbox.path)]
             state.config = inbox
+            self.settings.check(state)
             state.start_watch(self.paths)
             self.claimer.scan(state)
             log.info("inbox.changed", inbox=state.key)

@@ -14,7 +14,7 @@ import structlog
 from .archive import finish_orphan
 from .claim import claimer_alive
 from .inboxes import InboxState
-from .process import adoptable
+from .upload import adoptable
 from .work import Job
 
 if TYPE_CHECKING:
@@ -28,6 +28,7 @@ def recover_claims(daemon: Daemon, state: InboxState) -> None:
     another host): our journal knows our own; another host's leave their state in the folder."""
     for t in state.area.take_over_stale():
         if t.kind == "manifest":
+            daemon.events.record_sidecar(state.key, t.new)  # published here, by us: its event is ours
             log.info("file.recovered", inbox=state.key, name=t.name, stage="archived", manifest=str(t.new),
                      how="the dead owner's manifest moved next to its data in done/")
             continue
@@ -35,6 +36,8 @@ def recover_claims(daemon: Daemon, state: InboxState) -> None:
             row = daemon.journal.get(str(t.old))
             if row is not None:  # our own, before a restart: the row ends as the move did
                 finish_orphan(daemon.journal, row)
+            else:
+                daemon.events.record_sidecar(state.key, t.new)  # a peer's, finished and published by us
             log.info("file.recovered", inbox=state.key, name=t.name, stage="archived", manifest=str(t.new),
                      how="the dead owner's move into done/ was cut between link and unlink: finished")
             continue
@@ -60,6 +63,11 @@ def recover_claims(daemon: Daemon, state: InboxState) -> None:
         log.info("file.recovered", inbox=state.key, name=t.name, stage=stage, claim=str(t.new),
                  taken_from=t.old.parent.name)
         daemon.queue.put(Job(state.config, t.new, t.name, recovered=True))
+
+    # the pending events of dead claimers of this inbox (events/fleet.py): sent once per fleet
+    daemon.events.take_over(state.key, state.config.work, lambda folder: state.area.owner_dead(
+        folder, missing_is_dead=True))
+
 
 def recover_orphan_rows(daemon: Daemon) -> None:
     """Rows whose claimed file is gone and whose claimer is gone: finish or forget them."""

@@ -11,9 +11,11 @@ from pathlib import Path
 from typing import Any
 
 from ..config import Config, InboxConfig
+from ..state.journal import Journal
 from ..watch.lease import Writers, open_for_writing
 from ..watch.scan import scan_inbox
-from ..state.journal import Journal
+from .claim import Liveness
+from .fingerprint import assess
 from .sidecars import iso
 
 IN_FLIGHT = ("claimed", "checked", "uploading", "uploaded")
@@ -71,6 +73,7 @@ def status_data(config: Config) -> dict[str, Any]:
     journal = Journal(config.daemon.state_dir) if path.exists() else None
     counts = journal.counts() if journal else {}
     inboxes = []
+    liveness = Liveness(config.daemon.claim_liveness, config.daemon.claim_timeout_seconds)
     for inbox in config.inboxes:
         key = str(inbox.path)
         c = counts.get(key, {})
@@ -80,6 +83,8 @@ def status_data(config: Config) -> dict[str, Any]:
             "inbox": key,
             "purpose": inbox.purpose,
             "exists": os.path.isdir(inbox.path),
+            # whether a daemon with this configuration claims here (fingerprint.py)
+            "settings": assess(inbox, liveness).to_json(),
             **look,
             "in_flight": sum(c.get(s, 0) for s in IN_FLIGHT),
             "done": c.get("archived", 0),

@@ -1,7 +1,7 @@
 """Worker threads: take a job from the `WorkQueue`, run it through `process.handle`.
 
 Upload workers take the upload lane; archivers the archive lane (files uploaded and
-journaled, whose move to done/ and manifest are left)."""
+journaled, whose move to done/ and manifest are left: `handle` starts them at ARCHIVE)."""
 
 from __future__ import annotations
 
@@ -10,7 +10,8 @@ from collections.abc import Callable
 
 import structlog
 
-from .process import Context, handle
+from .context import Context
+from .process import handle
 from .work import Heartbeat
 
 log = structlog.get_logger("inboxd.pipeline")

@@ -28,6 +28,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, replace
+from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
@@ -35,8 +36,19 @@ from .db import Database
 
 FinishedHook = Callable[[sqlite3.Connection, "Row"], None]
 
-STAGES = ("claimed", "checked", "uploading", "uploaded", "archived", "failed")
-FINISHED = ("archived", "failed")
+class Stage(StrEnum):
+    """A claimed file's stage in the journal, each written before the step it enables."""
+
+    CLAIMED = "claimed"
+    CHECKED = "checked"  # hashed; the check's verdict is in the row
+    UPLOADING = "uploading"  # the server made a file id (or multipart upload) for it
+    UPLOADED = "uploaded"  # the server has it whole: only the batch job and the archive are left
+    ARCHIVED = "archived"  # in done/ with its manifest (or kept, or deleted)
+    FAILED = "failed"  # in failed/ with its error sidecar
+
+
+STAGES = tuple(Stage)
+FINISHED = (Stage.ARCHIVED, Stage.FAILED)
 _V1 = """
 CREATE TABLE IF NOT EXISTS files (
     claim TEXT PRIMARY KEY,
