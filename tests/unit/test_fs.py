@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from inboxd.pipeline.sidecars import ERROR_SUFFIX, MANIFEST_SUFFIX
 from inboxd.state.fs import NAME_MAX, SIDECAR_ROOM, candidate_names, fit_name, free_name
+from inboxd.state.sidecars import ERROR_SUFFIX, MANIFEST_SUFFIX
 
 
 def nbytes(name: str) -> int:

@@ -5,22 +5,16 @@ from __future__ import annotations
 
 import json
 import time
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import structlog
 
-from ..state.fs import write_atomic
+from ..state import sidecars
+from ..state.sidecars import iso
 from .store import BatchRecord
 
 log = structlog.get_logger("inboxd.batch")
-
-
-def iso(ts: float | None) -> str | None:
-    if ts is None:
-        return None
-    return datetime.fromtimestamp(ts, UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
 
 
 def batch_section(rec: BatchRecord, *, delivered: str | None = None) -> dict[str, Any]:
@@ -58,5 +52,5 @@ def update_manifest(rec: BatchRecord, *, delivered: str | None = None) -> bool:
                                                                     if k != "updated_at"}:
         return True  # nothing changed: no rewrite
     data["batch"] = section
-    write_atomic(path, (json.dumps(data, indent=2) + "\n").encode("utf-8"))
+    sidecars.write(path, data)
     return True

@@ -17,18 +17,19 @@ from typing import Any
 import structlog
 
 from ..config import InboxConfig
-from ..state.fs import find_moved, free_name, fsync_dir, move_no_replace, place, same_data, write_atomic
-from ..state.journal import Journal, Row
+from ..state import sidecars
+from ..state.fs import find_moved, free_name, fsync_dir, move_no_replace, place, same_data
+from ..state.journal import Journal, Row, Stage
+from ..state.sidecars import ERROR_SUFFIX, MANIFEST_SUFFIX
 from .claim import drop_state
 from .claim import manifest_path as claim_manifest
 from .failure import Failure
-from .sidecars import ERROR_SUFFIX, MANIFEST_SUFFIX, error_sidecar, manifest, write_sidecar
 
 log = structlog.get_logger("inboxd.pipeline")
 
 
 def manifest_from_row(row: Row, inbox: InboxConfig, path: Path | None) -> dict[str, Any]:
-    return manifest(
+    return sidecars.manifest(
         file_object=row.file_object or {},
         inbox=inbox.path,
         name=row.name,
@@ -40,8 +41,7 @@ def manifest_from_row(row: Row, inbox: InboxConfig, path: Path | None) -> dict[s
         method=row.method or "single",
         parts=row.parts or 0,
         attempts=row.attempts,
-        started_at=row.started_at or row.claimed_at,
-        finished_at=row.finished_at or time.time(),
+        timing=(row.started_at or row.claimed_at, row.finished_at or time.time()),
     )
 
 
@@ -63,7 +63,7 @@ def archive(journal: Journal, inbox: InboxConfig, row: Row) -> Path:
         os.replace(waiting, manifest_path)
         fsync_dir(manifest_path.parent)
     elif not manifest_path.exists():
-        write_atomic(manifest_path, (row.sidecar or "{}").encode("utf-8") + b"\n")
+        sidecars.write(manifest_path, json.loads(row.sidecar) if row.sidecar else manifest_from_row(row, inbox, target))
     if inbox.on_success == "delete" and os.path.lexists(claim):
         os.unlink(claim)
         fsync_dir(claim.parent)
@@ -101,7 +101,7 @@ def _move(journal: Journal, inbox: InboxConfig, row: Row, claim: Path, done: Pat
             # a survivor on another host finds it here if we die between the move and the manifest.
             # Its content is fsynced; the claim folder is not: it is published by a rename into
             # done/, which is fsynced then; before that, the journal or the state file finish it
-            write_atomic(claim_manifest(claim), text.encode("utf-8") + b"\n", sync_folder=False)
+            sidecars.write(claim_manifest(claim), sidecar, sync_folder=False)
 
     if inbox.on_success == "keep" and row.sha256 and row.bytes is not None and row.mtime_ns is not None:
         original = inbox.path / row.name
@@ -143,8 +143,9 @@ def fail(journal: Journal, inbox: InboxConfig, row: Row, failure: Failure, *, at
     now = time.time()
 
     def reserve(target: Path) -> None:
-        sidecar = error_sidecar(
-            inbox=inbox.path, name=row.name, path=target, failure=failure, size=row.bytes, sha256=row.sha256,
+        sidecar = sidecars.error_sidecar(
+            inbox=inbox.path, name=row.name, path=target, stage=failure.stage, kind=failure.file_kind,
+            error=failure.error(), validation=failure.validation, size=row.bytes, sha256=row.sha256,
             mtime_ns=row.mtime_ns, attempts=attempts, when=now,
         )
         journal.update(row.claim, target=str(target), sidecar=json.dumps(sidecar), error=json.dumps(sidecar["error"]))
@@ -160,9 +161,9 @@ def fail(journal: Journal, inbox: InboxConfig, row: Row, failure: Failure, *, at
         target = place(claim, failed, row.name, ERROR_SUFFIX, on_reserved=reserve)
     row = journal.get(row.claim) or row
     sidecar_path = target.with_name(target.name + ERROR_SUFFIX)
-    write_atomic(sidecar_path, (row.sidecar or "{}").encode("utf-8") + b"\n")
+    sidecars.write(sidecar_path, json.loads(row.sidecar or "null"))
     drop_state(claim, target)  # a file that failed after its upload was created carries its state
-    journal.update(row.claim, stage="failed")
+    journal.update(row.claim, stage=Stage.FAILED)
     return sidecar_path
 
 
@@ -176,8 +177,8 @@ def finish_orphan(journal: Journal, row: Row) -> str:
         suffix = ERROR_SUFFIX if row.error else MANIFEST_SUFFIX
         sidecar_path = Path(row.target + suffix)
         if not sidecar_path.exists():
-            write_sidecar(sidecar_path, json.loads(row.sidecar))
-        stage = "failed" if row.error else "archived"
+            sidecars.write(sidecar_path, json.loads(row.sidecar))
+        stage = Stage.FAILED if row.error else Stage.ARCHIVED
         journal.update(row.claim, stage=stage)
         return stage
     journal.forget(row.claim)

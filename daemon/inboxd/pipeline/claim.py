@@ -44,6 +44,7 @@ from typing import Any, TypeVar
 
 from ..retry import FS_CACHE
 from ..state.fs import fit_name, fsync_dir, is_network_filesystem, move_no_replace, same_data, write_atomic
+from ..state.sidecars import MANIFEST_SUFFIX
 
 _counter = itertools.count(1)
 _CLAIM_NAME = re.compile(r"^(\d+)\.(.+)$")
@@ -54,7 +55,6 @@ STATE_XATTR = "user.inboxd.state"
 # this filesystem, or not for us (not the file's owner), or no room for one
 NO_XATTR = frozenset({errno.ENOTSUP, errno.EOPNOTSUPP, errno.EPERM, errno.EACCES, errno.E2BIG, errno.ERANGE,
                       errno.ENOSPC, errno.EDQUOT, errno.ENOSYS})
-MANIFEST_SUFFIX = ".manifest.json"
 TAKEOVER = ".takeover."
 CACHE_RETRY_SECONDS = 5.0  # network filesystems: ENOENT right after our own mkdir/rename
 # what a claim name must leave under NAME_MAX for the dot-files that travel with it: the

@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING
 
 import structlog
 
+from ..state.sidecars import MANIFEST_SUFFIX
 from .archive import finish_orphan
 from .claim import claimer_alive
 from .inboxes import InboxState
@@ -87,7 +88,7 @@ def resume_batches(daemon: Daemon) -> None:
     for rec in store.unfinished_creates():
         row = daemon.journal.get(rec.claim)
         if rec.batch_id and row is not None and row.stage == "archived" and row.target:
-            store.attach(rec.claim, manifest=row.target + ".manifest.json", input_path=row.target)
+            store.attach(rec.claim, manifest=row.target + MANIFEST_SUFFIX, input_path=row.target)
     poller.start()
     n = poller.resume()
     if n:

@@ -12,11 +12,11 @@ from typing import Any
 
 from ..config import Config, InboxConfig
 from ..state.journal import Journal
+from ..state.sidecars import iso
 from ..watch.lease import Writers, open_for_writing
 from ..watch.scan import scan_inbox
 from .claim import Liveness
 from .fingerprint import assess
-from .sidecars import iso
 
 IN_FLIGHT = ("claimed", "checked", "uploading", "uploaded")
 STUCK_SCANS = 3  # as the daemon's file.stuck: waiting longer than this many rescans

@@ -27,6 +27,7 @@ import structlog
 
 from ..batch import create_once, stem_of
 from ..state.journal import Stage
+from ..state.sidecars import MANIFEST_SUFFIX
 from ..watch.scan import file_kind
 from . import upload
 from .archive import archive as archive_file
@@ -140,7 +141,7 @@ def _follow_batch(run: FileRun, ctx: Context) -> None:
     job, row = run.job, run.refresh()
     if job.inbox.batch is None or ctx.batches is None or ctx.batches.get(row.claim) is None:
         return
-    manifest = Path(row.target + ".manifest.json") if row.target else None
+    manifest = Path(row.target + MANIFEST_SUFFIX) if row.target else None
     data = {"move": row.target, "keep": str(job.inbox.path / row.name)}.get(job.inbox.on_success)
     stem = stem_of(Path(row.target).name) if row.target else None
     rec = ctx.batches.attach(row.claim, manifest=manifest, input_path=data, stem=stem)
