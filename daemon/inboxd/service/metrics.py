@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import json
-import socket
-import threading
 from collections.abc import Callable
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, disable_created_metrics, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
+
+from ._http import BoundedHTTPServer, Request, Response, plain
 
 disable_created_metrics()  # no *_created series: they double every counter for no use here
 
@@ -84,59 +83,33 @@ class Metrics:
         return generate_latest(self.registry)
 
 
-class _Handler(BaseHTTPRequestHandler):
-    server: _Server
-
-    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002
-        pass
-
-    def do_GET(self) -> None:
-        if self.path.split("?")[0] == "/metrics":
-            self._send(200, self.server.metrics.text(), CONTENT_TYPE_LATEST)
-        elif self.path.split("?")[0] == "/healthz":
-            ok, body = self.server.health()
-            self._send(200 if ok else 503, json.dumps(body).encode(), "application/json")
-        else:
-            self._send(404, b"not found\n", "text/plain")
-
-    def _send(self, status: int, body: bytes, ctype: str) -> None:
-        self.send_response(status)
-        self.send_header("Content-Type", ctype)
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-
-
-class _Server(ThreadingHTTPServer):
-    daemon_threads = True
-    allow_reuse_address = True
-    metrics: Metrics
-    health: Callable[[], tuple[bool, dict[str, Any]]]
-
-
 class MetricsServer:
+    """/metrics and /healthz on `BoundedHTTPServer` (a fixed pool of threads, timeouts, a cap
+    on connections: slow clients cannot take the daemon's threads)."""
+
     def __init__(self, host: str, port: int, metrics: Metrics,
                  health: Callable[[], tuple[bool, dict[str, Any]]]) -> None:
         self.host, self._port, self.metrics, self.health = host, port, metrics, health
-        self._srv: _Server | None = None
+        self._srv: BoundedHTTPServer | None = None
 
     def start(self) -> MetricsServer:
-        family = socket.AF_INET6 if ":" in self.host else socket.AF_INET
-        _Server.address_family = family
-        srv = _Server((self.host, self._port), _Handler)
-        srv.metrics, srv.health = self.metrics, self.health
-        self._srv = srv
-        threading.Thread(target=srv.serve_forever, kwargs={"poll_interval": 0.5}, daemon=True,
-                         name="metrics").start()
+        self._srv = BoundedHTTPServer(self.host, self._port, self.route).start()
         return self
+
+    def route(self, request: Request) -> Response:
+        if request.path == "/metrics":
+            return Response(200, self.metrics.text(), CONTENT_TYPE_LATEST)
+        if request.path == "/healthz":
+            ok, body = self.health()
+            return Response(200 if ok else 503, json.dumps(body).encode(), "application/json")
+        return plain(404, "not found")
 
     @property
     def port(self) -> int:
         assert self._srv is not None
-        return self._srv.server_address[1]
+        return self._srv.port
 
     def stop(self) -> None:
         if self._srv is not None:
-            self._srv.shutdown()
-            self._srv.server_close()
+            self._srv.stop()
             self._srv = None
