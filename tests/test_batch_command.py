@@ -1,7 +1,9 @@
 """`inboxd batch FILE`, `inboxd batches`, `inboxd batch cancel ID` as real processes against a
-real `inboxd emulator`: the one-shot round trip end to end, --no-wait then a second run that
-follows the same job, kill -9 at random moments with exactly one job in the end, cancel, a
-rejected create, usage errors, and the live status line on a terminal."""
+real `inboxd emulator`: the one-shot round trip end to end (inboxd.batch/v2), --no-wait then a
+second run that follows the same job, kill -9 at random moments with exactly one job in the end,
+an operator's cancel (not resent), a rejected create, usage errors, the live status line on a
+terminal, an input above one job's limits split in two, and expiring jobs with transient errors
+resent until every request has its answer."""
 
 from __future__ import annotations
 
@@ -14,14 +16,12 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Any
 
 import jsonschema
 import pytest
 
-from inboxd.batch import BatchStore
-from inboxd.state.journal import Journal
-from inboxd.schemas import BATCH, load_schema
+from inboxd.batch.ledger import Ledger
+from inboxd.batch.sidecar import json_schema
 from tests.helpers.daemon import REPO, wait_until
 from tests.helpers.emulator import EmulatorProc
 from tests.helpers.files import batch_line, batch_lines
@@ -43,15 +43,19 @@ def inboxd(emu: EmulatorProc, tmp: Path, *args: str, timeout: float = 60) -> sub
                           capture_output=True, text=True, timeout=timeout)
 
 
-def _records(tmp: Path) -> list[Any]:
-    state = tmp / "state" / "inboxd"
-    if not (state / "journal.sqlite3").exists():
-        return []
-    j = Journal(state)
-    try:
-        return BatchStore(j).all()
-    finally:
-        j.close()
+def _ledgers(tmp: Path) -> list[Ledger]:
+    folder = tmp / "state" / "inboxd" / "ledgers"
+    return [Ledger.load(p) for p in sorted(folder.glob("*.ledger.json"))] if folder.is_dir() else []
+
+
+def _stage(tmp: Path) -> str:
+    """Where the (one) ledger is: none, a job stage, or delivered."""
+    ledgers = _ledgers(tmp)
+    if not ledgers:
+        return "none"
+    if ledgers[0].delivered_at:
+        return "delivered"
+    return "+".join(j.stage for j in ledgers[0].jobs)
 
 
 def _server_file(emu: EmulatorProc, file_id: str) -> bytes:
@@ -67,13 +71,15 @@ def test_one_shot_round_trip_end_to_end(emu: EmulatorProc, tmp_path: Path) -> No
     r = inboxd(emu, tmp_path, "batch", str(src), "--endpoint", ENDPOINT, "--join", "--json", "--poll-seconds", "0.1")
     assert r.returncode == 0, r.stderr
     answer = json.loads(r.stdout)  # exactly one JSON object on stdout
-    jsonschema.validate(answer, load_schema(BATCH))
+    jsonschema.validate(answer, json_schema())
     outbox = src.parent / "outbox"
     assert json.loads((outbox / "questions.batch.json").read_text()) == answer
-    assert answer["batch"]["status"] == "COMPLETED"
-    assert answer["counts"] == {"succeeded": 29, "failed": 1, "missing": 0}
-    assert (outbox / "questions.output.jsonl").read_bytes() == _server_file(emu, answer["batch"]["output_file_id"])
-    assert (outbox / "questions.errors.jsonl").read_bytes() == _server_file(emu, answer["batch"]["error_file_id"])
+    [job] = answer["jobs"]
+    assert job["status"] == "COMPLETED" and (job["part"], job["round"], job["requests"]) == (1, 1, 30)
+    assert answer["counts"] == {"succeeded": 29, "failed": 1, "missing": 0} and answer["rounds"] == 1
+    assert answer["errors_by_code"] == {"400": 1} and answer["usage"]["total_tokens"] > 0
+    assert (outbox / "questions.output.jsonl").read_bytes() == _server_file(emu, job["output_file_id"])
+    assert (outbox / "questions.errors.jsonl").read_bytes() == _server_file(emu, job["error_file_id"])
     results = [json.loads(x) for x in (outbox / "questions.results.jsonl").read_text().splitlines()]
     assert [x["custom_id"] for x in results] == [f"q-{i}" for i in range(30)]
     assert emu.batch_creates() == 1
@@ -81,9 +87,9 @@ def test_one_shot_round_trip_end_to_end(emu: EmulatorProc, tmp_path: Path) -> No
     listed = inboxd(emu, tmp_path, "batches", "--json")
     assert listed.returncode == 0, listed.stderr
     [job] = json.loads(listed.stdout)["batches"]
-    assert job["batch_id"] == answer["batch"]["id"] and job["stage"] == "delivered" and job["status"] == "COMPLETED"
+    assert job["batch_id"] == answer["jobs"][0]["id"] and job["stage"] == "delivered" and job["status"] == "COMPLETED"
     text = inboxd(emu, tmp_path, "batches")
-    assert answer["batch"]["id"] in text.stdout and "delivered" in text.stdout
+    assert answer["jobs"][0]["id"] in text.stdout and "delivered" in text.stdout
 
 
 def test_no_wait_then_a_second_run_follows_the_same_job(emu: EmulatorProc, tmp_path: Path) -> None:
@@ -95,7 +101,7 @@ def test_no_wait_then_a_second_run_follows_the_same_job(emu: EmulatorProc, tmp_p
     assert batch_id.startswith("batch") and emu.batch_creates() == 1
     r = inboxd(emu, tmp_path, "batch", str(src), "--endpoint", ENDPOINT, "--poll-seconds", "0.1", "--json")
     assert r.returncode == 0, r.stderr
-    assert json.loads(r.stdout)["batch"]["id"] == batch_id
+    assert [j["id"] for j in json.loads(r.stdout)["jobs"]] == [batch_id]
     assert emu.batch_creates() == 1 and emu.stats()["creates"] == 1  # one upload, one job
     # delivered: a third run is a new round trip, into new names
     r = inboxd(emu, tmp_path, "batch", str(src), "--endpoint", ENDPOINT, "--poll-seconds", "0.1", "--json")
@@ -117,11 +123,10 @@ def test_kill_9_at_random_moments_makes_exactly_one_job(emu: EmulatorProc, tmp_p
     for _ in range(8):
         p = subprocess.Popen(args, env=_env(emu, tmp_path), cwd=REPO, stdout=subprocess.DEVNULL,
                              stderr=subprocess.DEVNULL)
-        time.sleep(rnd.uniform(0.3, 1.2))
+        time.sleep(rnd.uniform(1.0, 2.6))  # the command needs about 1 s to start and check the file
         p.send_signal(signal.SIGKILL)
         p.wait(10)
-        recs = _records(tmp_path)
-        stages.append(recs[0].stage if recs else "none")
+        stages.append(_stage(tmp_path))
         if stages[-1] == "delivered":
             break
     if stages[-1] != "delivered":  # (once delivered, another run would be a new round trip)
@@ -130,7 +135,7 @@ def test_kill_9_at_random_moments_makes_exactly_one_job(emu: EmulatorProc, tmp_p
     answer = json.loads((tmp_path / "outbox" / "k.batch.json").read_text())
     assert emu.batch_creates() == 1, (stages, emu.batch_creates_by_input())
     assert (tmp_path / "outbox" / "k.output.jsonl").read_bytes() == _server_file(
-        emu, answer["batch"]["output_file_id"])
+        emu, answer["jobs"][0]["output_file_id"])
     assert sorted(p.name for p in (tmp_path / "outbox").iterdir()) == ["k.batch.json", "k.output.jsonl"]
     print("stages at the kills:", stages)
     assert len(set(stages) - {"none"}) >= 1, stages
@@ -148,7 +153,8 @@ def test_cancel_a_running_job(emu: EmulatorProc, tmp_path: Path) -> None:
     r = inboxd(emu, tmp_path, "batch", str(src), "--endpoint", ENDPOINT, "--poll-seconds", "0.1", "--json")
     assert r.returncode == 1  # delivered, but the job did not complete
     answer = json.loads(r.stdout)
-    assert answer["batch"]["status"] == "CANCELLED"
+    assert [j["status"] for j in answer["jobs"]] == ["CANCELLED"]  # the operator's cancel: not resent
+    assert answer["counts"]["missing"] > 0 and emu.batch_creates() == 1
     assert (tmp_path / "outbox" / "c.batch.json").exists()
     r = inboxd(emu, tmp_path, "batch", "cancel", batch_id, "--json")
     assert r.returncode == 1
@@ -194,5 +200,61 @@ def test_a_live_status_line_on_a_terminal(emu: EmulatorProc, tmp_path: Path) -> 
     os.close(master)
     assert p.wait(30) == 0
     text = seen.decode(errors="replace")
-    assert "\r" in text and "IN_PROGRESS" in text and "%" in text
+    assert "\r" in text and "IN_PROGRESS" in text and "%" in text and "/10 requests final" in text
     wait_until(lambda: (tmp_path / "outbox" / "t.batch.json").exists(), 5)
+
+
+def _requests(path: Path, n: int, tag: str) -> None:
+    with open(path, "wb") as f:
+        for i in range(0, n, 1000):
+            f.write(batch_lines(tag, min(1000, n - i)).replace(f'"{tag}-'.encode(), f'"{tag}-{i}-'.encode()))
+
+
+@pytest.mark.emulator(batch_seconds=0.3)
+def test_an_input_over_one_jobs_limit_is_two_jobs_and_one_complete_results_file(emu: EmulatorProc,
+                                                                                tmp_path: Path) -> None:
+    """60,000 requests with the default limits (50,000 per job): two parts, two jobs, one set of
+    outbox files; results.jsonl has every request in input order."""
+    src = tmp_path / "big.jsonl"
+    _requests(src, 60_000, "b")
+    r = inboxd(emu, tmp_path, "batch", str(src), "--endpoint", ENDPOINT, "--join", "--poll-seconds", "0.2", "--json",
+               timeout=120)
+    assert r.returncode == 0, r.stderr
+    answer = json.loads(r.stdout)
+    assert [(j["part"], j["round"], j["requests"], j["status"]) for j in answer["jobs"]] == [
+        (1, 1, 50_000, "COMPLETED"), (2, 1, 10_000, "COMPLETED")]
+    assert answer["counts"] == {"succeeded": 60_000, "failed": 0, "missing": 0}
+    assert emu.batch_creates() == 2
+    outbox = tmp_path / "outbox"
+    ids = [json.loads(raw)["custom_id"] for raw in src.read_bytes().splitlines()]
+    results = (outbox / "big.results.jsonl").read_bytes().splitlines()
+    assert [json.loads(x)["custom_id"] for x in results] == ids
+    assert sorted(p.name for p in outbox.iterdir()) == ["big.batch.json", "big.output.jsonl", "big.results.jsonl"]
+
+
+@pytest.mark.emulator(batch_seconds=0.3, batch_expire_next=1, batch_transient_rate=0.05)
+def test_an_expired_job_and_transient_errors_are_resent_until_every_request_is_answered(
+        emu: EmulatorProc, tmp_path: Path) -> None:
+    """The first job expires half done and 5 % of requests come back 429: the leftovers go into
+    round 2, 3 ... byte for byte; in the end no request is missing, and output/errors hold final
+    answers only (a 429 only for a request that got nothing else in 4 rounds: 0.05^4 each)."""
+    src = tmp_path / "e.jsonl"
+    _requests(src, 4000, "e")
+    r = inboxd(emu, tmp_path, "batch", str(src), "--endpoint", ENDPOINT, "--join", "--poll-seconds", "0.1", "--json",
+               timeout=120)
+    answer = json.loads(r.stdout)
+    assert r.returncode == 0, r.stderr
+    jobs = answer["jobs"]
+    assert jobs[0]["status"] == "EXPIRED" and answer["rounds"] >= 2 and len(jobs) == answer["rounds"]
+    assert jobs[1]["requests"] > 2000  # the unanswered half and the first 429s
+    c = answer["counts"]
+    assert c["missing"] == 0 and c["succeeded"] + c["failed"] == 4000
+    assert c["failed"] == answer["errors_by_code"].get("429", 0) <= 2
+    outbox = tmp_path / "outbox"
+    out_ids = [json.loads(x)["custom_id"] for x in (outbox / "e.output.jsonl").read_bytes().splitlines()]
+    assert len(out_ids) == len(set(out_ids)) == c["succeeded"]
+    results = [json.loads(x) for x in (outbox / "e.results.jsonl").read_bytes().splitlines()]
+    assert {x["round"] for x in results} == set(range(1, answer["rounds"] + 1))
+    for job in jobs[1:]:  # a resend is the input's lines, byte for byte
+        sent = _server_file(emu, job["input_file_id"]).splitlines()
+        assert set(sent) <= set(src.read_bytes().splitlines()) and len(sent) == job["requests"]

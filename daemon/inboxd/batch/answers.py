@@ -70,6 +70,43 @@ def verdict(obj: dict[str, Any] | None, kind: int) -> Verdict:
     return Verdict(code is not None and code >= 400, code)
 
 
+class _Status(msgspec.Struct):
+    status_code: Any = None
+
+
+class _Answer(msgspec.Struct):
+    """What a verdict reads of an answer line (the response's body is parsed, not built)."""
+
+    custom_id: Any = None
+    response: _Status | None = None
+    error: Any = None
+    status_code: Any = None
+
+
+_ANSWER = msgspec.json.Decoder(_Answer)
+
+
+def read_answer(raw: bytes, kind: int) -> tuple[str | None, Verdict]:
+    """(custom_id, verdict) of an answer line, in one typed decode; an unusual shape is parsed whole."""
+    try:
+        a = _ANSWER.decode(raw)
+    except (msgspec.DecodeError, msgspec.ValidationError):
+        obj = parse(raw)
+        cid = obj.get("custom_id") if obj is not None else None
+        return (None if cid is None else str(cid)), verdict(obj, kind)
+    cid = None if a.custom_id is None else str(a.custom_id)
+    code = None
+    for candidate in (a.response.status_code if a.response is not None else None,
+                      a.error.get("status_code") if isinstance(a.error, dict) else None, a.status_code,
+                      a.error.get("code") if isinstance(a.error, dict) else None):
+        code = _int(candidate)
+        if code is not None:
+            break
+    if kind == ERRORS or a.error:
+        return cid, Verdict(True, code)
+    return cid, Verdict(code is not None and code >= 400, code)
+
+
 def parse(raw: bytes) -> dict[str, Any] | None:
     try:
         obj = msgspec.json.decode(raw)

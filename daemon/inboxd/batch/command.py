@@ -1,25 +1,27 @@
 """The work of `inboxd batch FILE`, `inboxd batches` and `inboxd batch cancel ID` (SPEC §5,
-issue 12), as data; the command line (`inboxd.cli.batch`) renders it.
+§10), as data; the command line (`inboxd.cli.batch`) renders it.
 
-`run_batch`: the round trip for one file, through the same pieces as the daemon: the check
-(basic), `FilesClient.upload`, the wait for processing, `create_once`, one `Poller`, the
-outbox (default ``<FILE's folder>/outbox``). Where it is goes to `on_step` (a live status
-line on a terminal). The job is journaled (``daemon.state_dir`` with --config, else
-``$XDG_STATE_HOME/inboxd`` or ``~/.local/state/inboxd``) under a key made of the file's path
-and sha256, so running the command again after Ctrl-C, --no-wait or a crash follows the same
-job instead of creating another; once delivered, running it again makes a new job.
+`run_batch`: the round trip for one file through a ledger, as the daemon does it: the check
+(basic; the per-job limits apply per part), the split into parts, every job of every part and
+round created once, followed and settled (`rounds.py`), then one set of outbox files
+(`outbox.py`, default ``<FILE's folder>/outbox``). Where it is goes to `on_step` (a live status
+line on a terminal, counting requests final / total). The ledger lives in
+``<state_dir>/ledgers/`` (``daemon.state_dir`` with --config, else ``$XDG_STATE_HOME/inboxd``
+or ``~/.local/state/inboxd``) under a name made of the file's sha256 and path, so running the
+command again after Ctrl-C, --no-wait or a crash follows the same jobs instead of creating
+others; once delivered, running it again makes new jobs.
 
-It ends `BatchDelivered` (the job ended: COMPLETED, or FAILED, EXPIRED or CANCELLED with its
-outbox still delivered), `BatchCreated` (--no-wait), `BatchInterrupted` (Ctrl-C: the job
-goes on) or `BatchFailure` (the check, the upload, processing, a rejected create, a job that
-could not be followed, or a usage error).
+It ends `BatchDelivered` (every job settled, the outbox written; `completed` when no request
+is missing), `BatchCreated` (--no-wait), `BatchInterrupted` (Ctrl-C: the jobs go on) or
+`BatchFailure` (the check, the upload, processing, a rejected create, or a usage error).
 """
 
 from __future__ import annotations
 
-import json
+import hashlib
 import os
 import time
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -33,9 +35,11 @@ from ..api._batches import BatchJob
 from ..config import BatchConfig, Config
 from ..log import register_secret
 from ..state.journal import Journal
-from .create import create_once
-from .poller import Poller
-from .store import FINISHED_STAGES, BatchRecord, BatchStore
+from .ledger import SUFFIX, Ledger, Limits, ledger_path
+from .outbox import deliver_ledger
+from .rounds import Rounds, cancel_marker, remove_work
+from .split import plan_parts
+from .store import BatchRecord, BatchStore
 
 if TYPE_CHECKING:
     from ..check import CheckIssue, CheckReport
@@ -54,6 +58,17 @@ def state_dir_for(config: Config, from_file: bool, env: dict[str, str] | None = 
 
 
 @dataclass(frozen=True)
+class LedgerProgress:
+    """Where a ledger is, shaped as a record for the status line: `batch_id` counts requests
+    (final / total), `status` the jobs' statuses, `progress` the share of requests final."""
+
+    batch_id: str
+    status: str
+    progress: float | None
+    stage: str = "following"
+
+
+@dataclass(frozen=True)
 class Step:
     """Where the round trip is: uploading, processing, creating, then following (`record`)."""
 
@@ -61,7 +76,7 @@ class Step:
     name: str
     bytes: int | None = None
     file_id: str | None = None
-    record: BatchRecord | None = None
+    record: BatchRecord | LedgerProgress | None = None
     elapsed: float = 0.0
 
 
@@ -78,10 +93,11 @@ class BatchFailure:
 
 @dataclass(frozen=True)
 class BatchCreated:
-    job: dict[str, Any]
+    job: dict[str, Any]  # the first job
     outbox: str | None
-    journal: Path
+    journal: Path  # the ledger
     path: Path
+    jobs: tuple[dict[str, Any], ...] = ()
 
 
 @dataclass(frozen=True)
@@ -90,56 +106,73 @@ class BatchInterrupted:
 
 
 @dataclass(frozen=True)
+class Summary:
+    batch_id: str  # the jobs' ids
+    status: str  # COMPLETED when every request has its final answer, else the last jobs' statuses
+
+
+@dataclass(frozen=True)
 class BatchDelivered:
-    record: BatchRecord
+    record: Summary
     sidecar: Path  # batch.json in the outbox
-    data: dict[str, Any]  # its content
+    data: dict[str, Any]  # its content (inboxd.batch/v2)
     seconds: float
+    error: str | None = None  # why requests are missing (the last failed job's error)
 
     @property
     def completed(self) -> bool:
-        return self.record.status == "COMPLETED"
+        return self.data["counts"]["missing"] == 0
 
 
 BatchOutcome = BatchDelivered | BatchCreated | BatchInterrupted | BatchFailure
 
+SPLIT_RULES = ("batch.too_many_lines", "batch.too_large")  # per part now: the input is split
 
-def _key(path: Path, sha256: str, store: BatchStore) -> tuple[str, BatchRecord | None]:
-    """The journal key of this file's job: the one not yet delivered, else a fresh one."""
-    base = f"cli:{path}:{sha256}"
+
+def _ledger_file(state_dir: Path, path: Path, sha256: str) -> Path:
+    """The ledger of this file's round trip: the one not yet delivered, else a fresh name."""
+    folder = state_dir / "ledgers"
+    base = f"{sha256[:16]}-{hashlib.sha256(str(path).encode()).hexdigest()[:8]}"
     n = 1
     while True:
-        key = base if n == 1 else f"{base}#{n}"
-        rec = store.get(key)
-        if rec is None or rec.stage not in FINISHED_STAGES:
-            return key, rec
+        candidate = ledger_path(folder / (base if n == 1 else f"{base}.{n}"))
+        if not candidate.exists() or Ledger.load(candidate).delivered_at is None:
+            return candidate
         n += 1
+
+
+def _progress(ledger: Ledger) -> LedgerProgress:
+    statuses = Counter(j.status or j.stage for j in ledger.last_jobs() if j.stage != "settled")
+    total = ledger.input.requests
+    final = ledger.final_requests()
+    text = ", ".join(f"{n} {s}" if n > 1 else s for s, n in sorted(statuses.items())) or "delivering"
+    running = [j.progress for j in ledger.last_jobs() if j.stage == "created" and j.progress is not None]
+    progress = sum(running) / len(running) if running else (100.0 * final / total if total else 100.0)
+    return LedgerProgress(f"{final}/{total} requests final", text, progress)
 
 
 def run_batch(config: Config, key: SecretStr, path: Path, *, endpoint: str, model_id: str | None,
               outbox: Path | None, wait: bool, join: bool, poll_seconds: float, completion_window: str,
-              priority: int | None, state_dir: Path, on_step: Callable[[Step], None] | None = None) -> BatchOutcome:
+              priority: int | None, state_dir: Path, on_step: Callable[[Step], None] | None = None,
+              **ledger_keys: Any) -> BatchOutcome:
+    """The round trip of one file through a ledger; `ledger_keys`: max_requests_per_job,
+    max_bytes_per_job, resubmit_rounds, resubmit_codes, max_jobs_in_flight."""
     register_secret(key.get_secret_value())
     run = _Run(path, on_step)
     try:
         bcfg = BatchConfig(endpoint=endpoint, model_id=model_id, outbox=Path(os.path.abspath(outbox)) if outbox
                            else run.path.parent / "outbox", join=join, poll_seconds=poll_seconds,
-                           completion_window=completion_window, priority=priority)
+                           completion_window=completion_window, priority=priority, **ledger_keys)
     except ValueError as exc:
         return run.fail("usage", str(exc).splitlines()[-1] if str(exc) else "bad option", EXIT_USAGE)
     report = run.check(config)
     if isinstance(report, BatchFailure):
         return report
-    try:
-        journal = Journal(state_dir)
-    except OSError as exc:
-        return run.fail("usage", f"cannot open the journal in {state_dir}: {exc.strerror}", EXIT_USAGE)
     client = FilesClient(config.api, config.upload, key)
     try:
-        return run.round_trip(client, BatchStore(journal), report, bcfg, wait=wait, journal=journal.path)
+        return run.round_trip(client, state_dir, report, bcfg, wait=wait)
     finally:
         client.close()
-        journal.close()
 
 
 class _Run:
@@ -169,39 +202,48 @@ class _Run:
                                 max_line_bytes=config.check.max_line_bytes, max_errors=config.check.max_errors)
         except OSError as exc:
             return self.fail("unreadable", f"cannot read it: {exc.strerror}")
-        if not report.passed:
-            first = report.errors[0]
-            return self.fail(first.rule, f"not sent: the basic check failed ({len(report.errors)} error(s))",
-                             issues=tuple(report.errors), line=first.line)
+        errors = tuple(e for e in report.errors if e.rule not in SPLIT_RULES)
+        if errors:
+            first = errors[0]
+            return self.fail(first.rule, f"not sent: the basic check failed ({len(errors)} error(s))",
+                             issues=errors, line=first.line)
         return report
 
-    def round_trip(self, client: FilesClient, store: BatchStore, report: CheckReport, bcfg: BatchConfig, *,
-                   wait: bool, journal: Path) -> BatchOutcome:
-        """Upload (unless an earlier run did), create once, then follow the job to its outbox."""
-        poller: Poller | None = None
+    def _rounds(self, client: FilesClient, state_dir: Path, report: CheckReport, bcfg: BatchConfig) -> Rounds:
+        """The ledger of this file (an earlier run's, not yet delivered, or a new plan)."""
+        lfile = _ledger_file(state_dir, self.path, report.sha256)
+        if lfile.exists():
+            ledger = Ledger.load(lfile)
+        else:
+            lfile.parent.mkdir(parents=True, exist_ok=True)
+            parts = plan_parts(self.path, bcfg.max_requests_per_job, int(bcfg.max_bytes_per_job))
+            limits = Limits(max_requests_per_job=bcfg.max_requests_per_job,
+                            max_bytes_per_job=int(bcfg.max_bytes_per_job), resubmit_rounds=bcfg.resubmit_rounds,
+                            resubmit_codes=list(bcfg.resubmit_codes))
+            ledger = Ledger.plan(self.path, parts, limits, sha256=report.sha256, dropped_at=self.t0)
+            ledger.save(lfile)
+        bcfg = bcfg.model_copy(update={"resubmit_rounds": ledger.limits.resubmit_rounds,
+                                       "resubmit_codes": ledger.limits.resubmit_codes})
+        return Rounds(client, ledger, lfile, lfile.with_name(lfile.name + ".d"), bcfg)
+
+    def round_trip(self, client: FilesClient, state_dir: Path, report: CheckReport, bcfg: BatchConfig, *,
+                   wait: bool) -> BatchOutcome:
+        """Every job of every part and round, created once, followed, settled; then the outbox."""
         try:
-            claim, rec = _key(self.path, report.sha256, store)
-            if rec is None:
+            rounds = self._rounds(client, state_dir, report, bcfg)
+            if any(j.stage == "planned" for j in rounds.ledger.jobs):
                 self.step("uploading", bytes=report.bytes)
-                result = client.upload(self.path, "batch-api", sha256=report.sha256, expected_size=report.bytes)
-                self.step("processing", file_id=result.file.id)
-                file_id = client.wait_for_processing(result.file.id).id
-                uploaded_at: float | None = time.time()
-            else:
-                file_id, uploaded_at = rec.input_file_id, rec.uploaded_at
-            self.step("creating")
-            job = create_once(client, store, claim, file_id, bcfg, inbox=self.path.parent, outbox=bcfg.outbox,
-                              input_sha256=report.sha256, dropped_at=self.t0, uploaded_at=uploaded_at,
-                              requests=report.records, input_path=self.path)
-            rec = store.attach(claim, manifest=None, input_path=self.path, requests=report.records)
-            if rec.stage == "following":  # this run's choices for a job an earlier run created (--no-wait, Ctrl-C)
-                rec = store.update(claim, poll_seconds=bcfg.poll_seconds, join=bcfg.join)
             if not wait:
-                return BatchCreated(job, rec.outbox, journal, self.path)
-            poller = Poller(lambda: client, store)
-            poller.start()
-            poller.follow(claim)
-            rec = self._follow(store, claim)
+                return self._created(rounds)
+            while not rounds.step():
+                self.step("following", record=_progress(rounds.ledger))
+                time.sleep(bcfg.poll_seconds)
+            failed = self._all_rejected(rounds.ledger)
+            if failed is not None:
+                return failed
+            self.step("following", record=_progress(rounds.ledger))
+            sidecar, data = deliver_ledger(rounds, Path(bcfg.outbox or self.path.parent / "outbox"), join=bcfg.join)
+            remove_work(rounds.work)
         except KeyboardInterrupt:
             return BatchInterrupted()
         except ApiError as exc:
@@ -209,41 +251,78 @@ class _Run:
                              validation_report=exc.report if isinstance(exc, RejectedError) else None)
         except OSError as exc:
             return self.fail("os", f"{exc.strerror or exc}: {getattr(exc, 'filename', '')}")
-        finally:
-            if poller is not None:
-                poller.stop()
-        if rec.stage == "failed":
-            return BatchFailure("batch_lost", rec.error or "the job could not be followed", str(rec.batch_id),
-                                {"batch_id": rec.batch_id})
-        sidecar = rec.path("batch.json")
-        return BatchDelivered(rec, sidecar, json.loads(sidecar.read_text()), time.time() - self.t0)
+        return self._delivered(rounds.ledger, sidecar, data)
 
-    def _follow(self, store: BatchStore, claim: str) -> BatchRecord:
-        """Until the poller has finished the job (delivered, or lost)."""
-        while True:
-            rec = store.get(claim)
-            assert rec is not None
-            if rec.stage in FINISHED_STAGES:
-                return rec
-            self.step("following", record=rec)
-            time.sleep(0.2 if self.on_step is not None else 0.1)
+    def _created(self, rounds: Rounds) -> BatchOutcome:
+        """--no-wait: the round-1 jobs created (admitted ones), then exit."""
+        rounds.step()
+        failed = self._all_rejected(rounds.ledger)
+        if failed is not None:
+            return failed
+        jobs = tuple({"id": j.id, "status": j.status, "part": j.part, "round": j.round}
+                     for j in rounds.ledger.jobs if j.id)
+        if not jobs:
+            return self.fail("batch_create", "no job could be created yet; run the command again")
+        outbox = str(rounds.cfg.outbox) if rounds.cfg.outbox else None
+        return BatchCreated(jobs[0], outbox, rounds.path, self.path, jobs)
+
+    def _all_rejected(self, ledger: Ledger) -> BatchFailure | None:
+        """Every job refused by the server and none made: the round trip failed."""
+        if ledger.job_ids() or not any(j.rejected for j in ledger.jobs):
+            return None
+        job = next(j for j in ledger.jobs if j.rejected)
+        return self.fail("batch_rejected", job.error or "the server refused the batch", status=job.create_status)
+
+    def _delivered(self, ledger: Ledger, sidecar: Path, data: dict[str, Any]) -> BatchDelivered:
+        ids = ", ".join(ledger.job_ids())
+        last = list(ledger.last_jobs())
+        complete = data["counts"]["missing"] == 0
+        status = "COMPLETED" if complete else ", ".join(sorted({j.status or "?" for j in last}))
+        error = None if complete else next((j.error for j in reversed(ledger.jobs) if j.error), None)
+        return BatchDelivered(Summary(ids, status), sidecar, data, time.time() - self.t0, error)
 
 
 # --- inboxd batches ---------------------------------------------------------------------------
 
 
 class NoJournal(Exception):
-    """No journal in this state_dir: no batch job has been made with it (exit 2)."""
+    """No journal and no ledger in this state_dir: no batch job has been made with it (exit 2)."""
+
+
+_LEDGER_STAGE = {"planned": "creating", "uploaded": "creating", "creating": "creating", "created": "following",
+                 "ended": "following", "settled": "downloading"}
+
+
+def ledger_records(folder: Path) -> list[BatchRecord]:
+    """Every job of the ledgers in `folder`, as rows of `inboxd batches`."""
+    rows: list[BatchRecord] = []
+    for lfile in sorted(folder.glob(f"*{SUFFIX}")) if folder.is_dir() else []:
+        try:
+            ledger = Ledger.load(lfile)
+        except (OSError, ValueError):
+            continue
+        for j in ledger.jobs:
+            stage = "delivered" if ledger.delivered_at else _LEDGER_STAGE[j.stage]
+            rows.append(BatchRecord(
+                claim=f"{lfile}#p{j.part}r{j.round}", inbox="", input_file_id=j.input_file_id or "", endpoint="",
+                poll_seconds=0, stage=stage, input_path=ledger.input.path, manifest=ledger.manifest,
+                outbox=ledger.outbox, stem=ledger.stem, requests=j.requests, batch_id=j.id, status=j.status,
+                progress=j.progress, error=j.error, updated_at=ledger.updated_at))
+    return rows
 
 
 def list_batches(state_dir: Path) -> tuple[Path, list[BatchRecord]]:
-    """The journal's path and every batch job it knows; NoJournal when there is none."""
+    """The journal's path and every batch job it and the command's ledgers know; NoJournal when
+    there is neither."""
     path = state_dir / "journal.sqlite3"
+    ledgers = ledger_records(state_dir / "ledgers")
     if not path.exists():
+        if ledgers:
+            return state_dir / "ledgers", ledgers
         raise NoJournal(f"no journal at {path}: no batch job has been made with this state_dir")
     journal = Journal(state_dir)
     try:
-        return path, BatchStore(journal).all()
+        return path, ledgers + BatchStore(journal).all()
     finally:
         journal.close()
 
@@ -251,9 +330,34 @@ def list_batches(state_dir: Path) -> tuple[Path, list[BatchRecord]]:
 # --- inboxd batch cancel ID -------------------------------------------------------------------
 
 
+def _ledger_folders(config: Config) -> list[Path]:
+    folders = [state_dir_for(config, False) / "ledgers", config.daemon.state_dir / "ledgers"]
+    for inbox in config.inboxes:
+        folders += [inbox.work, inbox.done]
+    return folders
+
+
+def mark_cancelled(folders: list[Path], batch_id: str) -> int:
+    """Leave the operator's cancel beside every ledger that names the job (so its requests are
+    not resent); how many did."""
+    n = 0
+    for folder in folders:
+        for lfile in sorted(folder.glob(f"*{SUFFIX}")) if folder.is_dir() else []:
+            try:
+                named = batch_id in Ledger.load(lfile).job_ids()
+            except (OSError, ValueError):
+                continue
+            if named:
+                cancel_marker(lfile, batch_id).touch()
+                n += 1
+    return n
+
+
 def cancel_batch(config: Config, key: SecretStr, batch_id: str) -> BatchJob:
-    """The job as the server answers the cancel; ApiError when it refuses (a 409 on a job that ended)."""
+    """The job as the server answers the cancel; ApiError when it refuses (a 409 on a job that
+    ended). The ledgers naming it hear of it first: a job the operator cancels is not resent."""
     register_secret(key.get_secret_value())
+    mark_cancelled(_ledger_folders(config), batch_id)
     client = FilesClient(config.api, config.upload, key)
     try:
         return client.cancel_batch(batch_id)

@@ -36,10 +36,11 @@ import structlog
 
 from .. import __version__
 from ..schemas import BATCH
-from ..state.fs import fsync_dir, move_no_replace, write_atomic
+from ..state.fs import fsync_dir, move_no_replace
 from .download import download, hash_file
 from .join import ERRORS, OUTPUT, Counts, count_answers, join_results
 from .manifest import iso, update_manifest
+from .sidecar import publish
 from .store import BatchRecord, BatchStore
 
 log = structlog.get_logger("inboxd.batch")
@@ -212,7 +213,7 @@ def _deliver_locked(client: Any, store: BatchStore, rec: BatchRecord, cancel: th
         # every data file is complete and in place: the signal goes last
         rec = store.update(rec.claim, delivered_at=rec.delivered_at or time.time())
         data = batch_sidecar(rec, counts, requests)
-        write_atomic(sidecar, (json.dumps(data, indent=2) + "\n").encode("utf-8"))
+        publish(sidecar, data)
     else:
         data = json.loads(sidecar.read_text())
         counts = Counts(**data.get("counts", {}))

@@ -58,6 +58,8 @@ class LedgerJob(BaseModel):
     completed_at: str | None = None
     error: str | None = None
     cancelled_by_operator: bool = False
+    rejected: bool = False  # the server refused the create (4xx): its requests are final, never resent
+    create_status: int | None = None  # the HTTP status of that refusal
     final: int | None = None  # requests that got their final answer in this job (settled)
     resend: int | None = None  # requests sent on to the next round (settled)
 
@@ -68,8 +70,8 @@ class LedgerJob(BaseModel):
 
     @property
     def open(self) -> bool:
-        """Created and not yet terminal: it takes a slot of max_jobs_in_flight."""
-        return self.stage == "created" or (self.stage == "creating" and self.id is not None)
+        """Started and not yet terminal: it takes a slot of max_jobs_in_flight."""
+        return self.stage in ("uploaded", "creating", "created")
 
 
 class LedgerInput(BaseModel):
@@ -93,6 +95,9 @@ class Ledger(BaseModel):
     parts: list[Span]
     jobs: list[LedgerJob]
     host: str = Field(default_factory=socket.gethostname)
+    stem: str | None = None  # <outbox>/<stem>.*: chosen (and saved) before the first outbox file
+    outbox: str | None = None
+    manifest: str | None = None  # the input's manifest in done/, once archived
     dropped_at: float | None = None
     uploaded_at: float | None = None
     finished_at: float | None = None
@@ -148,7 +153,7 @@ class Ledger(BaseModel):
         transient error or not at all) when rounds are left and the operator did not cancel it.
         What is not resent is final. The caller saves the ledger: both in one write."""
         job.stage = "settled"
-        if not resend or job.cancelled_by_operator or job.round > self.limits.resubmit_rounds:
+        if not resend or job.cancelled_by_operator or job.rejected or job.round > self.limits.resubmit_rounds:
             job.final, job.resend = job.requests, 0
             return None
         job.final, job.resend = job.requests - resend_requests, resend_requests

@@ -14,7 +14,6 @@ file (as `join.py`), built from the jobs' answer files latest round first, then:
 
 from __future__ import annotations
 
-import json
 import os
 import sqlite3
 import tempfile
@@ -27,7 +26,7 @@ from typing import Any
 import msgspec
 
 from ..api import Cancelled
-from .answers import ERRORS, OUTPUT, custom_id_of, error_of, parse, response_of, verdict
+from .answers import ERRORS, OUTPUT, custom_id_of, error_of, parse, read_answer, response_of
 from .join import Counts
 from .split import lines
 
@@ -97,10 +96,11 @@ class _Index:
         for i, (off, raw) in enumerate(lines(path)):
             _check(cancel, i)
             line = raw.rstrip(b"\r\n")
-            cid = custom_id_of(line) if line.strip() else None
+            if not line.strip():
+                continue
+            cid, v = read_answer(line, kind)
             if cid is None:
                 continue
-            v = verdict(parse(line), kind)
             rows.append((cid, job, kind, off, len(line), int(v.failed), v.code))
             if len(rows) >= _BATCH:
                 self.db.executemany("INSERT OR IGNORE INTO idx VALUES (?,?,?,?,?,?,?)", rows)
@@ -108,12 +108,28 @@ class _Index:
         self.db.executemany("INSERT OR IGNORE INTO idx VALUES (?,?,?,?,?,?,?)", rows)
         self.db.execute("COMMIT")
 
+    def add_input(self, path: Path, cancel: threading.Event | None) -> None:
+        """Every non-blank input line's number and custom_id, for one joined pass in input order."""
+        def rows() -> Any:
+            for n, (_, raw) in enumerate(lines(path), start=1):
+                _check(cancel, n)
+                if raw.strip():
+                    yield n, custom_id_of(raw)
+
+        self.db.execute("CREATE TABLE inp (line INTEGER PRIMARY KEY, custom_id TEXT)")
+        self.db.execute("BEGIN")
+        self.db.executemany("INSERT INTO inp VALUES (?, ?)", rows())
+        self.db.execute("COMMIT")
+
+    def joined(self) -> Any:
+        """(line, custom_id, job, kind, off, len, failed) of every input line in order; the
+        answer's columns are None for a request with no answer."""
+        return self.db.execute("SELECT inp.line, inp.custom_id, idx.job, idx.kind, idx.off, idx.len, idx.failed "
+                               "FROM inp LEFT JOIN idx ON idx.custom_id = inp.custom_id ORDER BY inp.line")
+
     def chosen(self, kind: int) -> Any:
         """(job, offset, length) of the final answers in `kind` files, job by job, in file order."""
         return self.db.execute("SELECT job, off, len FROM idx WHERE kind = ? ORDER BY job, off", (kind,))
-
-    def lookup(self, cid: str) -> tuple[int, int, int, int, int] | None:
-        return self.db.execute("SELECT job, kind, off, len, failed FROM idx WHERE custom_id = ?", (cid,)).fetchone()
 
     def by_code(self) -> dict[str, int]:
         rows = self.db.execute("SELECT code, COUNT(*) FROM idx WHERE failed = 1 GROUP BY code ORDER BY code")
@@ -188,35 +204,60 @@ def _write_chosen(index: _Index, files: _Files, kind: int, dest: Path, usage: di
         _close_out(out)
 
 
-def _result(index: _Index, files: _Files, jobs: list[JobFiles], raw: bytes, n: int,
-            counts: Counter[str]) -> dict[str, Any]:
-    cid = custom_id_of(raw)
-    hit = index.lookup(cid) if cid is not None else None
-    entry: dict[str, Any] = {"custom_id": cid, "line": n}
-    if hit is None:
-        counts["missing"] += 1
-        entry.update(status="missing", response=None, error=None, batch_id=None, round=None)
-        return entry
-    job, kind, off, length, failed = hit
-    obj = parse(files.read(job, kind, off, length))
-    status = "failed" if failed else "succeeded"
-    counts[status] += 1
-    entry.update(status=status, response=response_of(obj) if (obj is not None and kind == OUTPUT) else None,
-                 error=error_of(obj, kind) if failed else None, batch_id=jobs[job].batch_id, round=jobs[job].round)
-    return entry
+class _Parts(msgspec.Struct):
+    response: msgspec.Raw = msgspec.Raw(b"")
+    error: msgspec.Raw = msgspec.Raw(b"")
+
+
+_PARTS = msgspec.json.Decoder(_Parts)
+_EMPTY = (b"", b"null", b"false", b'""', b"{}", b"[]", b"0")
+_MISSING = b',"status":"missing","response":null,"error":null,"batch_id":null,"round":null}\n'
+
+
+def _slow_answer(raw: bytes, kind: int, failed: bool) -> tuple[bytes, bytes]:
+    """(response, error) as JSON of an answer line of an unusual shape (no `response` member)."""
+    obj = parse(raw)
+    response = response_of(obj) if (obj is not None and kind == OUTPUT) else None
+    error = error_of(obj, kind) if failed else None
+    return msgspec.json.encode(response), msgspec.json.encode(error)
+
+
+def _answer(raw: bytes, kind: int, failed: bool) -> tuple[bytes, bytes]:
+    """(response, error) of an answer line, as JSON taken from the line (not rebuilt)."""
+    try:
+        parts = _PARTS.decode(raw)
+    except (msgspec.DecodeError, msgspec.ValidationError):
+        return _slow_answer(raw, kind, failed)
+    response, error = bytes(parts.response), bytes(parts.error)
+    if kind == OUTPUT and not response:
+        return _slow_answer(raw, kind, failed)
+    if not failed:
+        return response, b"null"
+    if error.strip() in _EMPTY:
+        return _slow_answer(raw, kind, failed)
+    return (response if kind == OUTPUT else b"null"), error
 
 
 def _write_results(index: _Index, files: _Files, jobs: list[JobFiles], input_path: Path, dest: Path,
                    cancel: threading.Event | None) -> Counts:
     counts: Counter[str] = Counter()
+    index.add_input(input_path, cancel)
+    ids = [(msgspec.json.encode(j.batch_id), str(j.round).encode()) for j in jobs]
     out = _open_out(dest)
     try:
-        for n, (_, raw) in enumerate(lines(input_path), start=1):
-            _check(cancel, n)
-            if not raw.strip():
+        for i, (n, cid, job, kind, off, length, failed) in enumerate(index.joined()):
+            _check(cancel, i)
+            head = b'{"custom_id":' + msgspec.json.encode(cid) + b',"line":' + str(n).encode()
+            if job is None:
+                counts["missing"] += 1
+                out.write(head + _MISSING)
                 continue
-            entry = _result(index, files, jobs, raw, n, counts)
-            out.write(json.dumps(entry, ensure_ascii=False, separators=(",", ":")).encode("utf-8") + b"\n")
+            status = "failed" if failed else "succeeded"
+            counts[status] += 1
+            response, error = _answer(files.read(job, kind, off, length), kind, bool(failed))
+            batch_id, rnd = ids[job]
+            out.write(b"".join((head, b',"status":"', status.encode(), b'","response":', response, b',"error":',
+                                error, b',"batch_id":', batch_id, b',"round":', rnd, b"}\n")))
     finally:
         _close_out(out)
     return Counts(succeeded=counts["succeeded"], failed=counts["failed"], missing=counts["missing"])

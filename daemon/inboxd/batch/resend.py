@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Collection
 from pathlib import Path
 
-from .answers import ERRORS, OUTPUT, Verdict, custom_id_of, parse, verdict
+from .answers import ERRORS, OUTPUT, Verdict, custom_id_of, read_answer
 from .split import Range, coalesce, lines
 
 DEFAULT_CODES = (429, 500, 502, 503, 504)
@@ -29,9 +29,9 @@ def job_verdicts(answers: dict[int, Path | None]) -> dict[str, Verdict]:
         for _, raw in lines(path):
             if not raw.strip():
                 continue
-            cid = custom_id_of(raw)
+            cid, v = read_answer(raw, kind)
             if cid is not None and cid not in out:
-                out[cid] = verdict(parse(raw), kind)
+                out[cid] = v
     return out
 
 

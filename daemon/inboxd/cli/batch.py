@@ -101,8 +101,8 @@ def _render(outcome: BatchOutcome, *, as_json: bool) -> int:
             if entry:
                 out(f"  {entry['path']}  ({entry['lines']} lines, {entry['bytes']} bytes)")
         out(f"  {outcome.sidecar}")
-        if not outcome.completed and data["batch"].get("error"):
-            err(f"inboxd batch: {rec.batch_id} ended {rec.status}: {data['batch']['error']}")
+        if not outcome.completed and outcome.error:
+            err(f"inboxd batch: {rec.batch_id} ended {rec.status}: {outcome.error}")
     return EXIT_OK if outcome.completed else EXIT_FAILED
 
 
