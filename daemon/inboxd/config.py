@@ -223,6 +223,9 @@ class DaemonConfig(_Section):
     # is local, plus the heartbeat; heartbeat = never flock (network filesystems, FUSE)
     claim_liveness: Literal["auto", "heartbeat"] = "auto"
     claim_timeout_seconds: float = Field(60, gt=0)
+    # not in SPEC §4: a file holding the token the status page (/, /status.json, the error
+    # sidecars) asks for; required when metrics_address is not a loopback address
+    status_token_file: Path | None = None
 
     @field_validator("log_level", mode="before")
     @classmethod
