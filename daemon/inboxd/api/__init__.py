@@ -13,8 +13,9 @@ from ._errors import (
     UrlExpiredError,
 )
 from ._models import FileObject
+from ._protocol import Client
 
 __all__ = [
-    "ApiError", "AuthError", "Cancelled", "FileObject", "FilesClient", "ProtocolError", "RejectedError",
+    "ApiError", "AuthError", "Cancelled", "Client", "FileObject", "FilesClient", "ProtocolError", "RejectedError",
     "SourceChangedError", "TransientError", "UploadResult", "UrlExpiredError",
 ]

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field, replace
 from enum import StrEnum
 from typing import Any, BinaryIO
 
-from ..api import FilesClient
+from ..api import Client
 from ..batch import BatchStore, Poller
 from ..config import Config
 from ..state.journal import Journal, Row
@@ -38,7 +38,7 @@ class Context:
     at its start (`FileRun`), so one file is never handled with two configurations."""
 
     config: Config
-    client: FilesClient
+    client: Client
     journal: Journal
     queue: WorkQueue
     cancel: threading.Event
@@ -70,7 +70,7 @@ class FileRun:
     job: Job
     hb: Heartbeat
     config: Config
-    client: FilesClient
+    client: Client
     journal: Journal
     row: Row
     cancel: threading.Event

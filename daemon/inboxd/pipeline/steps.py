@@ -125,6 +125,9 @@ def archive(run: FileRun, ctx: Context) -> Outcome:
     _bug_hook(ctx, Step.ARCHIVE)
     job = run.job
     row = run.refresh()
+    # a claimed file gone after its target was reserved was moved already: FileNotFoundError
+    # finishes it from the journal (`finish_orphan`), never under a second name
+    os.lstat(job.claim)
     manifest_path = archive_file(run.journal, job.inbox, row)
     _follow_batch(run, ctx)
     # the one info line of a file that went well (the stage lines are at debug): all of it here
