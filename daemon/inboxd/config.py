@@ -226,6 +226,9 @@ class DaemonConfig(_Section):
     # not in SPEC §4: a file holding the token the status page (/, /status.json, the error
     # sidecars) asks for; required when metrics_address is not a loopback address
     status_token_file: Path | None = None
+    # not in SPEC §4: files of one inbox held in memory at a time (settling or ready); the rest
+    # of a backlog waits in the folder and is taken in by later scans (docs/limits.md)
+    candidate_window: int = Field(2000, ge=1)
 
     @field_validator("log_level", mode="before")
     @classmethod

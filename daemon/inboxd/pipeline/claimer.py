@@ -7,6 +7,12 @@ a file held open is never claimed, whether it was written in place or renamed in
 writer that kept it open. Where no lease can be taken, a file seen being written needs a
 close-write event after its last change. Ready files are claimed round-robin across
 inboxes, while fewer than `capacity` jobs are queued or in flight.
+
+Memory stays flat whatever the backlog: at most `window` paths of an inbox are held (settling,
+held open, or ready) at a time. A path met beyond that (an event, or a scan that found the
+window full) is not looked at and nothing of it is kept; the inbox is marked, and once its
+window has drained to half, `refill` scans the folder again (`candidate_names`: one name at a
+time, no stat for the names it passes over) and takes the next ones in.
 """
 
 from __future__ import annotations
@@ -22,7 +28,7 @@ from ..state.journal import Journal
 from ..watch.ignore import is_ignored_name
 from ..watch.lease import Writers, open_for_writing
 from ..watch.readiness import ReadinessTracker
-from ..watch.scan import inspect_path, scan_inbox
+from ..watch.scan import candidate_names, inspect_path
 from .inboxes import InboxSet, InboxState
 from .work import Job, WorkQueue
 
@@ -31,11 +37,13 @@ log = structlog.get_logger("inboxd.daemon")
 HELD_OPEN_REPEAT = 600.0  # a file held open (or stuck) is warned about again every 10 minutes
 STUCK_SCANS = 3  # seen by more scans than this and not claimed: file.stuck
 CLAIM_ROUND = 4  # with this many jobs queued, claim once this many slots are free (`claim_ready`)
+DEFAULT_WINDOW = 2000  # paths of one inbox held at a time (about 2 KB each); the config's candidate_window
+REFILL_GAP = 1.0  # seconds between two refill scans of one inbox
 
 
 class Claimer:
     def __init__(self, inboxes: InboxSet, journal: Journal, queue: WorkQueue, *, settle_seconds: float,
-                 held_open_warn_seconds: float, state_dir: Path) -> None:
+                 held_open_warn_seconds: float, state_dir: Path, window: int = DEFAULT_WINDOW) -> None:
         self.inboxes = inboxes
         self.journal = journal
         self.queue = queue
@@ -49,11 +57,45 @@ class Claimer:
         self.stuck_warned: dict[str, float] = {}
         self.claim_errors: dict[str, str] = {}
         self.ignored: dict[str, set[str]] = {}  # inbox -> names matching no pattern, said once
+        self.window = window
+        self.left_out: set[str] = set()  # inboxes with files not taken into the window: refill
+        self.beyond: dict[str, int] = {}  # inbox -> candidates its last scan left out of the window
+        self._last_scan: dict[str, float] = {}
+
+    # --- the window ------------------------------------------------------------------------
+
+    def held(self, state: InboxState) -> int:
+        """Paths of the inbox held now (a ready path looked at again may count twice: the
+        bound errs low)."""
+        return self.tracker.count_in(state.key) + len(state.ready)
+
+    def _admit(self, state: InboxState, path: str) -> bool:
+        """May `path` be looked at (held)? Yes if it already is, or the window has room; else
+        the inbox is marked for a refill and nothing of the path is kept."""
+        if path in self.tracker or path in state.ready or self.held(state) < self.window:
+            return True
+        self.left_out.add(state.key)
+        return False
+
+    def lost_events(self) -> None:
+        """Events may have been lost (a queue overflowed): every inbox is refilled by a scan."""
+        self.left_out.update(s.key for s in self.inboxes)
+
+    def refill(self) -> None:
+        """Scan again each inbox that left files out, once its window has drained to half
+        (and at most every REFILL_GAP seconds): the backlog moves in a window at a time."""
+        now = time.monotonic()
+        for state in self.inboxes:
+            if state.key in self.left_out and not state.missing and self.held(state) <= self.window // 2 \
+                    and now - self._last_scan.get(state.key, 0.0) >= REFILL_GAP:
+                self.scan(state, count=False)
 
     # --- ready -----------------------------------------------------------------------------
 
     def look(self, state: InboxState, path: str, moved_in: bool = False, events: Iterable[str] = ()) -> None:
-        """Look at one path again and decide whether it is ready to claim."""
+        """Look at one path again and decide whether it is ready to claim (if the window has room)."""
+        if not self._admit(state, path):
+            return
         entry = inspect_path(path, state.config.patterns, state.skip)
         if entry is None:
             self.tracker.forget(path)
@@ -93,16 +135,33 @@ class Claimer:
                         hint="a producer still has this file open for writing; it is claimed once closed")
         return False
 
-    def scan(self, state: InboxState) -> None:
+    def scan(self, state: InboxState, count: bool = True) -> None:
+        """Look at the folder's candidates: those held again, new ones while the window has
+        room; the rest are only counted (`beyond`). `count`: a full rescan, whose sightings
+        tell stuck files (a refill is not one: it would make files waiting for a worker
+        "stuck" after three refills)."""
         unmatched: list[str] = []
+        present: set[str] = set()  # the window's paths this scan saw
+        beyond = 0
+        key = state.key
+        self._last_scan[key] = time.monotonic()
+        self.left_out.discard(key)
         try:
-            entries = scan_inbox(state.config.path, state.config.patterns, state.skip, unmatched)
+            for path, _ in candidate_names(state.config.path, state.config.patterns, state.skip, unmatched):
+                if path in self.tracker or path in state.ready or self.held(state) < self.window:
+                    self.look(state, path)
+                    if path in self.tracker or path in state.ready:
+                        present.add(path)
+                else:
+                    beyond += 1
         except OSError:
             return  # a missing folder is noticed by the watch check
-        for e in entries:
-            self.look(state, e.path)
+        self.beyond[key] = beyond
+        if beyond:
+            self.left_out.add(key)
         state.scanned = True
-        self._count_sightings(state, {e.path for e in entries})
+        if count:
+            self._count_sightings(state, present)
         self._say_ignored(state, unmatched)
 
     def _say_ignored(self, state: InboxState, names: list[str], replace: bool = True) -> None:
@@ -185,10 +244,10 @@ class Claimer:
         paths = set(state.ready) | set(self.tracker.paths_in(key))
         paths |= {p for p in self.sightings if p.startswith(prefix) and (p in self.claim_errors
                                                                           or self.sightings[p] > STUCK_SCANS)}
-        return len(paths)
+        return len(paths) + self.beyond.get(key, 0)
 
     def pending(self) -> bool:
-        return any(s.ready for s in self.inboxes) or self.tracker.pending() > 0
+        return any(s.ready for s in self.inboxes) or self.tracker.pending() > 0 or bool(self.left_out)
 
     # --- claim -----------------------------------------------------------------------------
 

@@ -84,7 +84,7 @@ class Daemon:
         self.inboxes = InboxSet(new_claimer(), self.liveness)
         self.claimer = Claimer(self.inboxes, self.journal, self.queue, settle_seconds=config.daemon.settle_seconds,
                                held_open_warn_seconds=config.daemon.held_open_warn_seconds,
-                               state_dir=config.daemon.state_dir)
+                               state_dir=config.daemon.state_dir, window=config.daemon.candidate_window)
         self.gate = AuthGate(self.queue)
         # daemons sharing an inbox agree on its settings, or do not claim there (fingerprint.py)
         self.settings = SettingsGate(self.liveness.heartbeat_every())
@@ -198,12 +198,14 @@ class Daemon:
             if state is not None:
                 self.claimer.look(state, path, moved, events.get(path, ()))
         now = time.monotonic()
-        if overflowed or now >= self._next_rescan:
-            if overflowed:
-                log.warning("watch.rescan", reason="events may have been lost")
+        if overflowed:  # every inbox is scanned again as soon as its window has room (`refill`)
+            log.warning("watch.rescan", reason="events may have been lost")
+            self.claimer.lost_events()
+        if now >= self._next_rescan:
             self._next_rescan = now + self.config.daemon.rescan_seconds
             self._rescan_all()
         self.claimer.look_again_due()
+        self.claimer.refill()
         if now - self._watches_checked >= TICK:  # at most every tick, not at every burst of events
             self._watches_checked = now
             self._check_watches()

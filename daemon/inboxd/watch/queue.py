@@ -1,7 +1,8 @@
 """A bounded, de-duplicated queue of paths: what observer handlers write into.
 
 `put` never blocks and never raises: when the queue is full the path is dropped and the
-queue remembers that it overflowed, so the daemon rescans every inbox instead.
+queue remembers that it overflowed, so the daemon rescans every inbox instead. The capacity
+is a memory bound (a few hundred bytes a path): a burst larger than it is found by the scan.
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ from collections import OrderedDict
 
 
 class PathQueue:
-    def __init__(self, capacity: int = 50_000) -> None:
+    def __init__(self, capacity: int = 10_000) -> None:
         self._capacity = capacity
         self._items: OrderedDict[tuple[str, str], bool] = OrderedDict()
         self._cond = threading.Condition()

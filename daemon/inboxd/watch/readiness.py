@@ -32,11 +32,29 @@ def signature(st: os.stat_result) -> tuple[int, int, int]:
 
 
 class ReadinessTracker:
-    """Per path: first seen, last change. Not thread-safe: the daemon loop owns it."""
+    """Per path: first seen, last change. Not thread-safe: the daemon loop owns it.
+
+    It holds only the paths the claimer took into its window (`Claimer`): how many per
+    folder is kept as a count (`count_in`), so the window's bound is checked in O(1)."""
 
     def __init__(self, settle_seconds: float) -> None:
         self.settle_seconds = settle_seconds
         self._seen: dict[str, _Seen] = {}
+        self._counts: dict[str, int] = {}  # folder -> paths of it held here
+
+    def __contains__(self, path: str) -> bool:
+        return path in self._seen
+
+    def count_in(self, folder: str) -> int:
+        return self._counts.get(folder.rstrip("/") or "/", 0)
+
+    def _count(self, path: str, delta: int) -> None:
+        folder = os.path.dirname(path)
+        n = self._counts.get(folder, 0) + delta
+        if n > 0:
+            self._counts[folder] = n
+        else:
+            self._counts.pop(folder, None)
 
     def observe(self, path: str, st: os.stat_result, *, moved_in: bool = False, now: float | None = None,
                 created: bool = False, closed: bool = False) -> bool:
@@ -49,6 +67,7 @@ class ReadinessTracker:
         seen = self._seen.get(path)
         if seen is None:
             seen = self._seen[path] = _Seen(now, now, sig)
+            self._count(path, 1)
         elif seen.signature != sig:
             seen.signature, seen.last_change = sig, now
             seen.written_here, seen.closed = True, False
@@ -95,12 +114,13 @@ class ReadinessTracker:
                 if s.held_since is not None and (prefix is None or p.startswith(prefix))]
 
     def forget(self, path: str) -> None:
-        self._seen.pop(path, None)
+        if self._seen.pop(path, None) is not None:
+            self._count(path, -1)
 
     def forget_under(self, folder: str) -> None:
         prefix = folder.rstrip("/") + "/"
         for path in [p for p in self._seen if p.startswith(prefix)]:
-            del self._seen[path]
+            self.forget(path)
 
     def due(self, now: float | None = None) -> list[str]:
         """Paths still settling whose quiet period has run out: look at them again."""

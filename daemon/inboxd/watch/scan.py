@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 import stat
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -67,3 +67,19 @@ def scan_inbox(folder: Path, patterns: Sequence[str], skip: Sequence[str] = (),
                 continue
             out.append(Entry(d.path, d.name, st))
     return out
+
+
+def candidate_names(folder: Path | str, patterns: Sequence[str], skip: Sequence[str] = (),
+                    unmatched: list[str] | None = None) -> Iterator[tuple[str, str]]:
+    """(path, name) of every candidate in the folder, in directory order, one at a time and
+    without a stat: a scan of a folder of a million names holds one name at a time, and stats
+    only the ones its caller takes (`inspect_path`). Raises OSError if the folder is gone;
+    `unmatched` as in `scan_inbox`."""
+    with os.scandir(folder) as it:
+        for d in it:
+            name = d.name
+            if name in skip or not is_candidate(name, patterns):
+                if unmatched is not None and name not in skip and not is_ignored_name(name):
+                    unmatched.append(name)
+                continue
+            yield d.path, name
