@@ -231,7 +231,8 @@ class Journal:
                 if later:
                     db.executemany("UPDATE files SET stage = 'archived', updated_at = ? WHERE claim = ?",
                                    [(when, claim) for claim, when in later])
-                    self._finished(db, [(claim, {"stage": "archived", "updated_at": when}) for claim, when in later])
+                    _run_hooks(self._on_finished, self._rows, db,
+                               [(claim, {"stage": "archived", "updated_at": when}) for claim, when in later])
                 statements(db)
         except BaseException:
             with self._rows_lock:
@@ -273,26 +274,11 @@ class Journal:
         def statements(db: sqlite3.Connection) -> None:
             db.execute(f"UPDATE files SET {cols}, updated_at = ? WHERE claim = ?", (*fields.values(), now, claim))
             if finishing:
-                self._finished(db, [(claim, {**fields, "updated_at": now})])
+                _run_hooks(self._on_finished, self._rows, db, [(claim, {**fields, "updated_at": now})])
 
         self._write(statements, atomic=finishing)
         with self._rows_lock:
             self._cached(claim, fields, now)
-
-    def _finished(self, db: sqlite3.Connection, changes: list[tuple[str, dict[str, Any]]]) -> None:
-        """Run the `on_finished` hooks for rows that reach a finished stage in this transaction."""
-        if not self._on_finished:
-            return
-        for claim, fields in changes:
-            row = self._rows.get(claim)
-            if row is None:
-                found = db.execute("SELECT * FROM files WHERE claim = ?", (claim,)).fetchall()
-                if not found:
-                    continue
-                row = self._row(found[0])
-            row = replace(row, **fields)
-            for hook in self._on_finished:
-                hook(db, row)
 
     def move(self, old_claim: str, new_claim: str) -> None:
         """A stale claim was taken over under a new claim path."""
@@ -394,3 +380,20 @@ class Journal:
             "SELECT * FROM files WHERE inbox = ? AND stage = 'failed' ORDER BY updated_at DESC LIMIT ?", (inbox, limit)
         )
         return [self._row(r) for r in rows]
+
+
+def _run_hooks(hooks: list[FinishedHook], cached: dict[str, Row], db: sqlite3.Connection,
+               changes: list[tuple[str, dict[str, Any]]]) -> None:
+    """Run the `on_finished` hooks for rows that reach a finished stage in this transaction."""
+    if not hooks:
+        return
+    for claim, fields in changes:
+        row = cached.get(claim)
+        if row is None:
+            found = db.execute("SELECT * FROM files WHERE claim = ?", (claim,)).fetchall()
+            if not found:
+                continue
+            row = Row(**{k: found[0][k] for k in found[0].keys()})
+        row = replace(row, **fields)
+        for hook in hooks:
+            hook(db, row)
