@@ -268,7 +268,7 @@ class Claimer:
             for state in self.inboxes:
                 if free <= 0 or self.stopping:  # a signal may come in the middle of a round
                     break
-                if not state.ready:
+                if not state.ready or state.held is not None:  # held: its settings differ (fingerprint.py)
                     continue
                 path, _ = state.ready.popitem(last=False)
                 claimed_any = True

@@ -204,10 +204,26 @@ def _key_source(config: Config, env: Mapping[str, str]) -> Problem | None:
     return None
 
 
+def _settings_agree(i: int, config: Config) -> Problem | None:
+    """A shared inbox: this configuration's settings for it match those its live daemons run
+    with (`fingerprint.py`); else a daemon with it would not claim there."""
+    from .claim import Liveness
+    from .fingerprint import assess
+
+    inbox = config.inboxes[i]
+    if not inbox.work.is_dir():
+        return None
+    verdict = assess(inbox, Liveness(config.daemon.claim_liveness, config.daemon.claim_timeout_seconds))
+    if verdict.agreed:
+        return None
+    return Problem(f"inboxes[{i}]", f"{inbox.path}: {verdict.reason()} (see docs/shared-inboxes.md)")
+
+
 def machine_problems(config: Config, env: Mapping[str, str] | None = None) -> list[Problem]:
     """`inboxd config check`: every folder exists (or may be created) and is writable by this
     user, done/ and failed/ share the inbox's filesystem, state_dir is local, the key source is
-    readable. The metrics address is not tried: a running daemon holds it."""
+    readable, a shared inbox's live daemons run with this configuration's settings for it.
+    The metrics address is not tried: a running daemon holds it."""
     env = os.environ if env is None else env
     problems: list[Problem | None] = [_state_dir(config, env), _state_dir_local(config)]
     for i, inbox in enumerate(config.inboxes):
@@ -215,6 +231,7 @@ def machine_problems(config: Config, env: Mapping[str, str] | None = None) -> li
         for key, folder in (("done_dir", inbox.done), ("failed_dir", inbox.failed)):
             problems.append(_folder(f"inboxes[{i}].{key}", folder, missing=None))
         problems.extend(_same_filesystem(i, config))
+        problems.append(_settings_agree(i, config))
     problems.append(_key_source(config, env))
     return [p for p in problems if p is not None]
 

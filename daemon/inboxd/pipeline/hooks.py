@@ -92,6 +92,7 @@ def snapshot(daemon: Daemon) -> dict[str, Any]:
                 "retried": by_inbox.get(s.key, {}).get("retried", 0),
                 "watch_alive": s.watch_ok(),
                 "missing": s.missing,
+                "held": s.held,  # why nothing is claimed here: its settings differ (fingerprint.py)
             }
             for s in daemon.inboxes
         },
@@ -109,6 +110,9 @@ def summary(snapshot: dict[str, Any]) -> str:
         text += ", PAUSED: the API rejects the key"
     if snapshot["inboxes_missing"]:
         text += f", missing inbox folders: {len(snapshot['inboxes_missing'])}"
+    held = sum(1 for i in snapshot["inboxes"].values() if i.get("held"))
+    if held:
+        text += f", NOT CLAIMING in {held} inboxes: settings differ from their other daemons'"
     return text
 
 
@@ -237,7 +241,8 @@ class Service(Notify):
                               inboxes_missing=snap["inboxes_missing"], waiting=waiting, last_success=last,
                               started=self.started, now=time.time(),
                               stale_seconds=self.config.daemon.health_stale_seconds,
-                              stuck={p: why for i in snap["inboxes"].values() for p, why in i.get("stuck", {}).items()})
+                              stuck={p: why for i in snap["inboxes"].values() for p, why in i.get("stuck", {}).items()},
+                              held={k: i["held"] for k, i in snap["inboxes"].items() if i.get("held")})
 
     def reloading(self, daemon: Daemon) -> None:
         super().reloading(daemon)

@@ -24,6 +24,9 @@ class InboxState:
         self.ready: OrderedDict[str, None] = OrderedDict()
         self.missing = False
         self.scanned = False
+        # why this daemon does not claim here: its settings differ from those the inbox's live
+        # daemons run with (`fingerprint.SettingsGate`); None: it claims
+        self.held: str | None = None
 
     @property
     def skip(self) -> tuple[str, ...]:
