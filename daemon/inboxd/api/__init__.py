@@ -13,9 +13,11 @@ from ._errors import (
     UrlExpiredError,
 )
 from ._models import FileObject
+from ._network import Network, redact_proxy, resolve_network
 from ._protocol import Client
 
 __all__ = [
     "ApiError", "AuthError", "Cancelled", "Client", "FileObject", "FilesClient", "ProtocolError", "RejectedError",
-    "SourceChangedError", "TransientError", "UploadResult", "UrlExpiredError",
+    "Network", "SourceChangedError", "TransientError", "UploadResult", "UrlExpiredError", "redact_proxy",
+    "resolve_network",
 ]

@@ -23,8 +23,9 @@ import requests
 from pydantic import AliasChoices, BaseModel, ConfigDict, Field
 
 from .._constants import BATCH_TERMINAL
+from ._answers import check_id, error_text, read_json
 from ._errors import ProtocolError, RejectedError
-from ._transport import Transport, check_id, error_text, read_json
+from ._transport import Transport
 
 STATUSES = ("VALIDATING", "IN_PROGRESS", "CANCELING", "COMPLETED", "FAILED", "EXPIRED", "CANCELLED")
 TERMINAL = BATCH_TERMINAL  # one definition, in inboxd._constants

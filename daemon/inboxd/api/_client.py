@@ -16,12 +16,14 @@ from .._constants import PROCESSING_FAILED
 from ..config import ApiConfig, UploadConfig
 from ..retry import PROCESSING_POLL
 from . import _batches
+from ._answers import check_id, error_text
 from ._bandwidth import Bandwidth, metered
 from ._batches import BatchJob
 from ._bodies import sha256_of
 from ._errors import AuthError, Cancelled, ProtocolError, RejectedError, SourceChangedError, TransientError
 from ._models import FileObject
-from ._transport import Observer, Transport, check_id, error_text, resolve_network
+from ._network import resolve_network
+from ._transport import Observer, Transport
 from ._upload import OnCreated, Source, abort, file_type_of, multipart, retrieve, single
 
 

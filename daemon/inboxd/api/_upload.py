@@ -23,10 +23,11 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from ..config import UploadConfig
+from ._answers import check_id, check_url, error_text, read_json, safe_url
 from ._bodies import RangeBody
 from ._errors import ApiError, ProtocolError, RejectedError, TransientError, UrlExpiredError
 from ._models import FileObject
-from ._transport import Transport, check_id, check_url, error_text, read_json, safe_url
+from ._transport import Transport
 
 MAX_RESTARTS = 2  # fresh presigned urls after an expiry, at most this often
 

@@ -352,7 +352,7 @@ def effective_config(config: Config) -> dict[str, Any]:
     """What `inboxd config check` shows: the configuration as plain data, secrets redacted
     (the key never; the proxy's password as ***), sizes as text, and under "resolved" where
     the key comes from and the route and CA bundle the API calls will take."""
-    from ..api._transport import redact_proxy, resolve_network
+    from ..api import redact_proxy, resolve_network
 
     try:
         _, key_source = resolve_api_key(config.api)
