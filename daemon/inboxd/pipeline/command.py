@@ -267,6 +267,11 @@ def run_daemon(config: Config, config_path: Path, *, emulator: bool, once: bool)
     try:
         config = target.adjust(config)
         key, source = target.resolve(config)
+        from ..events import read_secret
+
+        for sink in config.events:  # each webhook's secret, like the key: unreadable = refused at start
+            if sink.url is not None:
+                read_secret(sink)
     except ConfigError as exc:
         target.stop()
         state_lock.release()

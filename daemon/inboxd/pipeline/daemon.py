@@ -27,6 +27,7 @@ from .._constants import EXIT_FAILED, EXIT_OK
 from ..api import FilesClient
 from ..batch import BatchStore, Poller
 from ..config import Config, ConfigError, InboxConfig, load_config, resolve_api_key
+from ..events import Events
 from ..log import register_secret
 from ..state.journal import Journal
 from ..watch.lease import ignore_lease_breaks
@@ -97,6 +98,10 @@ class Daemon:
         # the batch round trip: one poller follows every job, whichever inbox made it
         self.ctx.batches = BatchStore(self.journal)
         self.ctx.poller = Poller(lambda: self.ctx.client, self.ctx.batches, self._batch_event)
+        # events for schedulers (SPEC §11): recorded inside the commits that publish the sidecars
+        self.events = Events(config, self.journal.db, self.inboxes.claimer)
+        self.journal.on_finished(self.events.on_file_finished)
+        self.ctx.batches.on_delivered(self.events.on_batch_delivered)
         self.workers: list[Worker] = []
         self.capacity = max(16, 4 * config.daemon.workers)
         self._stop = False
@@ -131,6 +136,7 @@ class Daemon:
             self._add_inbox(inbox)
         recover_orphan_rows(self)
         resume_batches(self)
+        self.events.start()  # the senders: one thread per event sink
         for i in range(self.config.daemon.workers):
             self.workers.append(Worker(self.ctx, i, on_done=self.paths.wake))
         for i in range(min(ARCHIVERS, self.config.daemon.workers)):
@@ -302,6 +308,11 @@ class Daemon:
             log.error("config.rejected", error=str(exc), hint="the running configuration is kept")
             return
         register_secret(key.get_secret_value())
+        try:
+            self.events.reload(new)
+        except ConfigError as exc:
+            log.error("config.rejected", error=str(exc), hint="the running configuration is kept")
+            return
         old = self.config
         self.config = new
         self.ctx.config = new

@@ -39,6 +39,7 @@ def shutdown(daemon: Daemon, grace: float) -> None:
     if daemon.ctx.poller is not None:
         daemon.ctx.poller.stop(timeout=CANCEL_WAIT)  # a delivery in progress resumes at the next start
     daemon.queue.close()
+    daemon.events.stop()  # a delivery under way ends (its event stays pending, sent at the next start)
     left = 0
     for state in daemon.inboxes.all_areas():
         mine = state.area.mine()

@@ -1,0 +1,343 @@
+"""The events of a running daemon: recording (hooks into the stages that publish sidecars),
+one sender thread per sink, and the figures for metrics, /healthz and status.
+
+Recording. `on_file_finished` runs inside the journal transaction that writes a file's
+`archived` or `failed` stage, `on_batch_delivered` inside the batch store's one that writes
+`delivered`: the event rows commit with the stage or not at all. The sidecar is renamed into
+place before that commit (done/ says it first), so a crash between the two leaves a stage
+that the next start writes again (`finish_orphan`, the poller's redelivery): the hook runs
+then. A manifest a survivor moves for a dead peer has no row here and is recorded by
+`record_sidecar`. An exception in a hook would roll the stage back: only database errors
+may leave it (the event file is best effort, `fleet.py`).
+
+Delivery. Each sink's `Sender` takes the sink's oldest pending event, sends it, and on a
+failure retries it after a backoff (doubling from `backoff_seconds` to `max_backoff_seconds`,
+with jitter; a `Retry-After` answer wins) under the same id; after `max_age_hours` without
+success the event is dead-lettered. Every failure but a 4xx holds the sink (order kept); a
+4xx parks that event and the sink goes on. A slow or dead sink holds only its own thread:
+the uploads never wait for an event, and other sinks have their own threads.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import sqlite3
+import threading
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import structlog
+
+from ..api import Network, resolve_network
+from ..config import Config, EventSinkConfig
+from ..state.db import Database
+from . import payload
+from .fleet import remove_event_file, take_over, write_event_file
+from .signing import read_secret
+from .sinks import CommandSink, Outcome, Sink, WebhookSink
+from .store import EventStore, NewEvent, adopt, insert
+
+log = structlog.get_logger("inboxd.events")
+
+MANIFEST_SUFFIX = ".manifest.json"
+ERROR_SUFFIX = ".error.json"
+IDLE_POLL = 1.0  # a sender with nothing due looks again this often (retried events, `inboxd events retry`)
+COMMIT_GRACE = 0.05  # a wake-up may come before the recording commit is visible: look again this soon
+PRUNE_EVERY = 3600.0
+
+
+def make_sink(config: EventSinkConfig, network: Network) -> Sink:
+    if config.url is not None:
+        return WebhookSink(config, read_secret(config), network)
+    return CommandSink(config)
+
+
+class Counters:
+    """Per process, for the Prometheus counters (reset at start, as counters may be)."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.delivered: dict[str, int] = {}
+        self.failed: dict[tuple[str, str], int] = {}
+        self.dead: dict[str, int] = {}
+
+    def add(self, table: dict[Any, int], key: Any) -> None:
+        with self.lock:
+            table[key] = table.get(key, 0) + 1
+
+
+class Sender(threading.Thread):
+    def __init__(self, events: Events, sink: Sink) -> None:
+        super().__init__(name=f"events:{sink.label}"[:40], daemon=True)
+        self.events, self.sink, self.label = events, sink, sink.label
+        self.wake = threading.Event()
+        self.stopping = threading.Event()
+        self.latency: list[float] = []  # seconds from record to delivery, for the benchmark's p99 (bounded)
+
+    def stop(self) -> None:
+        self.stopping.set()
+        self.wake.set()
+
+    def run(self) -> None:
+        store = self.events.store
+        while not self.stopping.is_set():
+            try:
+                now = time.time()
+                row = store.head(self.label, now)
+                if row is None:
+                    parked = store.next_parked(self.label)
+                    self._sleep(IDLE_POLL if parked is None else min(IDLE_POLL, parked - now))
+                    continue
+                if row.next_at > now:
+                    self._sleep(min(IDLE_POLL, row.next_at - now))
+                    continue
+                if row.file and not os.path.exists(row.file):
+                    store.moved(row)  # taken over by another host (fleet.py): it sends it
+                    log.info("event.moved", sink=self.label, id=row.id, source=row.source)
+                    continue
+                self._deliver(row, self.sink.send(row.id, row.body))
+            except sqlite3.Error as exc:
+                log.warning("events.store_error", sink=self.label, error=str(exc), retry_in=1.0)
+                self._sleep(1.0)
+            except Exception as exc:  # noqa: BLE001 - the sender must not die: say it, wait, go on
+                log.exception("events.sender_error", sink=self.label, error=str(exc), retry_in=1.0)
+                self._sleep(1.0)
+
+    def _sleep(self, seconds: float) -> None:
+        if self.wake.wait(max(0.0, seconds)):
+            self.wake.clear()
+            # woken by a record: its commit may land a moment later
+            if not self.stopping.is_set() and self.events.store.head(self.label, time.time()) is None:
+                self.stopping.wait(COMMIT_GRACE)
+
+    def _deliver(self, row: Any, outcome: Outcome) -> None:
+        store, counters, cfg = self.events.store, self.events.counters, self.sink.config
+        now = time.time()
+        if outcome.ok:
+            if store.delivered(row, now):
+                remove_event_file(row.file)
+            counters.add(counters.delivered, self.label)
+            if len(self.latency) < 100_000:
+                self.latency.append(now - row.created_at)
+            log.info("event.delivered", sink=self.label, id=row.id, type=row.type, source=row.source,
+                     attempts=row.attempts + 1, seconds=round(now - row.created_at, 3))
+            return
+        counters.add(counters.failed, (self.label, outcome.reason))
+        if now - row.since >= cfg.max_age_hours * 3600:
+            if store.dead(row, outcome.error):
+                remove_event_file(row.file)
+            counters.add(counters.dead, self.label)
+            log.error("event.dead", sink=self.label, id=row.id, type=row.type, source=row.source,
+                      attempts=row.attempts + 1, error=outcome.error,
+                      hint="inboxd events --dead lists it; inboxd events retry sends it again")
+            return
+        delay = min(cfg.max_backoff_seconds, cfg.backoff_seconds * 2 ** min(row.attempts, 30))
+        delay *= random.uniform(0.5, 1.0)
+        if outcome.retry_after is not None:
+            delay = outcome.retry_after
+        store.failed(row, next_at=now + delay, error=outcome.error, parked=outcome.parked)
+        log.warning("event.retry", sink=self.label, id=row.id, type=row.type, attempts=row.attempts + 1,
+                    reason=outcome.reason, error=outcome.error, retry_in=round(delay, 3))
+
+
+class Events:
+    """The daemon's events: `record_*` (the hooks), `start` / `stop` (the senders), `backlog`."""
+
+    def __init__(self, config: Config, db: Database, claimer: str | None,
+                 make: Callable[[EventSinkConfig, Network], Sink] = make_sink) -> None:
+        self.store = EventStore(db)
+        self.claimer = claimer
+        self.counters = Counters()
+        self.config = config
+        self._make = make
+        self.senders: dict[str, Sender] = {}
+        self._wants: dict[str, list[str]] = {}
+        self._inbox_work: dict[str, Path] = {}
+        self._next_prune = 0.0
+        self.configure(config)
+
+    def configure(self, config: Config) -> None:
+        """The sinks of `config` (at start; a reload calls `reload`): ConfigError if a secret
+        cannot be read, and then nothing has changed."""
+        network = resolve_network(config.api)
+        sinks = [self._make(s, network) for s in config.events]
+        self.stop()
+        self.config = config
+        self._sinks = sinks
+        wants: dict[str, list[str]] = {}
+        for s in config.events:
+            for t in s.types:
+                wants.setdefault(t, []).append(s.label)
+        self._wants = wants
+        self._inbox_work = {str(i.path): i.work for i in config.inboxes}
+
+    @property
+    def enabled(self) -> bool:
+        return bool(self.config.events)
+
+    def start(self) -> None:
+        for sink in self._sinks:
+            sender = Sender(self, sink)
+            self.senders[sink.label] = sender
+            sender.start()
+        if self._sinks:
+            log.info("events.started", sinks=[s.label for s in self._sinks])
+
+    def stop(self, timeout: float = 5.0) -> None:
+        for s in self.senders.values():
+            s.stop()
+        deadline = time.monotonic() + timeout
+        for s in self.senders.values():
+            s.join(max(0.0, deadline - time.monotonic()))
+            s.sink.close()
+        self.senders.clear()
+
+    def reload(self, config: Config) -> None:
+        """New sinks from a reloaded config (made first: a secret that cannot be read keeps the
+        running senders); the old senders stop, pending rows stay for the new ones."""
+        self.configure(config)
+        self.start()
+
+    def _wake(self, sinks: Sequence[str]) -> None:
+        for label in sinks:
+            sender = self.senders.get(label)
+            if sender is not None:
+                sender.wake.set()
+
+    # --- recording ----------------------------------------------------------------------
+
+    def _new(self, conn: sqlite3.Connection | None, kind: str, source: str, inbox: str | None,
+             body: dict[str, Any], when: float, *, fleet: bool = True) -> None:
+        sinks = self._wants.get(kind, [])
+        if not sinks:
+            return
+        event = NewEvent(id=payload.new_id(), type=kind, source=source, inbox=inbox, body=payload.encode(body),
+                         created_at=when)
+        work = self._inbox_work.get(inbox or "")
+        if fleet and work is not None and self.claimer:
+            try:
+                event = NewEvent(**{**event.__dict__, "file": write_event_file(work, self.claimer, event)})
+            except OSError as exc:  # best effort: the journal row is the record
+                log.warning("event.file_unwritable", inbox=inbox, id=event.id, error=str(exc))
+        if conn is not None:
+            insert(conn, event, sinks)
+        else:
+            self.store.record(event, sinks)
+        self._wake(sinks)
+
+    def on_file_finished(self, conn: sqlite3.Connection, row: Any) -> None:
+        """The journal's on_finished hook: a file's manifest or error sidecar is published."""
+        if not row.target or not row.sidecar:
+            return
+        kind = "file.archived" if row.stage == "archived" else "file.failed"
+        if not self._wants.get(kind):
+            return
+        when = time.time()
+        sidecar = json.loads(row.sidecar)
+        if kind == "file.archived":
+            path = row.target + MANIFEST_SUFFIX
+            body = payload.file_archived(path, sidecar, inbox=row.inbox, name=row.name, when=when)
+        else:
+            path = row.target + ERROR_SUFFIX
+            body = payload.file_failed(path, sidecar, inbox=row.inbox, name=row.name, when=when)
+        self._new(conn, kind, path, row.inbox, body, when)
+
+    def on_batch_delivered(self, conn: sqlite3.Connection, rec: Any) -> None:
+        """The batch store's on_delivered hook: a batch.json is published."""
+        if not self._wants.get("batch.delivered") or not rec.outbox or not rec.stem:
+            return
+        path = str(Path(rec.outbox) / f"{rec.stem}.batch.json")
+        try:
+            sidecar = json.loads(Path(path).read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            sidecar = {"batch": {"id": rec.batch_id, "status": rec.status, "input_file_id": rec.input_file_id},
+                       "input": {"path": rec.input_path}}
+        when = time.time()
+        self._new(conn, "batch.delivered", path, rec.inbox,
+                  payload.batch_delivered(path, sidecar, inbox=rec.inbox, when=when), when)
+
+    def record_sidecar(self, inbox: str, path: Path) -> None:
+        """A sidecar published without a stage of ours (a survivor finishing a dead peer's
+        manifest): recorded on its own, once."""
+        if self.store.recorded(str(path)):
+            return
+        try:
+            sidecar = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            return
+        when = time.time()
+        name = (sidecar.get("source") or {}).get("name") or path.name
+        if path.name.endswith(MANIFEST_SUFFIX):
+            self._new(None, "file.archived", str(path), inbox,
+                      payload.file_archived(str(path), sidecar, inbox=inbox, name=name, when=when), when)
+        elif path.name.endswith(ERROR_SUFFIX):
+            self._new(None, "file.failed", str(path), inbox,
+                      payload.file_failed(str(path), sidecar, inbox=inbox, name=name, when=when), when)
+
+    def take_over(self, inbox: str, work: Path, dead: Callable[[Path], bool]) -> int:
+        """The pending events of dead claimers of this inbox (fleet.py), now ours."""
+        if self.claimer is None:
+            return 0
+        taken = take_over(work, self.claimer, dead)
+        for event in taken:
+            sinks = self._wants.get(event.type, [])
+            if not sinks:
+                remove_event_file(event.file)
+                continue
+            with self.store.db.transaction() as tx:
+                adopt(tx, event, sinks)
+            self._wake(sinks)
+            log.info("event.taken_over", inbox=inbox, id=event.id, type=event.type, source=event.source)
+        return len(taken)
+
+    # --- figures ------------------------------------------------------------------------
+
+    def tick(self, now: float) -> None:
+        if now >= self._next_prune:
+            self._next_prune = now + PRUNE_EVERY
+            try:
+                self.store.prune(now)
+            except sqlite3.Error as exc:
+                log.warning("events.prune_failed", error=str(exc))
+
+    def backlog(self) -> dict[str, dict[str, Any]]:
+        """Per configured sink: pending, delivered, dead, the oldest pending age, and `behind`
+        (that age past the sink's unhealthy_after_seconds)."""
+        data = self.store.backlog()
+        out = {}
+        for s in self.config.events:
+            per = data.get(s.label, {"pending": 0, "delivered": 0, "dead": 0, "oldest_pending_seconds": None})
+            age = per.get("oldest_pending_seconds")
+            out[s.label] = {**per, "behind": age is not None and age > s.unhealthy_after_seconds}
+        return out
+
+    def problems(self) -> list[str]:
+        return [f"event sink {label}: the oldest pending event waits for {int(b['oldest_pending_seconds'])} s"
+                for label, b in self.backlog().items() if b["behind"]]
+
+
+def ping(config: Config, timeout: float | None = None) -> list[dict[str, Any]]:
+    """`inboxd config check --ping`: one `ping` event to each sink, now, without the journal."""
+    network = resolve_network(config.api)
+    out = []
+    for cfg in config.events:
+        if timeout is not None:
+            cfg = cfg.model_copy(update={"timeout_seconds": timeout})
+        entry: dict[str, Any] = {"sink": cfg.label}
+        try:
+            sink = make_sink(cfg, network)
+        except Exception as exc:  # noqa: BLE001 - a ConfigError (the secret): reported per sink
+            out.append({**entry, "ok": False, "reason": "config", "error": str(exc)})
+            continue
+        started = time.monotonic()
+        try:
+            outcome = sink.send(payload.new_id(), payload.encode(payload.ping(cfg.label, time.time())))
+        finally:
+            sink.close()
+        out.append({**entry, "ok": outcome.ok, "reason": outcome.reason or None, "error": outcome.error or None,
+                    "seconds": round(time.monotonic() - started, 3)})
+    return out
