@@ -174,7 +174,7 @@ class Verdict:
 def live_holders(work: Path, wanted: str, liveness: Liveness, *, skip: str = "") -> list[str]:
     """The claimers of this inbox, alive, whose own settings have the digest `wanted`."""
     probe = ClaimArea(work, "", liveness)
-    out = []
+    out: list[str] = []
     try:
         entries = list(os.scandir(work))
     except OSError:
