@@ -172,7 +172,7 @@ def report(label: str, latencies: list[float], first: float, last: float, n: int
 
 def bench_library(work: Path, files: list[Path], workers: int, poll: float) -> None:
     from inboxd.api import FilesClient
-    from inboxd.batch import BatchStore, Poller, create_once
+    from inboxd.batch import BatchInput, BatchStore, Poller, create_once
     from inboxd.check import check_file
     from inboxd.config import BatchConfig, parse_config
     from inboxd.log import configure
@@ -196,8 +196,9 @@ def bench_library(work: Path, files: list[Path], workers: int, poll: float) -> N
             rep = check_file(path, "batch-api", "basic")
             up = client.upload(path, "batch-api", sha256=rep.sha256, expected_size=rep.bytes)
             obj = client.wait_for_processing(up.file.id)
-            create_once(client, store, path.name, obj.id, bcfg, inbox=path.parent, input_sha256=rep.sha256,
-                        dropped_at=t0, uploaded_at=time.time(), requests=rep.records, input_path=path)
+            create_once(client, store, BatchInput(path.name, obj.id, bcfg, inbox=path.parent, sha256=rep.sha256,
+                                                  dropped_at=t0, uploaded_at=time.time(), requests=rep.records,
+                                                  input_path=path), attempts=3)
             poller.follow(path.name)
 
         t_first = time.time()

@@ -20,11 +20,11 @@ import jsonschema
 import pytest
 
 from inboxd.api import FilesClient
-from inboxd.batch import BatchRejected, BatchStore, Poller, create_once
+from inboxd.batch import BatchInput, BatchRejected, BatchStore, Poller, create_once
 from inboxd.batch.store import BatchRecord
 from inboxd.config import BatchConfig, parse_config
-from inboxd.state.journal import Journal
 from inboxd.schemas import BATCH, MANIFEST, load_schema
+from inboxd.state.journal import Journal
 from tests.helpers.daemon import wait_until
 from tests.helpers.emulator import EmulatorProc
 from tests.helpers.files import batch_line, batch_lines, sha
@@ -80,8 +80,9 @@ class World:
     def job(self, claim: str, data: bytes, name: str | None = None, **cfg: Any) -> BatchRecord:
         """Archived, created and attached: a record the poller can follow."""
         path, manifest, file_id = self.archived(name or f"{claim}.jsonl", data)
-        create_once(self.client, self.store, claim, file_id, self.cfg(**cfg), inbox=self.inbox,
-                    input_sha256=sha(data), dropped_at=time.time(), uploaded_at=time.time())
+        create_once(self.client, self.store, BatchInput(claim, file_id, self.cfg(**cfg), inbox=self.inbox,
+                                                        sha256=sha(data), dropped_at=time.time(),
+                                                        uploaded_at=time.time()))
         return self.store.attach(claim, manifest=manifest, input_path=path)
 
     def poller(self) -> Poller:
@@ -129,30 +130,31 @@ def _ids(data: bytes) -> list[str]:
 
 def test_create_once_adopts_the_job_a_crash_left_instead_of_creating_again(world: World) -> None:
     _, _, file_id = world.archived("a.jsonl", batch_lines("a", 10))
-    job = create_once(world.client, world.store, "claim-a", file_id, world.cfg(), inbox=world.inbox)
+    job = create_once(world.client, world.store, BatchInput("claim-a", file_id, world.cfg(), inbox=world.inbox))
     assert world.emu.batch_creates() == 1
     # the crash: the POST went through, the batch id never reached the journal
     world.store.update("claim-a", stage="creating", batch_id=None, status=None, job=None)
     [pending] = world.store.unfinished_creates()  # what the daemon's recovery finishes
     assert pending.claim == "claim-a" and pending.config() == world.cfg()
-    again = create_once(world.client, world.store, "claim-a", file_id, pending.config(), inbox=world.inbox)
+    again = create_once(world.client, world.store, BatchInput("claim-a", file_id, pending.config(), inbox=world.inbox))
     assert again["id"] == job["id"]
     assert world.emu.batch_creates() == 1
     assert world.emu.batch_creates_by_input() == {file_id: 1}
     assert world.store.get("claim-a").batch_id == job["id"]
     # and once recorded, no call at all
     before = world.emu.stats()["requests"]
-    assert create_once(world.client, world.store, "claim-a", file_id, world.cfg(), inbox=world.inbox)["id"] == job["id"]
+    again = create_once(world.client, world.store, BatchInput("claim-a", file_id, world.cfg(), inbox=world.inbox))
+    assert again["id"] == job["id"]
     assert world.emu.stats()["requests"] == before
 
 
 def test_create_once_never_adopts_a_job_another_input_owns(world: World) -> None:
     """A second drop of the same bytes shares the file id (dedupe): it gets its own job."""
     _, _, file_id = world.archived("a.jsonl", batch_lines("a", 5))
-    first = create_once(world.client, world.store, "claim-1", file_id, world.cfg(), inbox=world.inbox)
+    first = create_once(world.client, world.store, BatchInput("claim-1", file_id, world.cfg(), inbox=world.inbox))
     world.store.begin("claim-2", inbox=str(world.inbox), input_file_id=file_id, endpoint="/v1/chat/completions",
                       poll_seconds=0.1)  # claim-2 crashed at `creating` before its POST went out
-    second = create_once(world.client, world.store, "claim-2", file_id, world.cfg(), inbox=world.inbox)
+    second = create_once(world.client, world.store, BatchInput("claim-2", file_id, world.cfg(), inbox=world.inbox))
     assert second["id"] != first["id"]
     assert world.emu.batch_creates_by_input() == {file_id: 2}
 
@@ -160,7 +162,8 @@ def test_create_once_never_adopts_a_job_another_input_owns(world: World) -> None
 def test_create_once_retries_a_429_without_a_second_job(world: World) -> None:
     _, _, file_id = world.archived("a.jsonl", batch_lines("a", 5))
     world.emu.next_batch_create_status(429, retry_after=0.1, times=2)
-    job = create_once(world.client, world.store, "claim-a", file_id, world.cfg(), inbox=world.inbox, attempts=5)
+    job = create_once(world.client, world.store, BatchInput("claim-a", file_id, world.cfg(), inbox=world.inbox),
+                      attempts=5)
     assert world.emu.batch_creates() == 1
     assert world.store.get("claim-a").batch_id == job["id"]
     assert world.emu.stats()["statuses"].get("batch_create 429") == 2
@@ -169,12 +172,12 @@ def test_create_once_retries_a_429_without_a_second_job(world: World) -> None:
 def test_create_once_a_400_is_rejected_and_not_retried(world: World) -> None:
     _, _, file_id = world.archived("a.jsonl", batch_lines("a", 5))
     with pytest.raises(BatchRejected) as err:
-        create_once(world.client, world.store, "claim-a", file_id, world.cfg(endpoint="/v1/embeddings"),
-                    inbox=world.inbox)
+        create_once(world.client, world.store,
+                    BatchInput("claim-a", file_id, world.cfg(endpoint="/v1/embeddings"), inbox=world.inbox))
     assert err.value.status == 400
     assert world.store.get("claim-a").stage == "failed"
     with pytest.raises(BatchRejected):  # a retry by the caller does not call the server again
-        create_once(world.client, world.store, "claim-a", file_id, world.cfg(), inbox=world.inbox)
+        create_once(world.client, world.store, BatchInput("claim-a", file_id, world.cfg(), inbox=world.inbox))
     assert world.emu.stats()["requests"].get("batch_create") == 1
     assert world.emu.batch_creates() == 0
 

@@ -1,5 +1,5 @@
-"""What the batch round trip needs of the Files API client (`inboxd.api.FilesClient` is one),
-as a Protocol: tests give a fake of just these calls."""
+"""What the batch round trip needs of the Files API client, as a Protocol: `inboxd.api.FilesClient`
+and the pipeline's `inboxd.api.Client` are ones; tests give a fake of just these calls."""
 
 from __future__ import annotations
 

@@ -17,6 +17,7 @@ from __future__ import annotations
 import random
 import threading
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -25,9 +26,28 @@ import structlog
 from ..api import ApiError, Cancelled, ProtocolError, TransientError
 from ..api._batches import BatchJob, BatchRejected
 from ..config import BatchConfig
+from .client import BatchClient
 from .store import BatchRecord, BatchStore
 
 log = structlog.get_logger("inboxd.batch")
+
+
+@dataclass(frozen=True)
+class BatchInput:
+    """One uploaded input and what its job is made with: the claim that keys it in the store,
+    the file id, the [inboxes.batch] table, and what the outbox and batch.json will say."""
+
+    claim: str
+    input_file_id: str
+    cfg: BatchConfig
+    inbox: Path | str | None = None
+    outbox: Path | str | None = None  # default cfg.outbox, else <inbox>/outbox
+    sha256: str | None = None
+    dropped_at: float | None = None
+    uploaded_at: float | None = None
+    requests: int | None = None
+    manifest: Path | str | None = None
+    input_path: Path | str | None = None
 
 
 def _job_dict(job: BatchJob) -> dict[str, Any]:
@@ -59,24 +79,22 @@ def _adoptable(store: BatchStore, rec: BatchRecord, jobs: list[BatchJob]) -> Bat
     return sorted(same, key=created)[-1]
 
 
-def _begin(store: BatchStore, claim_key: str, input_file_id: str, cfg: BatchConfig, *,
-           inbox: Path | str | None, outbox: Path | str | None, input_sha256: str | None,
-           dropped_at: float | None, uploaded_at: float | None, requests: int | None,
-           manifest: Path | str | None, input_path: Path | str | None) -> BatchRecord:
+def _begin(store: BatchStore, bi: BatchInput) -> BatchRecord:
     """Journal the stage `creating` for a new input, before any call; the outbox defaults to
     batch.outbox, else ``<inbox>/outbox``."""
-    box = outbox if outbox is not None else cfg.outbox
-    if box is None and inbox:
-        box = Path(inbox) / "outbox"
+    cfg = bi.cfg
+    box = bi.outbox if bi.outbox is not None else cfg.outbox
+    if box is None and bi.inbox:
+        box = Path(bi.inbox) / "outbox"
     return store.begin(
-        claim_key, inbox=str(inbox) if inbox is not None else "", input_file_id=input_file_id,
+        bi.claim, inbox=str(bi.inbox) if bi.inbox is not None else "", input_file_id=bi.input_file_id,
         endpoint=cfg.endpoint, poll_seconds=cfg.poll_seconds, completion_window=cfg.completion_window,
         model_id=cfg.model_id, priority=cfg.priority, join=cfg.join, outbox=str(box) if box is not None else None,
-        input_sha256=input_sha256, dropped_at=dropped_at, uploaded_at=uploaded_at, requests=requests,
-        manifest=str(manifest) if manifest else None, input_path=str(input_path) if input_path else None)
+        input_sha256=bi.sha256, dropped_at=bi.dropped_at, uploaded_at=bi.uploaded_at, requests=bi.requests,
+        manifest=str(bi.manifest) if bi.manifest else None, input_path=str(bi.input_path) if bi.input_path else None)
 
 
-def _adopt(client: Any, store: BatchStore, rec: BatchRecord, input_file_id: str,
+def _adopt(client: BatchClient, store: BatchStore, rec: BatchRecord, input_file_id: str,
            cancel: threading.Event | None) -> dict[str, Any] | None:
     """The job an earlier create made for this input, asked of ``GET /batches`` and journaled
     as ours; None when there is none."""
@@ -101,7 +119,7 @@ def _back_off(claim_key: str, attempt: int, tries: int, exc: ApiError, cancel: t
             time.sleep(delay)
 
 
-def _create_with_retries(client: Any, store: BatchStore, rec: BatchRecord, input_file_id: str, *,
+def _create_with_retries(client: BatchClient, store: BatchStore, rec: BatchRecord, input_file_id: str, *,
                          fresh: bool, tries: int, cancel: threading.Event | None) -> dict[str, Any]:
     """Up to `tries` tries of adopt-else-create; a try that is not `fresh` asks the server first."""
     claim_key = rec.claim
@@ -137,19 +155,14 @@ def _create_with_retries(client: Any, store: BatchStore, rec: BatchRecord, input
                          status=last.status)
 
 
-def create_once(client: Any, store: BatchStore, claim_key: str, input_file_id: str, cfg: BatchConfig, *,
-                inbox: Path | str | None = None, outbox: Path | str | None = None,
-                input_sha256: str | None = None, dropped_at: float | None = None,
-                uploaded_at: float | None = None, requests: int | None = None,
-                manifest: Path | str | None = None, input_path: Path | str | None = None,
-                cancel: threading.Event | None = None, attempts: int | None = None,
-                look_first: bool = False) -> dict[str, Any]:
+def create_once(client: BatchClient, store: BatchStore, bi: BatchInput, *, cancel: threading.Event | None = None,
+                attempts: int = 1, look_first: bool = False) -> dict[str, Any]:
     """The BatchJob (as a dict) of this input, created at most once. Raises BatchRejected (a 4xx:
     permanent, the input goes to failed/), TransientError (429/5xx/resets after `attempts`
-    tries, default api.max_retries + 1; the journal stays at `creating`: a later call adopts),
+    tries, the daemon's api.max_retries + 1; the journal stays at `creating`: a later call adopts),
     Cancelled when `cancel` is set. `look_first`: ask the server for a job of this input even
     without a `creating` row (a file taken over from another host, whose store we do not have)."""
-    rec = store.get(claim_key)
+    rec = store.get(bi.claim)
     if rec is not None and rec.batch_id:
         return rec.job or {"id": rec.batch_id, "status": rec.status, "input_file_id": rec.input_file_id}
     if rec is not None and rec.stage == "failed":
@@ -157,8 +170,5 @@ def create_once(client: Any, store: BatchStore, claim_key: str, input_file_id: s
     # `creating` without an id (fresh = False): an earlier call may have created it
     fresh = rec is None and not look_first
     if rec is None:
-        rec = _begin(store, claim_key, input_file_id, cfg, inbox=inbox, outbox=outbox, input_sha256=input_sha256,
-                     dropped_at=dropped_at, uploaded_at=uploaded_at, requests=requests, manifest=manifest,
-                     input_path=input_path)
-    tries = attempts if attempts is not None else client.api.max_retries + 1
-    return _create_with_retries(client, store, rec, input_file_id, fresh=fresh, tries=tries, cancel=cancel)
+        rec = _begin(store, bi)
+    return _create_with_retries(client, store, rec, bi.input_file_id, fresh=fresh, tries=attempts, cancel=cancel)

@@ -25,7 +25,7 @@ from pathlib import Path
 
 import structlog
 
-from ..batch import create_once, stem_of
+from ..batch import BatchInput, create_once, stem_of
 from ..state.journal import Stage
 from ..state.sidecars import MANIFEST_SUFFIX
 from ..watch.scan import file_kind
@@ -107,9 +107,11 @@ def create_batch(run: FileRun, ctx: Context) -> Step:
         if not row.file_id:
             raise sqlite3.OperationalError(f"no file id journaled for {job.claim}")  # transient: retried
         validation = json.loads(row.validation) if row.validation else {}
-        create_once(run.client, ctx.batches, row.claim, row.file_id, job.inbox.batch, inbox=job.inbox.path,
-                    input_sha256=row.sha256, dropped_at=job.seen_at, uploaded_at=row.finished_at,
-                    requests=validation.get("records"), cancel=run.cancel, look_first=job.recovered)
+        create_once(run.client, ctx.batches,
+                    BatchInput(row.claim, row.file_id, job.inbox.batch, inbox=job.inbox.path, sha256=row.sha256,
+                               dropped_at=job.seen_at, uploaded_at=row.finished_at,
+                               requests=validation.get("records")),
+                    cancel=run.cancel, attempts=run.config.api.max_retries + 1, look_first=job.recovered)
     return Step.HANDOFF if run.fresh and not job.archive else Step.ARCHIVE
 
 
