@@ -9,6 +9,8 @@ import json
 import os
 import random
 import signal
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -241,5 +243,56 @@ def test_a_file_taken_over_from_a_dead_host_adopts_the_job_that_host_created(tmp
             assert d.events("batch.adopted"), d.tail(30)
         assert emu.batch_creates() == 1
         assert len(emu.creates_by_sha256()) == 1 and sum(emu.creates_by_sha256().values()) == 1
+    finally:
+        emu.stop()
+
+
+def test_an_unwritable_outbox_is_unhealthy_with_the_reason_then_delivered_once_fixed(tmp_path):
+    """Results that cannot be written (the outbox folder is read-only) are trouble the operator
+    sees: /healthz 503 naming the outbox and the reason, `inboxd batches` the reason, the
+    downloads counter an error outcome; once the folder is writable, delivered once."""
+    import requests
+
+    emu = start_emulator(tmp_path / "emu", no_dedupe=True, batch_seconds=0.2, processing_delay=0.05)
+    try:
+        inbox, outbox = tmp_path / "inbox", tmp_path / "outbox"
+        inbox.mkdir()
+        outbox.mkdir()
+        outbox.chmod(0o500)
+        if os.access(outbox, os.W_OK):  # root ignores the mode: a file where the folder must be instead
+            outbox.chmod(0o700)
+            outbox.rmdir()
+            outbox.write_text("not a folder")
+        cfg = write_config(tmp_path, base_url=emu.base_url, inboxes=[{
+            "path": str(inbox), "purpose": "batch-api", "batch": {"poll_seconds": 0.1, "outbox": str(outbox)}}],
+            daemon={"metrics_address": "127.0.0.1:0"})
+        with start_daemon(cfg, key=emu.key) as d:
+            (listening,) = d.wait_event("metrics.listening")
+            base = f"http://{listening['address']}"
+            drop(inbox, "u.jsonl", batch_input("u", 6))
+            d.wait_event("batch.delivery_error", timeout=30)
+
+            def unhealthy() -> dict | None:
+                r = requests.get(f"{base}/healthz", timeout=5)
+                return r.json() if r.status_code == 503 else None
+
+            body = wait_until(unhealthy, 20, what="/healthz unhealthy")
+            [problem] = [p for p in body["problems"] if "cannot be delivered" in p]
+            assert str(outbox) in problem and ("Permission denied" in problem or "Not a directory" in problem
+                                               or "File exists" in problem)
+            metrics = requests.get(f"{base}/metrics", timeout=5).text
+            assert 'inboxd_batch_downloads_total{outcome="error"}' in metrics
+            listed = subprocess.run([sys.executable, "-m", "inboxd", "batches", "--config", str(cfg)],
+                                    capture_output=True, text=True, timeout=30)
+            assert "undeliverable" in listed.stdout, listed.stdout
+            if outbox.is_file():
+                outbox.unlink()
+            else:
+                outbox.chmod(0o700)
+            wait_until(lambda: "u.batch.json" in batch_sidecars(outbox), 60, what="delivered once writable")
+            wait_until(lambda: requests.get(f"{base}/healthz", timeout=5).status_code == 200, 20,
+                       what="healthy again")
+        assert emu.batch_creates() == 1
+        assert sorted(p.name for p in outbox.iterdir()) == ["u.batch.json", "u.errors.jsonl", "u.output.jsonl"]
     finally:
         emu.stop()

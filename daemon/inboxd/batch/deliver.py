@@ -47,6 +47,7 @@ log = structlog.get_logger("inboxd.batch")
 
 KINDS = {"output": "output.jsonl", "errors": "errors.jsonl", "results": "results.jsonl"}
 SIDECAR = "batch.json"
+UNDELIVERABLE = "undeliverable: "  # the poller's prefix of a record's error while its outbox cannot be written
 Emit = Callable[..., None]
 
 
@@ -113,6 +114,9 @@ class _Lock:
 
 def begin_delivery(store: BatchStore, rec: BatchRecord) -> BatchRecord:
     """Stage `downloading`, with a stem no outbox name uses yet (journaled together)."""
+    if rec.error and rec.error.startswith(UNDELIVERABLE):  # the poller's note of an earlier try
+        job_error = (rec.job or {}).get("error")
+        rec = store.update(rec.claim, error=job_error if isinstance(job_error, str) else None)
     if rec.stage == "downloading":
         return rec
     outbox = Path(rec.outbox or "")

@@ -28,13 +28,14 @@ from typing import Any
 import structlog
 
 from ..api import ApiError, AuthError, Cancelled, ProtocolError, TransientError
-from .deliver import Busy, deliver
+from .deliver import UNDELIVERABLE, Busy, deliver
 from .manifest import update_manifest
 from .store import FINISHED_STAGES, BatchRecord, BatchStore
 
 log = structlog.get_logger("inboxd.batch")
 
 JITTER = 0.1
+
 LOST_AFTER = 3  # consecutive 404s on GET /batches/{id} before a job is given up
 
 
@@ -54,6 +55,7 @@ class Poller:
         self._failures: dict[str, int] = {}
         self._pause_until = 0.0
         self._busy_claim: str | None = None
+        self._trouble: dict[str, str] = {}  # claim -> why its outbox cannot be written
 
     # --- control -------------------------------------------------------------------------------
 
@@ -200,6 +202,12 @@ class Poller:
             if not rec.terminal:
                 return time.time() + self._interval(rec)
         # terminal (or already delivering after a restart): the outbox
+        return self._deliver(client, claim, rec)
+
+    def _deliver(self, client: Any, claim: str, rec: BatchRecord) -> float | None:
+        """Deliver a terminal job; None when done, else when to try again. An outbox that cannot
+        be written (permissions, a full disk) is trouble the operator must see: `problems()`
+        (/healthz), the record's error (`inboxd batches`), a download counted with outcome error."""
         try:
             self._busy_claim = claim
             deliver(client, self.store, rec, cancel=self._stop, emit=self._emit)
@@ -209,6 +217,8 @@ class Poller:
             return time.time() + self._interval(rec)
         except (ApiError, OSError) as exc:
             when = self._backoff(claim, rec, getattr(exc, "status", None))
+            if isinstance(exc, OSError):
+                self._undeliverable(claim, rec, exc)
             log.error("batch.delivery_error", claim=claim, input=rec.input_path or claim, batch_id=rec.batch_id,
                       error=str(exc),
                       kind=getattr(exc, "kind", type(exc).__name__), retry_in=round(when - time.time(), 1))
@@ -216,7 +226,25 @@ class Poller:
         finally:
             self._busy_claim = None
         self._failures.pop(claim, None)
+        with self._cond:
+            self._trouble.pop(claim, None)
         return None
+
+    def _undeliverable(self, claim: str, rec: BatchRecord, exc: OSError) -> None:
+        reason = f"{exc.strerror or exc}: {exc.filename}" if exc.filename else str(exc.strerror or exc)
+        text = f"{UNDELIVERABLE}{reason}"
+        with self._cond:
+            self._trouble[claim] = f"batch results of {rec.input_path or claim} cannot be delivered into " \
+                                   f"{rec.outbox}: {reason}"
+        if rec.error != text:
+            self.store.update(claim, error=text)
+        self._emit("batch.download", claim=claim, batch_id=rec.batch_id, kind="delivery", outcome="error",
+                   error=reason)
+
+    def problems(self) -> list[str]:
+        """What /healthz must say: every job whose results cannot be written into its outbox."""
+        with self._cond:
+            return [self._trouble[c] for c in sorted(self._trouble)]
 
     def _observe(self, rec: BatchRecord, job: Any) -> BatchRecord:
         """Journal what changed; rewrite the manifest and tell on_event when status/progress did."""

@@ -159,7 +159,7 @@ def cmd_batches(args: argparse.Namespace) -> int:
         target = r.path("batch.json") if (r.outbox and r.stem) else r.outbox
         out(f"{r.batch_id or '-':<32} {r.status or '-':<11} {progress:>8}  {r.stage:<11} "
               f"{iso(r.updated_at) or '-':<20}  {where} -> {target}")
-        if r.error and r.status not in ("COMPLETED",):
+        if r.error and (r.status not in ("COMPLETED",) or r.stage != "delivered"):  # also: an unwritable outbox
             out(f"{'':<32} {r.error}")
     return EXIT_OK
 

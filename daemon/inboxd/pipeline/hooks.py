@@ -242,7 +242,13 @@ class Service(Notify):
                               started=self.started, now=time.time(),
                               stale_seconds=self.config.daemon.health_stale_seconds,
                               stuck={p: why for i in snap["inboxes"].values() for p, why in i.get("stuck", {}).items()},
-                              held={k: i["held"] for k, i in snap["inboxes"].items() if i.get("held")})
+                              held={k: i["held"] for k, i in snap["inboxes"].items() if i.get("held")},
+                              undeliverable=self._undeliverable())
+
+    def _undeliverable(self) -> list[str]:
+        """Batch results the poller cannot write into their outbox, and why."""
+        poller = self.daemon.ctx.poller if self.daemon is not None else None
+        return poller.problems() if poller is not None else []
 
     def reloading(self, daemon: Daemon) -> None:
         super().reloading(daemon)
