@@ -3,7 +3,7 @@
 On a filesystem with renameat2 (ext4 here) the move is one renameat2(RENAME_NOREPLACE),
 checked under strace: no link() of a data file into done/. Where the filesystem refuses it
 (sshfs, NFS) the move is a link then an unlink; a daemon killed between the two (the test hook
-INBOXD_TEST_FS=link,die-after-link, read by the move itself) leaves the file both claimed and
+INBOXD_TEST_FS=link,die-after-link:done, read by the move itself) leaves the file both claimed and
 in done/, and the next owner (itself after a restart, or another daemon taking its claims
 over) finishes that move: no second copy under a free name, no name without its manifest.
 """
@@ -22,7 +22,7 @@ import pytest
 from tests.helpers.daemon import DaemonProc, start_daemon, wait_until, write_config
 from tests.helpers.files import batch_lines, claimed, drop, manifests, once_on_server
 
-DIE_AFTER_LINK = {"INBOXD_TEST_FS": "link,die-after-link"}
+DIE_AFTER_LINK = {"INBOXD_TEST_FS": "link,die-after-link:done"}
 LINK_ONLY = {"INBOXD_TEST_FS": "link"}
 
 

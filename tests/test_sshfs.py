@@ -21,8 +21,8 @@ import pytest
 
 from tests.helpers.daemon import start_daemon, wait_until, write_config
 from tests.helpers.emulator import start_emulator
-from tests.reliability.common import record, scale
-from tests.test_fleet import batch_file, can_unshare, run_fleet, sha
+from tests.reliability.common import record
+from tests.test_fleet import batch_file, can_unshare, fleet_files, run_fleet, sha
 
 NEEDS = [shutil.which(x) for x in ("sshd", "sshfs", "ssh-keygen", "fusermount", "fusermount3")]
 AVAILABLE = os.geteuid() == 0 and all(NEEDS[:3]) and any(NEEDS[3:]) and os.path.exists("/dev/fuse")
@@ -154,7 +154,7 @@ def test_three_hosts_on_three_sshfs_mounts_and_one_dies_for_good(tmp_path, expor
             os.rename(staging / name, export.root / "inbox" / name)
 
         figures = run_fleet(tmp_path, emu, [v / "inbox" for v in views], export.root / "inbox",
-                            n_files=scale(300, 1500), drop=drop, label="sshfs", settle_wait=300.0)
+                            n_files=fleet_files(300, 1500), drop=drop, label="sshfs", settle_wait=300.0)
         assert figures["killed_holding"] > 0 and figures["takeovers"] >= 1
         record("fleet (sshfs mounts, UTS hosts)", **figures)
         print("\n", figures)

@@ -126,17 +126,26 @@ def test_other_errors_of_renameat2_are_raised(tmp_path: Path) -> None:
         move_no_replace(tmp_path / "missing", tmp_path / "dst")
 
 
+def move_in_a_process(src: Path, dst: Path, hook: str) -> int:
+    code = f"from pathlib import Path; from inboxd.state.fs import move_no_replace; " \
+           f"move_no_replace(Path({str(src)!r}), Path({str(dst)!r}))"
+    return subprocess.run([sys.executable, "-c", code], env={**os.environ, TEST_HOOK: hook}).returncode
+
+
+def test_the_kill_can_aim_at_one_folder(tmp_path: Path) -> None:
+    src = a_file(tmp_path / "claim" / "1.x.jsonl")
+    (tmp_path / "failed").mkdir()
+    assert move_in_a_process(src, tmp_path / "failed" / "x.jsonl", "link,die-after-link:done") == 0
+    assert not src.exists()
+
+
 def test_killed_between_the_link_and_the_unlink_both_names_stay_and_are_recognised(tmp_path: Path) -> None:
     src = a_file(tmp_path / "claim" / "1.x.jsonl", b"data\n")
     done = tmp_path / "done"
     a_file(done / "x.jsonl", b"someone else's\n")
     a_file(done / ("x.jsonl" + ".manifest.json"))
     dst = done / "x.2.jsonl"
-    code = f"from pathlib import Path; from inboxd.state.fs import move_no_replace; " \
-           f"move_no_replace(Path({str(src)!r}), Path({str(dst)!r}))"
-    env = {**os.environ, TEST_HOOK: "link,die-after-link"}
-    proc = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True)
-    assert proc.returncode == -9, proc.stderr
+    assert move_in_a_process(src, dst, "link,die-after-link:done") == -9
     assert src.exists() and dst.exists() and src.stat().st_ino == dst.stat().st_ino
     assert find_moved(src, done, "x.jsonl", ".manifest.json") == dst
     assert same_data(src, dst)

@@ -40,6 +40,7 @@ def recover_claims(daemon: Daemon, state: InboxState) -> None:
             else:
                 daemon.events.record_sidecar(state.key, t.new)  # a peer's, finished and published by us
             log.info("file.recovered", inbox=state.key, name=t.name, stage="archived", manifest=str(t.new),
+                     taken_from=t.old.parent.name,
                      how="the dead owner's move into done/ was cut between link and unlink: finished")
             continue
         row = daemon.journal.get(str(t.old))

@@ -103,7 +103,8 @@ _NO_RENAMEAT2 = frozenset({errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP, errno.E
 # link's answers on a filesystem without hard links: a rename with a check instead
 _NO_LINK = frozenset({errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP, errno.EMLINK, errno.EXDEV, errno.ENOSYS})
 # test hook, read at each move (never at import): "link" forces the link + unlink path,
-# "link,die-after-link" also SIGKILLs this process between the link and the unlink
+# "link,die-after-link" also SIGKILLs this process between the link and the unlink (of any
+# move; "die-after-link:done": of a move into a folder named done)
 TEST_HOOK = "INBOXD_TEST_FS"
 
 
@@ -159,7 +160,7 @@ def move_no_replace(src: Path, dst: Path) -> None:
             os.rename(src, dst)
             return
         raise
-    if "die-after-link" in hook.split(","):
+    if {"die-after-link", f"die-after-link:{dst.parent.name}"} & set(hook.split(",")):
         os.kill(os.getpid(), signal.SIGKILL)
     os.unlink(src)
 
