@@ -17,7 +17,7 @@ from inboxd.config import parse_config
 from inboxd.pipeline import process
 from inboxd.pipeline.daemon import Daemon
 from inboxd.pipeline.hooks import Hooks, snapshot, summary
-from inboxd.state.journal import Journal, Stage
+from inboxd.state.journal import Journal
 from tests.unit.fakes import FakeClient, transient
 
 GOOD = b'{"custom_id": "%d", "body": {"model": "m", "messages": [{"role": "user", "content": "hi"}]}}\n'
