@@ -4,7 +4,7 @@ Each daemon claims into its own folder `.inboxd/<claimer>/` (`<claimer>` is
 host-pid-token). The folder is made under a dot-name with its `.owner` file (host, boot
 id, pid) inside, then renamed into place, so no peer ever sees it without an owner.
 
-Liveness, without depending on a lock shared between hosts (issue 13):
+Liveness, without depending on a lock shared between hosts:
 - the owner refreshes the mtime of `.owner` every few seconds (`beat`): the heartbeat;
 - a folder's owner is dead when it is on this host and boot and its pid is gone, or when
   its heartbeat is older than `claim_timeout_seconds`;
@@ -21,9 +21,13 @@ host's local index: the claimed file's state (the file id, written when the uplo
 created) in an extended attribute of the file itself, `user.inboxd.state`, or where the
 filesystem has none (sshfs, some NFS) in `.<claim name>.state.json`; and
 `.<claim name>.manifest.json` (the manifest, written before the data moves to done/ and
-moved after it). The attribute needs no new file (issue 14: on this project's bench host
-each new inode cost 150-420 us of kernel time) and travels with the file on every rename.
-Claim names are `<n>.<original name>`, unique within the folder.
+moved after it). The attribute needs no new file (a new inode costs kernel time on every
+claim) and travels with the file on every rename. Claim names are `<n>.<original name>`,
+unique within the folder.
+
+A move into done/ cut between its link and its unlink (a filesystem without renameat2, see
+`inboxd.state.fs`) leaves the claimed file at its waiting manifest's target too: the survivor
+finishes that move (`finish_half_move`) instead of archiving the file a second time.
 """
 
 from __future__ import annotations
