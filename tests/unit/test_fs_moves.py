@@ -165,6 +165,16 @@ def test_find_moved_stops_at_the_first_free_name(tmp_path: Path) -> None:
     assert find_moved(src, done, "x.jsonl", ".manifest.json") is None, "a name with its manifest is not ours"
 
 
+def test_find_moved_by_content_where_names_have_their_own_inode_numbers(tmp_path: Path) -> None:
+    data = b'{"custom_id": "a"}\n'
+    src = a_file(tmp_path / "claim" / "1.x.jsonl", data)
+    copy = a_file(tmp_path / "done" / "x.jsonl", data)  # what sshfs shows of a second link
+    st = src.stat()
+    os.utime(copy, ns=(st.st_atime_ns, st.st_mtime_ns))
+    assert find_moved(src, copy.parent, "x.jsonl", ".manifest.json") is None
+    assert find_moved(src, copy.parent, "x.jsonl", ".manifest.json", hashlib.sha256(data).hexdigest()) == copy
+
+
 def test_a_symlink_to_the_claim_is_not_the_claim(tmp_path: Path) -> None:
     src = a_file(tmp_path / "claim" / "1.x.jsonl")
     done = tmp_path / "done"

@@ -117,7 +117,7 @@ def _move(journal: Journal, inbox: InboxConfig, row: Row, claim: Path, done: Pat
         target = done / free_name(done, row.name, MANIFEST_SUFFIX)
         reserve(target, None)
         return target
-    moved = find_moved(claim, done, row.name, MANIFEST_SUFFIX)
+    moved = find_moved(claim, done, row.name, MANIFEST_SUFFIX, row.sha256)
     if moved is not None:
         # a dead owner linked it there and died before the unlink: that name is the one
         reserve(moved, moved)
@@ -153,7 +153,7 @@ def fail(journal: Journal, inbox: InboxConfig, row: Row, failure: Failure, *, at
     if row.target and row.sidecar and row.error and same_data(claim, Path(row.target), row.sha256):
         os.unlink(claim)
         target = Path(row.target)
-    elif (moved := find_moved(claim, failed, row.name, ERROR_SUFFIX)) is not None:
+    elif (moved := find_moved(claim, failed, row.name, ERROR_SUFFIX, row.sha256)) is not None:
         reserve(moved)  # a dead owner linked it there and died before the unlink
         os.unlink(claim)
         target = moved

@@ -186,17 +186,18 @@ def same_data(claim: Path, target: Path, sha256: str | None = None) -> bool:
     return digest == sha256
 
 
-def find_moved(src: Path, folder: Path, name: str, sidecar: str) -> Path | None:
+def find_moved(src: Path, folder: Path, name: str, sidecar: str, sha256: str | None = None) -> Path | None:
     """The name in `folder` that `src` was linked to by a move cut before its unlink: among the
-    names `place` gives `name` (up to the first free one), one without its sidecar that is the
-    same inode as `src`. None when there is none (the usual case: two lstat calls)."""
+    names `place` gives `name` (up to the first free one), one without its sidecar that is
+    `same_data` as `src` (`sha256`: its content, where inode numbers differ per name). None
+    when there is none (the usual case: two lstat calls)."""
     for cand in candidate_names(name):
         path = folder / cand
         taken = os.path.lexists(path)
         has_sidecar = os.path.lexists(folder / (cand + sidecar))
         if not taken and not has_sidecar:
             return None
-        if taken and not has_sidecar and same_data(src, path):
+        if taken and not has_sidecar and same_data(src, path, sha256):
             return path
     raise AssertionError("unreachable")
 
