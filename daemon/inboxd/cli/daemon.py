@@ -37,11 +37,12 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_status(args: argparse.Namespace) -> int:
+    from ..pipeline.overview import overview
     from ..pipeline.status import StatusUnavailable, read_status
 
     config = config_of(args)
     try:
-        data = read_status(config)
+        data = overview(config, base=read_status(config))  # the object the daemon serves as /status.json
     except StatusUnavailable as exc:
         if args.json:
             error_json(exc.kind, exc.message, indent=None)
@@ -72,7 +73,13 @@ def _print_status(data: dict[str, Any]) -> None:
             out(f"  NOT CLAIMING: {i['settings']['reason']}")
         for f in i["recent_failures"]:
             e = f["error"] or {}
-            out(f"  failed {f['at']}  {f['name']}: {e.get('kind', '?')}: {e.get('message', '')}")
+            where = f" at {f['stage']}" if f.get("stage") else ""
+            line = f" line {f['line']}" if f.get("line") is not None else ""
+            out(f"  failed {f['at']}  {f['name']}{where}: {e.get('kind', '?')}{line}: {e.get('message', '')}")
+    batches = data.get("batches") or []
+    if batches:
+        out()
+        out(f"batch jobs: {len(batches)} (inboxd batches lists them)")
 
 
 # --- the parser ----------------------------------------------------------------------

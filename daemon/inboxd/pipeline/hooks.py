@@ -177,9 +177,13 @@ class Service(Notify):
         address = self.config.daemon.metrics_host_port
         if address is not None and self.server is None:
             from ..service import MetricsServer
+            from .overview import LiveStatus
 
-            self.server = MetricsServer(address[0], address[1], self.metrics, self.health).start()
-            log.info("metrics.listening", address=f"{address[0]}:{self.server.port}")
+            page = LiveStatus(lambda: self.config, lambda: self._snapshot, self.health, self.started)
+            self.server = MetricsServer(address[0], address[1], self.metrics, self.health, page=page,
+                                        token_file=self.config.daemon.status_token_file).start()
+            log.info("metrics.listening", address=f"{address[0]}:{self.server.port}",
+                     status_page=self.server.page_said)
         super().ready(daemon)
 
     def tick(self, daemon: Daemon) -> None:

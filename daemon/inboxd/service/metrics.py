@@ -1,15 +1,19 @@
-"""Prometheus metrics (prometheus-client, its own registry) and the /metrics + /healthz server."""
+"""Prometheus metrics (prometheus-client, its own registry) and the server of /metrics, /healthz
+and the status page."""
 
 from __future__ import annotations
 
 import json
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, disable_created_metrics, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
+from ..log import register_secret
 from ._http import BoundedHTTPServer, Request, Response, plain
+from .status_page import DATA_CSP, PAGE, PAGE_CSP, StatusSource, authorized, page_access
 
 disable_created_metrics()  # no *_created series: they double every counter for no use here
 
@@ -84,12 +88,19 @@ class Metrics:
 
 
 class MetricsServer:
-    """/metrics and /healthz on `BoundedHTTPServer` (a fixed pool of threads, timeouts, a cap
-    on connections: slow clients cannot take the daemon's threads)."""
+    """/metrics and /healthz, and the status page (/, /status.json, /sidecar) when a `page`
+    source is given, on `BoundedHTTPServer` (a fixed pool of threads, timeouts, a cap on
+    connections: slow clients cannot take the daemon's threads). The page's access rule is
+    `status_page.page_access`: loopback, or a token."""
 
     def __init__(self, host: str, port: int, metrics: Metrics,
-                 health: Callable[[], tuple[bool, dict[str, Any]]]) -> None:
+                 health: Callable[[], tuple[bool, dict[str, Any]]], *, page: StatusSource | None = None,
+                 token_file: Path | None = None) -> None:
         self.host, self._port, self.metrics, self.health = host, port, metrics, health
+        self.page = page
+        self.page_on, self.token, self.page_said = page_access(host, token_file) if page else (False, None, "off")
+        if self.token:
+            register_secret(self.token)
         self._srv: BoundedHTTPServer | None = None
 
     def start(self) -> MetricsServer:
@@ -102,7 +113,27 @@ class MetricsServer:
         if request.path == "/healthz":
             ok, body = self.health()
             return Response(200 if ok else 503, json.dumps(body).encode(), "application/json")
+        if request.path in ("/", "/status.json", "/sidecar") and self.page is not None:
+            if not self.page_on:
+                return plain(404, f"the status page is {self.page_said}")
+            if not authorized(self.token, request.headers, request.query):
+                return Response(401, b"the status page asks for its token (daemon.status_token_file): "
+                                     b"open /?token=... or send Authorization: Bearer ...\n",
+                                headers={"WWW-Authenticate": "Bearer"})
+            return self._page(request, self.page)
         return plain(404, "not found")
+
+    def _page(self, request: Request, page: StatusSource) -> Response:
+        if request.path == "/":
+            return Response(200, PAGE, "text/html; charset=utf-8",
+                            {"Content-Security-Policy": PAGE_CSP, "Referrer-Policy": "no-referrer"})
+        if request.path == "/status.json":
+            return Response(200, json.dumps(page.status()).encode(), "application/json",
+                            {"Content-Security-Policy": DATA_CSP})
+        content = page.sidecar((request.query.get("path") or [""])[0])
+        if content is None:
+            return plain(404, "no such error sidecar in a configured inbox's failed folder")
+        return Response(200, content, "text/plain; charset=utf-8", {"Content-Security-Policy": DATA_CSP})
 
     @property
     def port(self) -> int:
