@@ -38,6 +38,7 @@ from .batch import add_batch, add_batches
 from .config_check import add_config
 from .daemon import add_run, add_status
 from .emulator import add_emulator
+from .events import add_events
 from .files import add_upload, add_validate
 from .render import err, error_json
 
@@ -68,7 +69,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"inboxd {__version__}")
     sub: Subcommands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True,
                                              parser_class=_Parser)
-    for add in (add_run, add_upload, add_validate, add_status, add_config, add_batch, add_batches, add_emulator):
+    for add in (add_run, add_upload, add_validate, add_status, add_config, add_batch, add_batches, add_emulator,
+                add_events):
         add(sub)
     return parser
 

@@ -1,5 +1,6 @@
-"""`inboxd config check --config PATH [--json] [--offline]`: the effective configuration
-(secrets redacted) as TOML or JSON, and the machine checks (issue 15): exit 2 on a problem."""
+"""`inboxd config check --config PATH [--json] [--offline] [--ping]`: the effective configuration
+(secrets redacted) as TOML or JSON, and the machine checks (issue 15): exit 2 on a problem;
+with --ping, one test event to each event sink: exit 1 when one is not delivered."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ import argparse
 import json
 from typing import Any
 
-from .._constants import EXIT_OK, EXIT_USAGE
+from .._constants import EXIT_FAILED, EXIT_OK, EXIT_USAGE
 from ._common import Subcommands, config_of
 from .render import err, out, print_json
 
@@ -19,17 +20,32 @@ def cmd_config_check(args: argparse.Namespace) -> int:
     data = effective_config(config)
     # the machine, not only the syntax (folders, filesystems, state_dir, key source)
     problems = [] if args.offline else machine_problems(config)
+    pings = _ping(config) if args.ping else None
     if args.json:
         data["checks"] = {"machine": "skipped (--offline)" if args.offline else "failed" if problems else "ok",
                           "problems": [p.to_json() for p in problems]}
+        if pings is not None:
+            data["checks"]["ping"] = pings
         print_json(data)
     else:
         out(f"# effective configuration of {args.config} (the key is never shown)")
         _print_toml(data)
         _print_checks([str(p) for p in problems], offline=args.offline)
+        for p in pings or []:
+            said = "ok" if p["ok"] else f"FAILED ({p['reason']}): {p['error']}"
+            out(f"# ping {p['sink']}: {said}")
     for p in problems:
         err(f"inboxd: {p}")
-    return EXIT_USAGE if problems else EXIT_OK
+    if problems:
+        return EXIT_USAGE
+    return EXIT_FAILED if pings and not all(p["ok"] for p in pings) else EXIT_OK
+
+
+def _ping(config: Any) -> list[dict[str, Any]]:
+    """--ping: one `ping` event to each [[events]] sink, signed as the daemon signs (SPEC §11)."""
+    from ..events import ping
+
+    return ping(config)
 
 
 def _print_checks(problems: list[str], *, offline: bool) -> None:
@@ -84,4 +100,6 @@ def add_config(sub: Subcommands) -> None:
     c.add_argument("--json", action="store_true")
     c.add_argument("--offline", action="store_true",
                    help="check the syntax only, not the machine (folders, filesystems, state_dir, key source)")
+    c.add_argument("--ping", action="store_true",
+                   help="send each [[events]] sink one ping event (exit 1 when one is not delivered)")
     c.set_defaults(func=cmd_config_check)

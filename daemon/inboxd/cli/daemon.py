@@ -76,6 +76,10 @@ def _print_status(data: dict[str, Any]) -> None:
             where = f" at {f['stage']}" if f.get("stage") else ""
             line = f" line {f['line']}" if f.get("line") is not None else ""
             out(f"  failed {f['at']}  {f['name']}{where}: {e.get('kind', '?')}{line}: {e.get('message', '')}")
+    for label, b in (data.get("events") or {}).items():
+        oldest = b.get("oldest_pending_seconds")
+        out(f"event sink {label}: pending {b['pending']}  dead {b['dead']}  delivered {b['delivered']}"
+            f"  oldest pending {f'{oldest:.0f} s' if oldest is not None else '-'}")
     batches = data.get("batches") or []
     if batches:
         out()

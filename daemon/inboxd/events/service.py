@@ -315,9 +315,24 @@ class Events:
             out[s.label] = {**per, "behind": age is not None and age > s.unhealthy_after_seconds}
         return out
 
+    def figures(self) -> dict[str, Any]:
+        """For the metrics (`service.metrics.EventFigures`): every configured sink appears."""
+        pending = {s.label: (0, 0.0) for s in self.config.events}
+        pending.update(self.store.pending())
+        with self.counters.lock:
+            return {"pending": pending, "delivered": dict(self.counters.delivered),
+                    "failed": dict(self.counters.failed), "dead": dict(self.counters.dead)}
+
     def problems(self) -> list[str]:
-        return [f"event sink {label}: the oldest pending event waits for {int(b['oldest_pending_seconds'])} s"
-                for label, b in self.backlog().items() if b["behind"]]
+        """/healthz: each configured sink whose oldest pending event is older than its threshold."""
+        pending = self.store.pending()
+        out = []
+        for s in self.config.events:
+            _, age = pending.get(s.label, (0, 0.0))
+            if age > s.unhealthy_after_seconds:
+                out.append(f"event sink {s.label}: the oldest pending event waits for {int(age)} s "
+                           f"(unhealthy_after_seconds = {s.unhealthy_after_seconds:g})")
+        return out
 
 
 def ping(config: Config, timeout: float | None = None) -> list[dict[str, Any]]:

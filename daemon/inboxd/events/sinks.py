@@ -90,7 +90,7 @@ class WebhookSink:
         except requests.exceptions.Timeout:
             return Outcome(False, "timeout", f"no answer within {timeout:g} s")
         except requests.exceptions.ConnectionError as exc:
-            return Outcome(False, "connection", redact_text(f"connection: {type(exc).__name__}")[:300])
+            return Outcome(False, "connection", f"connection: {_why(exc)}")
         except requests.exceptions.RequestException as exc:
             return Outcome(False, "error", redact_text(f"{type(exc).__name__}: {exc}")[:300])
         try:
@@ -142,6 +142,21 @@ class CommandSink:
 
     def close(self) -> None:
         return None
+
+
+def _why(exc: BaseException) -> str:
+    """The innermost OS error's text (refused, reset, no route): not the url, which may hold a token."""
+    seen: set[int] = set()
+    e: BaseException | None = exc
+    while e is not None and id(e) not in seen:
+        seen.add(id(e))
+        if isinstance(e, OSError) and e.strerror:
+            return e.strerror
+        nxt = e.__cause__ or e.__context__
+        if nxt is None and e.args and isinstance(e.args[0], BaseException):
+            nxt = e.args[0]
+        e = nxt
+    return type(exc).__name__
 
 
 def _kill_group(proc: subprocess.Popen[bytes]) -> None:

@@ -186,6 +186,13 @@ class EventStore:
         args.append(limit)
         return [self._row(r) for r in self.db.query(sql, args)]
 
+    def pending(self, now: float | None = None) -> dict[str, tuple[int, float]]:
+        """Per sink with pending events: how many, and the oldest one's age in seconds (counted
+        from its recording, or from `inboxd events retry`)."""
+        now = time.time() if now is None else now
+        rows = self.db.query("SELECT sink, COUNT(*), MIN(since) FROM events WHERE state = 'pending' GROUP BY sink")
+        return {sink: (n, round(max(0.0, now - oldest), 3)) for sink, n, oldest in rows}
+
     def backlog(self, now: float | None = None) -> dict[str, dict[str, Any]]:
         """Per sink: pending, dead, delivered counts and the oldest pending event's age (seconds)."""
         now = time.time() if now is None else now
@@ -201,9 +208,11 @@ class EventStore:
 
     def retry(self, ids: Sequence[str] | None, now: float | None = None) -> int:
         """Dead events back to pending (all of them when `ids` is None); their age for
-        max_age_hours counts again from now. Returns the rows re-queued."""
+        max_age_hours counts again from now. Returns the rows re-queued. Their fleet file went
+        with the dead-lettering: a retried event is this host's alone (`file` cleared)."""
         now = time.time() if now is None else now
-        sql = "UPDATE events SET state = 'pending', next_at = ?, since = ?, parked = 0 WHERE state = 'dead'"
+        sql = ("UPDATE events SET state = 'pending', next_at = ?, since = ?, parked = 0, file = NULL "
+               "WHERE state = 'dead'")
         args: list[Any] = [now, now]
         if ids is not None:
             sql += f" AND id IN ({', '.join('?' for _ in ids)})"

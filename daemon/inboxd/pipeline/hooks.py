@@ -174,6 +174,9 @@ class Service(Notify):
     def ready(self, daemon: Daemon) -> None:
         self.daemon = daemon
         self._refresh(daemon)
+        if not getattr(self, "_events_watched", False):  # the event sinks' series (once: ready follows reloads)
+            self._events_watched = True
+            self.metrics.watch_events(daemon.events.figures)
         address = self.config.daemon.metrics_host_port
         if address is not None and self.server is None:
             from ..service import MetricsServer
@@ -247,7 +250,8 @@ class Service(Notify):
                               stale_seconds=self.config.daemon.health_stale_seconds,
                               stuck={p: why for i in snap["inboxes"].values() for p, why in i.get("stuck", {}).items()},
                               held={k: i["held"] for k, i in snap["inboxes"].items() if i.get("held")},
-                              undeliverable=self._undeliverable())
+                              undeliverable=self._undeliverable(),
+                              events_behind=self.daemon.events.problems() if self.daemon is not None else None)
 
     def _undeliverable(self) -> list[str]:
         """Batch results the poller cannot write into their outbox, and why."""

@@ -96,6 +96,20 @@ def status_data(config: Config) -> dict[str, Any]:
                 for r in failures
             ],
         })
+    events = _event_backlog(config, journal)
     if journal:
         journal.close()
-    return {"journal": str(path), "inboxes": inboxes}
+    return {"journal": str(path), "inboxes": inboxes, "events": events}
+
+
+def _event_backlog(config: Config, journal: Journal | None) -> dict[str, dict[str, Any]]:
+    """Per event sink (SPEC §11): pending, dead, delivered and the oldest pending event's age;
+    also a sink no longer configured while it still has events kept."""
+    from ..events import EventStore
+
+    backlog = EventStore(journal.db).backlog() if journal else {}
+    empty = {"pending": 0, "delivered": 0, "dead": 0, "oldest_pending_seconds": None}
+    out = {s.label: backlog.get(s.label, dict(empty)) for s in config.events}
+    for label, b in backlog.items():
+        out.setdefault(label, {**b, "configured": False})
+    return out

@@ -4,11 +4,12 @@ and the status page."""
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, disable_created_metrics, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
 from ..log import register_secret
@@ -83,6 +84,10 @@ class Metrics:
     def set_watch_alive(self, inbox: str, alive: bool) -> None:
         self.watch_alive.labels(inbox).set(1 if alive else 0)
 
+    def watch_events(self, figures: Callable[[], dict[str, Any]]) -> None:
+        """The event sinks' series, read from `figures()` at each scrape (`EventFigures`)."""
+        self.registry.register(EventFigures(figures))
+
     def text(self) -> bytes:
         return generate_latest(self.registry)
 
@@ -144,3 +149,37 @@ class MetricsServer:
         if self._srv is not None:
             self._srv.stop()
             self._srv = None
+
+
+class EventFigures:
+    """A collector of the event sinks' series from one snapshot per scrape: `figures()` gives
+    ``{"pending": {sink: (n, oldest age or None)}, "delivered": {sink: n},
+    "failed": {(sink, reason): n}, "dead": {sink: n}}`` (counters since the daemon started)."""
+
+    def __init__(self, figures: Callable[[], dict[str, Any]]) -> None:
+        self.figures = figures
+
+    def describe(self) -> list[Any]:
+        return []  # collected at scrape time only (the registry must not call figures() at registration)
+
+    def collect(self) -> Iterator[Any]:
+        f = self.figures()
+        pending = GaugeMetricFamily("inboxd_events_pending", "Events recorded and not yet delivered, by sink",
+                                    labels=["sink"])
+        oldest = GaugeMetricFamily("inboxd_events_oldest_pending_seconds",
+                                   "Age of the oldest pending event, by sink (0: none pending)", labels=["sink"])
+        for sink, (n, age) in sorted(f.get("pending", {}).items()):
+            pending.add_metric([sink], n)
+            oldest.add_metric([sink], age or 0.0)
+        delivered = CounterMetricFamily("inboxd_events_delivered", "Events delivered, by sink", labels=["sink"])
+        for sink, n in sorted(f.get("delivered", {}).items()):
+            delivered.add_metric([sink], n)
+        failed = CounterMetricFamily("inboxd_events_failed", "Failed delivery attempts, by sink and reason",
+                                     labels=["sink", "reason"])
+        for (sink, reason), n in sorted(f.get("failed", {}).items()):
+            failed.add_metric([sink, reason], n)
+        dead = CounterMetricFamily("inboxd_events_dead", "Events dead-lettered after max_age_hours, by sink",
+                                   labels=["sink"])
+        for sink, n in sorted(f.get("dead", {}).items()):
+            dead.add_metric([sink], n)
+        yield from (pending, oldest, delivered, failed, dead)
