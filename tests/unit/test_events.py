@@ -1,0 +1,98 @@
+"""The events' pure pieces: the shipped schema is the model's, the signature is the one the
+Standard Webhooks reference library verifies, Retry-After, the secret's parsing, and the store's
+order (a refused event parks, an outage holds the sink) and re-queue."""
+
+from __future__ import annotations
+
+import base64
+import json
+import time
+from importlib import resources
+from pathlib import Path
+
+import jsonschema
+import pytest
+from standardwebhooks.webhooks import Webhook
+
+from inboxd.config import ConfigError
+from inboxd.events import payload
+from inboxd.events.signing import parse_secret
+from inboxd.events.sinks import retry_after
+from inboxd.events.store import EventStore, NewEvent
+from inboxd.log import redact_text
+from inboxd.state.db import Database
+
+SECRET = "whsec_" + base64.b64encode(b"0123456789abcdef0123456789abcdef").decode()
+
+
+def test_the_shipped_schema_is_generated_from_the_model() -> None:
+    shipped = resources.files("inboxd.schemas").joinpath("event.schema.json").read_text(encoding="utf-8")
+    assert shipped == payload.schema_text(), "regenerate: python -m inboxd.events.payload > .../event.schema.json"
+
+
+def test_every_body_the_builders_make_is_valid_against_the_schema() -> None:
+    schema = payload.json_schema()
+    manifest = {"file": {"id": "file-1", "purpose": "batch-api"}, "upload": {"host": "h", "method": "single"},
+                "source": {"sha256": "ab" * 32, "bytes": 10, "path": "/in/done/x.jsonl"}}
+    error = {"stage": "validate", "error": {"kind": "json.invalid", "message": "not JSON"}, "host": "h",
+             "source": {"sha256": None, "path": "/in/failed/y.jsonl"}}
+    batch = {"batch": {"id": "b-1", "status": "COMPLETED", "input_file_id": "file-1"},
+             "input": {"path": "/in/done/x.jsonl"}, "counts": {"succeeded": 3, "failed": 0, "missing": 0}}
+    for body in (payload.file_archived("/in/done/x.jsonl.manifest.json", manifest, inbox="/in", name="x\n.jsonl",
+                                       when=1.0),
+                 payload.file_failed("/in/failed/y.jsonl.error.json", error, inbox="/in", name="y", when=1.0),
+                 payload.batch_delivered("/out/x.batch.json", batch, inbox="/in", when=1.0),
+                 payload.ping("sched", 1.0)):
+        jsonschema.validate(json.loads(payload.encode(body)), schema)
+        payload.EventBody.model_validate_json(payload.encode(body))
+
+
+def test_the_signature_verifies_with_the_reference_library() -> None:
+    secret = parse_secret(SECRET, "test")
+    body = payload.encode(payload.ping("sched", time.time())).encode()
+    ts = int(time.time())
+    headers = {"webhook-id": "msg_1", "webhook-timestamp": str(ts), "webhook-signature": secret.sign("msg_1", ts, body)}
+    assert Webhook(SECRET).verify(body, headers)["type"] == "ping"
+    assert SECRET not in repr(secret)
+    assert SECRET not in redact_text(f"secret {SECRET}") and SECRET[6:] not in redact_text(SECRET[6:])
+
+
+@pytest.mark.parametrize("text", ["whsec_not*base64", "whsec_" + base64.b64encode(b"short").decode()])
+def test_a_bad_secret_is_a_config_error_without_the_secret(text: str) -> None:
+    with pytest.raises(ConfigError) as exc:
+        parse_secret(text, "events (sched).secret_env HOOK")
+    assert text not in str(exc.value)
+
+
+def test_retry_after_seconds_and_dates_clamped() -> None:
+    assert retry_after("3") == 3.0
+    assert retry_after("999999") == 3600.0
+    assert retry_after(None) is None and retry_after("soon") is None
+    assert 9 <= (retry_after("Wed, 21 Oct 2099 07:28:00 GMT", now=4096250870.0) or 0) <= 11
+
+
+def _event(i: int, when: float) -> NewEvent:
+    return NewEvent(id=f"msg_{i}", type="file.archived", source=f"/s/{i}", inbox="/in", body="{}", created_at=when)
+
+
+def test_the_store_keeps_order_through_an_outage_and_parks_a_refused_event(tmp_path: Path) -> None:
+    store = EventStore(Database(tmp_path))
+    now = time.time()
+    for i in range(3):
+        store.record(_event(i, now), ["a", "b"])
+    store.record(_event(0, now), ["a"])  # the same sidecar again: no second event
+    head = store.head("a", now)
+    assert head is not None and head.id == "msg_0"
+    store.failed(head, next_at=now + 60, error="connection refused", parked=False)
+    held = store.head("a", now)
+    assert held is not None and held.id == "msg_0" and held.next_at > now  # the sink waits for it: order kept
+    store.failed(held, next_at=now + 60, error="HTTP 400", parked=True)
+    nxt = store.head("a", now)
+    assert nxt is not None and nxt.id == "msg_1"  # refused for itself: the sink goes on
+    assert store.delivered(nxt, now) is False  # sink b still has it pending
+    b = store.head("b", now)
+    assert b is not None and b.id == "msg_0"  # one sink's trouble is not another's
+    assert store.pending(now)["a"][0] == 2 and store.pending(now)["b"][0] == 3
+    assert store.dead(store.head("a", now + 61) or nxt, "gone") is False
+    assert [r.id for r in store.list(state="dead")] == ["msg_0"]
+    assert store.retry(["msg_0"]) == 1 and store.list(state="dead") == []
