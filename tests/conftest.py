@@ -4,6 +4,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
+import structlog
 
 from tests.helpers.emulator import EmulatorProc, start_emulator
 
@@ -16,6 +17,16 @@ def pytest_configure(config: pytest.Config) -> None:
         "emulator(**flags): options for the `emu` fixture's emulator (start_emulator's keywords), "
         "e.g. emulator(no_dedupe=False) for a test that needs the checksum 409",
     )
+
+
+@pytest.fixture(autouse=True)
+def _structlog_put_back() -> Iterator[None]:
+    """A test that configures logging (a command run in process) puts the configuration back:
+    its stream is pytest's capture, closed after the test, and a later test's log line would
+    fail writing to it."""
+    saved = structlog.get_config()
+    yield
+    structlog.configure(**saved)
 
 
 @pytest.fixture
