@@ -87,3 +87,20 @@ def test_a_waiting_manifest_whose_target_is_another_file_is_a_file_to_archive(tm
     assert taken[0].state == {"file_id": "file-1"}
     assert [p.read_bytes() for p in area.mine()] == [DATA]
     assert target.read_bytes() == b"someone else's file of that name\n"
+
+
+def test_a_give_back_cut_after_its_link_leaves_the_file_to_the_inbox(tmp_path: Path) -> None:
+    """Given back at shutdown (not started) by a link into the inbox, killed before the unlink:
+    the survivor drops the claimed name; the file in the inbox is claimed as any other."""
+    inbox = tmp_path / "inbox"
+    dead = inbox / ".inboxd" / "host-1-dead"
+    dead.mkdir(parents=True)
+    (dead / "1.x.jsonl").write_bytes(DATA)
+    os.link(dead / "1.x.jsonl", inbox / "x.jsonl")
+    area = survivor(inbox)
+    try:
+        taken = area.take_over_stale()
+    finally:
+        area.release()
+    assert taken == [] and area.mine() == []
+    assert (inbox / "x.jsonl").read_bytes() == DATA and (inbox / "x.jsonl").stat().st_nlink == 1

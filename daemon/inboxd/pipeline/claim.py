@@ -338,6 +338,9 @@ class ClaimArea:
         for f in sorted(taken.iterdir()):
             if f.name.startswith("."):
                 continue
+            if same_data(f, self.work.parent / original_name(f.name)):
+                f.unlink()  # given back to the inbox by a link whose unlink never came: claimed there
+                continue
             final = finish_half_move(f)
             if final is not None:
                 out.append(Takeover(original / f.name, final, original_name(f.name), kind="moved"))
