@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import structlog
 from pydantic import SecretStr
 
 from inboxd.api import AuthError
@@ -21,6 +22,14 @@ from inboxd.state.journal import Journal
 from tests.unit.fakes import FakeClient, transient
 
 GOOD = b'{"custom_id": "%d", "body": {"model": "m", "messages": [{"role": "user", "content": "hi"}]}}\n'
+
+@pytest.fixture(autouse=True)
+def _plain_log() -> None:
+    """Log lines rendered plainly and dropped: the console renderer's pretty tracebacks cost a
+    second a line (put back by the conftest after the test)."""
+    structlog.configure(processors=[structlog.processors.format_exc_info, structlog.processors.JSONRenderer()],
+                        logger_factory=structlog.ReturnLoggerFactory())
+
 
 
 def config(tmp: Path, **daemon: Any):

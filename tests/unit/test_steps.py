@@ -10,6 +10,7 @@ from typing import Any
 
 import jsonschema
 import pytest
+import structlog
 
 from inboxd.api import AuthError, RejectedError
 from inboxd.batch import BatchStore
@@ -24,6 +25,14 @@ from inboxd.state.journal import Journal, Stage
 from tests.unit.fakes import FakeClient, transient
 
 GOOD = b'{"custom_id": "a", "body": {"model": "m", "messages": [{"role": "user", "content": "hi"}]}}\n'
+
+@pytest.fixture(autouse=True)
+def _plain_log() -> None:
+    """Log lines rendered plainly and dropped: the console renderer's pretty tracebacks cost a
+    second a line (put back by the conftest after the test)."""
+    structlog.configure(processors=[structlog.processors.format_exc_info, structlog.processors.JSONRenderer()],
+                        logger_factory=structlog.ReturnLoggerFactory())
+
 
 
 class Env:
