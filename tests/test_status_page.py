@@ -44,10 +44,12 @@ def drop(folder: Path, name: str, data: bytes) -> None:
     os.rename(tmp, folder / name)
 
 
-@pytest.fixture
-def world(tmp_path: Path):
+@pytest.fixture(scope="module")
+def world(tmp_path_factory: pytest.TempPathFactory):
     """A daemon with two inboxes: `jobs` (batch-api with a batch outbox: one job, 3 requests)
-    and `uploads` (batch-api, upload only: a good file, a failed file, two hostile names)."""
+    and `uploads` (batch-api, upload only: a good file, a failed file, two hostile names);
+    one for the module's tests, which only read."""
+    tmp_path = tmp_path_factory.mktemp("world")
     emu = start_emulator(tmp_path / "emu", no_dedupe=True, batch_seconds=0.3, processing_delay=0.05)
     jobs, uploads, outbox = tmp_path / "jobs", tmp_path / "uploads", tmp_path / "outbox"
     jobs.mkdir()
