@@ -1,4 +1,4 @@
-"""Values the whole package agrees on, each defined once (issue 11): exit codes, purposes,
+"""Values the whole package agrees on, each defined once: exit codes, purposes,
 and the statuses a file's processing and a batch job end in. Imports nothing from the package.
 
 The emulator keeps its own lists on purpose (SPEC §8: it shares no code with `api/`, so one

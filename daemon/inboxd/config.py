@@ -120,10 +120,10 @@ class ApiConfig(_Section):
     api_key_file: Path | None = None
     timeout_seconds: float = Field(600, gt=0)
     max_retries: int = Field(5, ge=0, le=100)
-    # issue 13: a proxy for the API and storage hosts alike (wins over HTTPS_PROXY / HTTP_PROXY /
+    # a proxy for the API and storage hosts alike (wins over HTTPS_PROXY / HTTP_PROXY /
     # NO_PROXY; "" = direct, the environment ignored). A secret: it may hold a password.
     proxy: SecretStr | None = None
-    # issue 13: the CA bundle (a file, or a folder of hashed certs) for verify; wins over
+    # the CA bundle (a file, or a folder of hashed certs) for verify; wins over
     # REQUESTS_CA_BUNDLE / SSL_CERT_FILE; else certifi
     ca_bundle: Path | None = None
 
@@ -180,7 +180,7 @@ class UploadConfig(_Section):
     wait_for_processing: bool = False
     processing_timeout_seconds: float = Field(900, gt=0)
     dedupe: bool = True
-    # issue 13: one token bucket for the whole daemon (every worker, every part); 0 = no cap
+    # one token bucket for the whole daemon (every worker, every part); 0 = no cap
     max_bytes_per_second: Size = ByteSize(0)
 
     @field_validator("part_size")
@@ -192,7 +192,7 @@ class UploadConfig(_Section):
 
 
 class CheckConfig(_Section):
-    """Limits of the validation pass (not in SPEC §4; issue 5 asks for both to be settable)."""
+    """Limits of the validation pass (not in SPEC §4: both settable)."""
 
     max_line_bytes: Size = ByteSize(64 * 2**20)
     max_errors: int = Field(20, ge=1, le=10_000)
@@ -211,15 +211,15 @@ class DaemonConfig(_Section):
     stop_grace_seconds: float = Field(30, ge=0)
     # not in SPEC §4: /healthz turns 503 when work waits and nothing succeeded for this long
     health_stale_seconds: float = Field(900, gt=0)
-    # not in SPEC §4 (issue 10): a file a producer keeps open this long gets a file.held_open
+    # not in SPEC §4: a file a producer keeps open this long gets a file.held_open
     # warning (then every 10 minutes); it is never claimed while open
     held_open_warn_seconds: float = Field(300, ge=0)
-    # not in SPEC §4 (issue 10): a file that changes under its upload this many times goes to
+    # not in SPEC §4: a file that changes under its upload this many times goes to
     # failed/ with source_changed instead of being uploaded again
     max_source_changes: int = Field(3, ge=1)
-    # not in SPEC §4 (issue 10): journal rows of finished files older than this are deleted
+    # not in SPEC §4: journal rows of finished files older than this are deleted
     journal_retention_days: float = Field(30, gt=0)
-    # how a claim folder's owner is known to be alive (issue 13): auto = flock where the filesystem
+    # how a claim folder's owner is known to be alive: auto = flock where the filesystem
     # is local, plus the heartbeat; heartbeat = never flock (network filesystems, FUSE)
     claim_liveness: Literal["auto", "heartbeat"] = "auto"
     claim_timeout_seconds: float = Field(60, gt=0)
@@ -266,7 +266,7 @@ def resolved_absolute(v: Path | None) -> Path | None:
 
 
 class BatchConfig(_Section):
-    """`[inboxes.batch]` (SPEC §4, §10; issue 12): the batch round trip of a batch-api inbox.
+    """`[inboxes.batch]` (SPEC §4, §10): the batch round trip of a batch-api inbox.
     Absent: the inbox behaves as before (upload and manifest only)."""
 
     endpoint: str = "/v1/chat/completions"
@@ -320,12 +320,12 @@ class InboxConfig(_Section):
     observer: Literal["inotify", "polling"] = "inotify"
     done_dir: Path | None = None
     failed_dir: Path | None = None
-    # issue 13: this inbox's own cap, under upload.max_bytes_per_second; 0 = only the global one
+    # this inbox's own cap, under upload.max_bytes_per_second; 0 = only the global one
     max_bytes_per_second: Size = ByteSize(0)
-    # issue 15: create the folder when it is missing (else a missing folder is an error: a typo
+    # create the folder when it is missing (else a missing folder is an error: a typo
     # must not become a new, empty inbox)
     create: bool = False
-    # issue 12: the batch round trip (batch-api inboxes only); None = upload and manifest only
+    # the batch round trip (batch-api inboxes only); None = upload and manifest only
     batch: BatchConfig | None = None
 
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
@@ -351,7 +351,7 @@ class InboxConfig(_Section):
     @field_validator("path", "done_dir", "failed_dir")
     @classmethod
     def _absolute(cls, v: Path | None) -> Path | None:
-        """Absolute, and resolved when the config is loaded (issue 15): a symlinked inbox is
+        """Absolute, and resolved when the config is loaded: a symlinked inbox is
         watched at its real folder (inotify sees nothing through the link), and two names of one
         folder compare equal."""
         return resolved_absolute(v)

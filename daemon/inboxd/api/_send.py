@@ -4,8 +4,7 @@ urllib3 pool (its connections, TLS settings and proxy managers), answered as a `
 `Session.request` and `PreparedRequest.prepare` did more than inboxd uses (cookies, hooks,
 environment merging, redirect bookkeeping, header validation of headers inboxd writes itself,
 a general multipart encoder for four short form fields), and that was half of the CPU of each
-request (issue 14: 2.7 ms per upload of three requests with `Session.request`, 1.8 ms with a
-prepared request, see docs/benchmarks.md). What stays is what the adapter's own `send` does with a
+request (docs/benchmarks.md has the figures). What stays is what the adapter's own `send` does with a
 prepared request: the pool for the url (proxy and CA as the session's), the request target
 (the whole url through an http proxy), `urlopen` without urllib3's retries or redirects, and
 urllib3's errors raised as the `requests` exceptions the transport and its callers catch.

@@ -1,4 +1,4 @@
-"""The batch round trip (issue 12, SPEC §9-10): create a job exactly once for an uploaded
+"""The batch round trip (SPEC §9-10): create a job exactly once for an uploaded
 batch input, follow every job with one poller, and deliver the results into the outbox.
 
     from inboxd.batch import BatchInput, BatchStore, Poller, create_once, BatchRejected

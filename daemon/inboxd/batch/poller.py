@@ -1,4 +1,4 @@
-"""One thread that follows every batch job (issue 12), not a thread per job.
+"""One thread that follows every batch job, not a thread per job.
 
 A heap of (due time, claim). Each job is polled (``GET /batches/{id}``, one attempt) right
 after `follow`, then every ``poll_seconds`` with ±10 % jitter. A status or progress change is

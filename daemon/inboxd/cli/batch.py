@@ -1,5 +1,5 @@
 """`inboxd batch FILE --endpoint E [--model-id M] [--outbox DIR] [--join] [--no-wait] [--json]`,
-`inboxd batch cancel ID [--json]` and `inboxd batches [--json]` (SPEC §5, issue 12).
+`inboxd batch cancel ID [--json]` and `inboxd batches [--json]` (SPEC §5).
 
 batch FILE: exit 0 delivered and COMPLETED (or created, with --no-wait); 1 the work failed
 (the check, the upload, processing, a rejected create, a job that ended FAILED, EXPIRED or

@@ -1,5 +1,5 @@
 """`inboxd config check --config PATH [--json] [--offline] [--ping]`: the effective configuration
-(secrets redacted) as TOML or JSON, and the machine checks (issue 15): exit 2 on a problem;
+(secrets redacted) as TOML or JSON, and the machine checks: exit 2 on a problem;
 with --ping, one test event to each event sink: exit 1 when one is not delivered."""
 
 from __future__ import annotations

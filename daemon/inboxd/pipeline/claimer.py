@@ -52,7 +52,7 @@ class Claimer:
         self.state_dir = state_dir
         self.paused_until = 0.0  # the journal could not be written: claim nothing until then
         self.stopping = False  # set by the daemon's SIGTERM handler: claim nothing, ever again
-        # never stall in silence (issue 16): scans in which each path was seen and not claimed
+        # never stall in silence: scans in which each path was seen and not claimed
         self.sightings: dict[str, int] = {}
         self.stuck_warned: dict[str, float] = {}
         self.claim_errors: dict[str, str] = {}
@@ -255,7 +255,7 @@ class Claimer:
         """Claim ready files round-robin across inboxes while fewer than `capacity` are queued or
         busy. While `CLAIM_ROUND` jobs or more wait in the queue, the workers have enough to do:
         files are then claimed once a round of `CLAIM_ROUND` slots is free, and a round's rows
-        go into the journal in one commit (issue 14)."""
+        go into the journal in one commit."""
         if self.stopping or time.monotonic() < self.paused_until:
             return
         queued, busy = self.queue.counts()

@@ -3,7 +3,7 @@ and the checks of the machine that `run` makes before the daemon starts and `con
 makes unless `--offline`; the command line (`inboxd.cli`) renders what they return.
 
 A problem names its config key (``inboxes[0].path: /srv/x does not exist; ...``) and is a
-configuration error: exit 2, before anything is created on disk (issue 15).
+configuration error: exit 2, before anything is created on disk.
 """
 
 from __future__ import annotations
@@ -109,7 +109,7 @@ def _inbox_folder(i: int, config: Config) -> Problem | None:
 
 
 def _metrics_address(config: Config) -> Problem | None:
-    """The metrics address is free: bind it now, before anything is created (issue 15)."""
+    """The metrics address is free: bind it now, before anything is created."""
     address = config.daemon.metrics_host_port
     if address is None or address[1] == 0:
         return None

@@ -1,4 +1,4 @@
-"""The daemon's hooks into the operations layer (`inboxd.service`, issue 6): sd_notify,
+"""The daemon's hooks into the operations layer (`inboxd.service`): sd_notify,
 metrics and health. The daemon calls these; each is one line where the work happens.
 
 READY once every inbox is watched and the first scan is done; STATUS with a one-line

@@ -23,7 +23,7 @@ STUCK_SCANS = 3  # as the daemon's file.stuck: waiting longer than this many res
 
 
 class StatusUnavailable(Exception):
-    """No journal to read (a configuration error: exit 2, issue 15)."""
+    """No journal to read (a configuration error: exit 2)."""
 
     def __init__(self, kind: str, message: str) -> None:
         super().__init__(message)
@@ -67,7 +67,7 @@ def _look_at_folder(config: Config, inbox: InboxConfig) -> dict[str, Any]:
 
 
 def status_data(config: Config) -> dict[str, Any]:
-    """`inboxd status` checks that the journal exists first (no journal: exit 2, issue 15);
+    """`inboxd status` checks that the journal exists first (no journal: exit 2);
     without one this still answers, with the folders' counts only."""
     path = journal_path(config)
     journal = Journal(config.daemon.state_dir) if path.exists() else None

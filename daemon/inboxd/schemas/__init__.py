@@ -9,7 +9,7 @@ from typing import Any
 
 MANIFEST = "inboxd.manifest/v1"
 ERROR = "inboxd.error/v1"
-BATCH = "inboxd.batch/v1"  # <outbox>/<stem>.batch.json (issue 12)
+BATCH = "inboxd.batch/v1"  # <outbox>/<stem>.batch.json
 BATCH_V2 = "inboxd.batch/v2"  # one input, many jobs (the ledger; generated from inboxd.batch.sidecar.BatchV2)
 _FILES = {MANIFEST: "manifest.schema.json", ERROR: "error.schema.json", BATCH: "batch.schema.json",
           BATCH_V2: "batch-v2.schema.json"}

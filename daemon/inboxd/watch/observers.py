@@ -90,7 +90,7 @@ class _Enqueue(FileSystemEventHandler):
 #   look at the destination), so the pairing buys nothing here; an unpaired move-in still
 #   arrives as a move (`moved_in`). watchdog has no setting for it: the delay is the class
 #   attribute `InotifyMoveEventGrouper.delay`, and the watch group makes its grouper itself;
-# * no IN_MOVED_FROM at all (issue 14): every claim is a rename out of the inbox, and its event
+# * no IN_MOVED_FROM at all: every claim is a rename out of the inbox, and its event
 #   only sent the loop to find the path gone, one wake-up and one look per file. A name that
 #   leaves the inbox is now found gone when it is looked at or claimed, as a deleted one always
 #   was (deletions are not watched either); a rename within the inbox still reports its new
