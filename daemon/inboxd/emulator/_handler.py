@@ -4,6 +4,7 @@
   /_storage/...      the storage host (presigned PUTs)               -> _storage
   /v1/_emulator/...  the control endpoints                           -> _control
   an Api's root      the API routes, through the Api's route table   -> APIS
+                     (/v1/files, /v1/batches, /v3/whoami)
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from ._batches import BATCHES
 from ._control import PREFIX as CONTROL_PREFIX
 from ._control import control
 from ._files import FILES
+from ._identity import IDENTITY
 from ._routing import Api
 from ._storage import storage_put
 from ._store import Store
@@ -25,7 +27,7 @@ from ._wire import Done, WireHandler
 if TYPE_CHECKING:
     from ._server import Emulator, Server
 
-APIS: tuple[Api, ...] = (FILES, BATCHES)
+APIS: tuple[Api, ...] = (FILES, BATCHES, IDENTITY)
 
 
 class Handler(WireHandler):
