@@ -234,7 +234,7 @@ def test_a_file_taken_over_from_a_dead_host_adopts_the_job_that_host_created(tmp
         os.setxattr(claimed, "user.inboxd.state", json.dumps({
             "file_id": up.file.id, "sha256": hashlib.sha256(data).hexdigest(), "bytes": st.st_size,
             "mtime_ns": st.st_mtime_ns, "validation": json.dumps(validation), "method": "single",
-            "purpose": "batch-api"}).encode())
+            "purpose": "batch-api", "batch_listed_before": []}).encode())  # listed (nothing) before its create
         cfg = write_config(tmp_path, base_url=emu.base_url, inboxes=[{
             "path": str(inbox), "purpose": "batch-api", "batch": {"poll_seconds": 0.2, "outbox": str(outbox)}}])
         with start_daemon(cfg, key=emu.key) as d:
@@ -243,6 +243,59 @@ def test_a_file_taken_over_from_a_dead_host_adopts_the_job_that_host_created(tmp
             assert d.events("batch.adopted"), d.tail(30)
         assert emu.batch_creates() == 1
         assert len(emu.creates_by_sha256()) == 1 and sum(emu.creates_by_sha256().values()) == 1
+    finally:
+        emu.stop()
+
+
+def _dead_claim(inbox: Path, name: str, data: bytes, file_id: str, **state) -> None:
+    """A dead host's claim folder (an old heartbeat) holding `name` uploaded as `file_id`."""
+    dead = inbox / ".inboxd" / "deadhost-4243-0badf00d"
+    dead.mkdir(parents=True)
+    (dead / ".owner").write_text(json.dumps({"claimer": "deadhost-4243-0badf00d", "host": "deadhost",
+                                             "boot_id": "gone", "pid": 4243, "started": 0, "flock": False}))
+    os.utime(dead / ".owner", (time.time() - 3600, time.time() - 3600))
+    claimed = dead / f"1.{name}"
+    claimed.write_bytes(data)
+    st = claimed.stat()
+    validation = {"mode": "basic", "passed": True, "records": len(data.splitlines()), "format": "batch"}
+    os.setxattr(claimed, "user.inboxd.state", json.dumps({
+        "file_id": file_id, "sha256": hashlib.sha256(data).hexdigest(), "bytes": st.st_size,
+        "mtime_ns": st.st_mtime_ns, "validation": json.dumps(validation), "method": "single",
+        "purpose": "batch-api", **state}).encode())
+
+
+def test_the_same_bytes_dropped_twice_across_a_takeover_make_two_jobs(tmp_path):
+    """Two drops of the same bytes share one file id. The first drop's job exists (another host
+    made it and delivered it; this daemon's journal never saw it). The second drop's host died
+    after its upload, before it listed or created anything: the survivor that takes it over must
+    not adopt the first drop's job: a job of its own, its own complete delivery. Then the first
+    drop's host, had it died after its create, is followed by its listed_before: it adopts its
+    own job, not the second's."""
+    from inboxd.api import FilesClient
+    from inboxd.config import ApiConfig, UploadConfig
+
+    emu = start_emulator(tmp_path / "emu", no_dedupe=True, batch_seconds=0.2, processing_delay=0.05)
+    try:
+        inbox, outbox = tmp_path / "inbox", tmp_path / "outbox"
+        data = batch_input("s", 6)
+        (tmp_path / "s.jsonl").write_bytes(data)
+        client = FilesClient(ApiConfig(base_url=emu.base_url), UploadConfig(), emu.key)
+        up = client.upload(tmp_path / "s.jsonl", "batch-api", sha256=hashlib.sha256(data).hexdigest())
+        client.wait_for_processing(up.file.id, timeout=30)
+        first, _ = client.create_batch(up.file.id, "/v1/chat/completions")  # the first drop's job
+        _dead_claim(inbox, "s.jsonl", data, up.file.id)  # the second drop: uploaded, nothing listed
+        cfg = write_config(tmp_path, base_url=emu.base_url, inboxes=[{
+            "path": str(inbox), "purpose": "batch-api", "batch": {"poll_seconds": 0.1, "outbox": str(outbox),
+                                                                  "join": True}}])
+        with start_daemon(cfg, key=emu.key) as d:
+            d.wait_for(lambda: "s.batch.json" in batch_sidecars(outbox), 30, what="the second drop's results")
+            assert d.events("file.adopted", name="s.jsonl"), d.tail(30)
+            assert not d.events("batch.adopted"), d.tail(30)
+        side = batch_sidecars(outbox)["s.batch.json"]
+        assert side["batch"]["id"] != first.id and side["batch"]["status"] == "COMPLETED"
+        assert emu.batch_creates_by_input() == {up.file.id: 2}
+        results = [json.loads(x) for x in (outbox / "s.results.jsonl").read_text().splitlines()]
+        assert len(results) == 6 and all(r["status"] != "missing" for r in results)
     finally:
         emu.stop()
 

@@ -14,9 +14,11 @@ the user money. So:
 
 from __future__ import annotations
 
+import json
 import random
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -48,6 +50,51 @@ class BatchInput:
     requests: int | None = None
     manifest: Path | str | None = None
     input_path: Path | str | None = None
+    listed_before: tuple[str, ...] | None = None  # the jobs listed for input_file_id before its create
+
+
+class Listing:
+    """The ledger rule for adoption (SPEC §10): before the create, the ids of the jobs the server
+    lists for this input_file_id are saved where every host can read them (`on_listed`: the
+    claim's state, fsynced); a job found later is adopted only if it is not among them, not
+    another input's in this journal, and named by no other input (`named_elsewhere`: the
+    manifests in done/). Without `on_listed` (a caller that keeps no such record) the old rule
+    holds: the newest job of the input_file_id that this journal does not own."""
+
+    def __init__(self, before: tuple[str, ...] | None, on_listed: Callable[[list[str]], None] | None,
+                 named_elsewhere: Callable[[], set[str]] | None) -> None:
+        self.before = set(before) if before is not None else None
+        self.on_listed = on_listed
+        self.named_elsewhere = named_elsewhere
+
+    def may_adopt(self) -> bool:
+        """False when the rule is on and nothing was listed: no create was ever sent."""
+        return self.on_listed is None or self.before is not None
+
+    def excluded(self) -> set[str]:
+        named = self.named_elsewhere() if self.named_elsewhere is not None else set()
+        return named | (self.before or set())
+
+    def record(self, client: BatchClient, input_file_id: str, cancel: threading.Event | None) -> None:
+        """Before a create: list and save what exists (once per input)."""
+        if self.on_listed is None or self.before is not None:
+            return
+        ids = sorted(j.id for j in client.list_batches(cancel=cancel) if j.input_file_id == input_file_id)
+        self.on_listed(ids)
+        self.before = set(ids)
+
+
+def named_in_manifests(folder: Path) -> set[str]:
+    """The batch ids the manifests in `folder` (an inbox's done/) name."""
+    out: set[str] = set()
+    for path in folder.glob("*.manifest.json") if folder.is_dir() else []:
+        try:
+            section = json.loads(path.read_text(encoding="utf-8")).get("batch")
+        except (OSError, ValueError, AttributeError):
+            continue
+        if isinstance(section, dict) and isinstance(section.get("id"), str):
+            out.add(section["id"])
+    return out
 
 
 def _job_dict(job: BatchJob) -> dict[str, Any]:
@@ -63,11 +110,13 @@ def _created(store: BatchStore, rec: BatchRecord, job: BatchJob, *, adopted: boo
         error=None if not adopted else rec.error)
 
 
-def _adoptable(store: BatchStore, rec: BatchRecord, jobs: list[BatchJob]) -> BatchJob | None:
+def _adoptable(store: BatchStore, rec: BatchRecord, jobs: list[BatchJob], listing: Listing) -> BatchJob | None:
     """The job a crashed or cut create made for this input: same input_file_id, not another
-    input's (a second drop of the same bytes shares the file id); the same endpoint first; the
-    newest first."""
-    owned = store.owned_batch_ids(except_claim=rec.claim)
+    input's (a second drop of the same bytes shares the file id), not listed before the create;
+    the same endpoint first; the newest first."""
+    if not listing.may_adopt():
+        return None
+    owned = store.owned_batch_ids(except_claim=rec.claim) | listing.excluded()
     mine = [j for j in jobs if j.input_file_id == rec.input_file_id and j.id not in owned]
     if not mine:
         return None
@@ -94,11 +143,14 @@ def _begin(store: BatchStore, bi: BatchInput) -> BatchRecord:
         manifest=str(bi.manifest) if bi.manifest else None, input_path=str(bi.input_path) if bi.input_path else None)
 
 
-def _adopt(client: BatchClient, store: BatchStore, rec: BatchRecord, input_file_id: str,
+def _adopt(client: BatchClient, store: BatchStore, rec: BatchRecord, listing: Listing,
            cancel: threading.Event | None) -> dict[str, Any] | None:
     """The job an earlier create made for this input, asked of ``GET /batches`` and journaled
     as ours; None when there is none."""
-    found = _adoptable(store, rec, client.list_batches(cancel=cancel))
+    if not listing.may_adopt():
+        return None
+    input_file_id = rec.input_file_id
+    found = _adoptable(store, rec, client.list_batches(cancel=cancel), listing)
     if found is None:
         return None
     _created(store, rec, found, adopted=True)
@@ -119,20 +171,21 @@ def _back_off(claim_key: str, attempt: int, tries: int, exc: ApiError, cancel: t
             time.sleep(delay)
 
 
-def _create_with_retries(client: BatchClient, store: BatchStore, rec: BatchRecord, input_file_id: str, *,
+def _create_with_retries(client: BatchClient, store: BatchStore, rec: BatchRecord, listing: Listing, *,
                          fresh: bool, tries: int, cancel: threading.Event | None) -> dict[str, Any]:
     """Up to `tries` tries of adopt-else-create; a try that is not `fresh` asks the server first."""
-    claim_key = rec.claim
+    claim_key, input_file_id = rec.claim, rec.input_file_id
     last: ApiError | None = None
     for attempt in range(max(1, tries)):
         if cancel is not None and cancel.is_set():
             raise Cancelled("cancelled before the batch was created", route="batch_create")
         try:
             if not fresh:
-                adopted = _adopt(client, store, rec, input_file_id, cancel)
+                adopted = _adopt(client, store, rec, listing, cancel)
                 if adopted is not None:
                     return adopted
             fresh = False  # from here on, any retry looks first
+            listing.record(client, input_file_id, cancel)
             job, warning = client.create_batch(
                 input_file_id, rec.endpoint, completion_window=rec.completion_window, priority=rec.priority,
                 model_id=rec.model_id, cancel=cancel)
@@ -156,12 +209,14 @@ def _create_with_retries(client: BatchClient, store: BatchStore, rec: BatchRecor
 
 
 def create_once(client: BatchClient, store: BatchStore, bi: BatchInput, *, cancel: threading.Event | None = None,
-                attempts: int = 1, look_first: bool = False) -> dict[str, Any]:
+                attempts: int = 1, look_first: bool = False, on_listed: Callable[[list[str]], None] | None = None,
+                named_elsewhere: Callable[[], set[str]] | None = None) -> dict[str, Any]:
     """The BatchJob (as a dict) of this input, created at most once. Raises BatchRejected (a 4xx:
     permanent, the input goes to failed/), TransientError (429/5xx/resets after `attempts`
     tries, the daemon's api.max_retries + 1; the journal stays at `creating`: a later call adopts),
     Cancelled when `cancel` is set. `look_first`: ask the server for a job of this input even
-    without a `creating` row (a file taken over from another host, whose store we do not have)."""
+    without a `creating` row (a file taken over from another host, whose store we do not have).
+    `on_listed` and `named_elsewhere`: the adoption rule of `Listing`."""
     rec = store.get(bi.claim)
     if rec is not None and rec.batch_id:
         return rec.job or {"id": rec.batch_id, "status": rec.status, "input_file_id": rec.input_file_id}
@@ -171,4 +226,5 @@ def create_once(client: BatchClient, store: BatchStore, bi: BatchInput, *, cance
     fresh = rec is None and not look_first
     if rec is None:
         rec = _begin(store, bi)
-    return _create_with_retries(client, store, rec, bi.input_file_id, fresh=fresh, tries=attempts, cancel=cancel)
+    listing = Listing(bi.listed_before, on_listed, named_elsewhere)
+    return _create_with_retries(client, store, rec, listing, fresh=fresh, tries=attempts, cancel=cancel)

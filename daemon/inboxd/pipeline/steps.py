@@ -26,11 +26,13 @@ from pathlib import Path
 import structlog
 
 from ..batch import BatchInput, create_once, stem_of
+from ..batch.create import named_in_manifests
 from ..state.journal import Stage
 from ..state.sidecars import MANIFEST_SUFFIX
 from ..watch.scan import file_kind
 from . import upload
 from .archive import archive as archive_file
+from .claim import read_state, write_state
 from .context import Context, FileRun, Outcome
 from .failure import Failure
 
@@ -107,11 +109,18 @@ def create_batch(run: FileRun, ctx: Context) -> Step:
         if not row.file_id:
             raise sqlite3.OperationalError(f"no file id journaled for {job.claim}")  # transient: retried
         validation = json.loads(row.validation) if row.validation else {}
+        listed = (read_state(job.claim) or {}).get("batch_listed_before")
+
+        def on_listed(ids: list[str]) -> None:  # in the claim's state: it travels with a takeover
+            write_state(job.claim, {**(read_state(job.claim) or {}), "batch_listed_before": ids})
+
         create_once(run.client, ctx.batches,
                     BatchInput(row.claim, row.file_id, job.inbox.batch, inbox=job.inbox.path, sha256=row.sha256,
                                dropped_at=job.seen_at, uploaded_at=row.finished_at,
-                               requests=validation.get("records")),
-                    cancel=run.cancel, attempts=run.config.api.max_retries + 1, look_first=job.recovered)
+                               requests=validation.get("records"),
+                               listed_before=tuple(listed) if isinstance(listed, list) else None),
+                    cancel=run.cancel, attempts=run.config.api.max_retries + 1, look_first=job.recovered,
+                    on_listed=on_listed, named_elsewhere=lambda: named_in_manifests(job.inbox.done))
     return Step.HANDOFF if run.fresh and not job.archive else Step.ARCHIVE
 
 

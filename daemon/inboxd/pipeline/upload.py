@@ -23,7 +23,7 @@ from ..api._models import FileObject
 from ..check import check_file
 from ..state.journal import Row, Stage
 from ..watch.lease import Writers, open_for_writing
-from .claim import sync_state, write_state
+from .claim import read_state, sync_state, write_state
 from .context import FileRun
 from .failure import Failure
 
@@ -58,11 +58,15 @@ def report_json(report: Any) -> dict[str, Any] | None:
     return report if isinstance(report, dict) else {"value": report}
 
 
+_KEPT = ("batch_listed_before",)  # claim state keys a rewrite keeps (batch/create.py's Listing)
+
+
 def write_claim_state(run: FileRun) -> None:
     """The claim folder carries the file id once the file is uploaded (SPEC §2): a survivor on
     another host, without our journal, asks the server instead of sending it again."""
     state = {k: getattr(run.row, k) for k in _STATE_FIELDS}
-    write_state(run.job.claim, {**state, "purpose": run.job.inbox.purpose})
+    kept = {k: v for k, v in (read_state(run.job.claim) or {}).items() if k in _KEPT}  # the batch create's record
+    write_state(run.job.claim, {**state, "purpose": run.job.inbox.purpose, **kept})
 
 
 def still_checked(row: Row, st: os.stat_result) -> bool:
