@@ -31,14 +31,14 @@ def cmd_config_check(args: argparse.Namespace) -> int:
         out(f"# effective configuration of {args.config} (the key is never shown)")
         _print_toml(data)
         _print_checks([str(p) for p in problems], offline=args.offline)
-        for p in pings or []:
-            said = "ok" if p["ok"] else f"FAILED ({p['reason']}): {p['error']}"
-            out(f"# ping {p['sink']}: {said}")
+        for ping in pings or []:
+            said = "ok" if ping["ok"] else f"FAILED ({ping['reason']}): {ping['error']}"
+            out(f"# ping {ping['sink']}: {said}")
     for p in problems:
         err(f"inboxd: {p}")
     if problems:
         return EXIT_USAGE
-    return EXIT_FAILED if pings and not all(p["ok"] for p in pings) else EXIT_OK
+    return EXIT_FAILED if pings and not all(ping["ok"] for ping in pings) else EXIT_OK
 
 
 def _ping(config: Any) -> list[dict[str, Any]]:

@@ -33,7 +33,7 @@ from typing import Any
 import structlog
 
 from ..api import Network, resolve_network
-from ..config import Config, EventSinkConfig
+from ..config import Config, ConfigError, EventSinkConfig
 from ..state.db import Database
 from . import payload
 from .fleet import remove_event_file, take_over, write_event_file
@@ -160,6 +160,15 @@ class Events:
         self._next_prune = 0.0
         self.configure(config)
 
+    @classmethod
+    def attach(cls, config: Config, journal: Any, batches: Any, claimer: str | None) -> Events:
+        """The daemon's events: recorded inside the journal's and the batch store's commits that
+        publish a sidecar (their `on_finished` and `on_delivered` hooks)."""
+        events = cls(config, journal.db, claimer)
+        journal.on_finished(events.on_file_finished)
+        batches.on_delivered(events.on_batch_delivered)
+        return events
+
     def configure(self, config: Config) -> None:
         """The sinks of `config` (at start; a reload calls `reload`): ConfigError if a secret
         cannot be read, and then nothing has changed."""
@@ -196,11 +205,17 @@ class Events:
             s.sink.close()
         self.senders.clear()
 
-    def reload(self, config: Config) -> None:
+    def reload(self, config: Config) -> bool:
         """New sinks from a reloaded config (made first: a secret that cannot be read keeps the
-        running senders); the old senders stop, pending rows stay for the new ones."""
-        self.configure(config)
+        running senders, says so and returns False); the old senders stop, pending rows stay
+        for the new ones."""
+        try:
+            self.configure(config)
+        except ConfigError as exc:
+            log.error("config.rejected", error=str(exc), hint="the running configuration is kept")
+            return False
         self.start()
+        return True
 
     def _wake(self, sinks: Sequence[str]) -> None:
         for label in sinks:

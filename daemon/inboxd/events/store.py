@@ -175,7 +175,7 @@ class EventStore:
     # --- reading and the operator's commands -------------------------------------------
 
     def list(self, *, state: str | None = None, sink: str | None = None, limit: int = 1000) -> list[EventRow]:
-        sql, args = "SELECT * FROM events WHERE 1 = 1", []
+        sql, args = "SELECT * FROM events WHERE 1 = 1", list[Any]()
         if state is not None:
             sql += " AND state = ?"
             args.append(state)

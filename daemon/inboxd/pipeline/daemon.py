@@ -98,10 +98,7 @@ class Daemon:
         # the batch round trip: one poller follows every job, whichever inbox made it
         self.ctx.batches = BatchStore(self.journal)
         self.ctx.poller = Poller(lambda: self.ctx.client, self.ctx.batches, self._batch_event)
-        # events for schedulers (SPEC §11): recorded inside the commits that publish the sidecars
-        self.events = Events(config, self.journal.db, self.inboxes.claimer)
-        self.journal.on_finished(self.events.on_file_finished)
-        self.ctx.batches.on_delivered(self.events.on_batch_delivered)
+        self.events = Events.attach(config, self.journal, self.ctx.batches, self.inboxes.claimer)  # SPEC §11
         self.workers: list[Worker] = []
         self.capacity = max(16, 4 * config.daemon.workers)
         self._stop = False
@@ -308,11 +305,8 @@ class Daemon:
             log.error("config.rejected", error=str(exc), hint="the running configuration is kept")
             return
         register_secret(key.get_secret_value())
-        try:
-            self.events.reload(new)
-        except ConfigError as exc:
-            log.error("config.rejected", error=str(exc), hint="the running configuration is kept")
-            return
+        if not self.events.reload(new):
+            return  # a sink's secret cannot be read: said, and the running configuration is kept
         old = self.config
         self.config = new
         self.ctx.config = new
