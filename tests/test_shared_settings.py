@@ -64,8 +64,8 @@ def test_a_daemon_without_the_batch_table_does_not_claim_in_a_batch_inbox(tmp_pa
         wait_until(lambda: len(_archived_by(a) | _archived_by(b)) == len(names), 10, what="every archive logged")
         assert not b.events("file.claimed") and not _archived_by(b), f"{len(_archived_by(b))} archived by b"
         assert _archived_by(a) == set(names)
-        wait_until(lambda: len(list((inbox / "outbox").glob("*.batch.json"))) == len(names), 60,
-                   what="a batch.json for every input")
+        # every input became a job (the host without the table would have archived its share without one)
+        wait_until(lambda: emu.batch_creates() == len(names), 30, interval=0.2, what="a batch job for every input")
 
         # what the host without the table says: /healthz, status, config check
         status, body = _healthz(b)
@@ -77,6 +77,14 @@ def test_a_daemon_without_the_batch_table_does_not_claim_in_a_batch_inbox(tmp_pa
         check = _cli("config", "check", "--config", str(without), key=emu.key)
         assert check.returncode == 2 and "inboxes[0]" in check.stderr and "batch" in check.stderr, check.stderr
         assert _cli("config", "check", "--config", str(with_batch), key=emu.key).returncode == 0
+
+        # a one-shot run with the same settings as b ends at once, exit 1, rather than wait for ever
+        once = _host(tmp_path, "c", emu, {"path": inbox, "purpose": "batch-api"})
+        drop(inbox, "waits.jsonl", batch_lines("waits", 3), staging)
+        with DaemonProc(once, key=emu.key, extra_args=["--once"]) as c:
+            assert c.wait_exit(30) == 1, c.tail()
+            assert c.events("daemon.once_held") and not c.events("file.claimed")
+        a.wait_event("file.archived", name="waits.jsonl")
 
         # the host with the table stops: no live daemon holds the recorded settings, b takes over
         assert a.stop() == 0

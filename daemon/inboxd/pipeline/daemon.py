@@ -181,7 +181,8 @@ class Daemon:
         self._withdraw_settings()
         shutdown(self, grace=self.config.daemon.stop_grace_seconds)
         if self.once:
-            return EXIT_FAILED if self.ctx.counters.get("failed", 0) or self.gate.paused else EXIT_OK
+            held = any(s.held is not None for s in self.inboxes)
+            return EXIT_FAILED if self.ctx.counters.get("failed", 0) or self.gate.paused or held else EXIT_OK
         return EXIT_OK
 
     def _tick(self) -> None:
@@ -279,6 +280,12 @@ class Daemon:
     def _once_finished(self) -> bool:
         if self.gate.paused:
             log.error("daemon.once_paused", reason="the API rejects the key; nothing more can be done now")
+            return True
+        held = [s.key for s in self.inboxes if s.held is not None]
+        if held:  # its files would wait for ever: a conflict of configuration this run cannot resolve
+            log.error("daemon.once_held", inboxes=held,
+                      reason="this daemon's settings for these inboxes differ from those their live daemons run with "
+                             "(inbox.settings_differ)")
             return True
         if not all(s.scanned or s.missing for s in self.inboxes):
             return False

@@ -333,7 +333,8 @@ class SettingsGate:
         return [s for s in states if not s.missing and self.check(s)]
 
     def withdraw(self, state: InboxState) -> None:
+        """The daemon leaves the inbox (a stop, or a reload without it); `state.held` stays
+        as it was (a run with --once ends in failure when an inbox was held)."""
         a = self._agreements.pop(state.key, None)
         if a is not None:
             a.withdraw()
-        state.held = None
