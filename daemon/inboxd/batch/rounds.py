@@ -73,8 +73,10 @@ class Rounds:
     def step(self) -> bool:
         """Move every job as far as it goes now; True when all are settled."""
         self.work.mkdir(parents=True, exist_ok=True)
-        for job in list(self.ledger.jobs):
-            self._advance(job)
+        i = 0
+        while i < len(self.ledger.jobs):  # a job a settle adds (the next round) starts in this step too
+            self._advance(self.ledger.jobs[i])
+            i += 1
         if self.ledger.done and self.ledger.finished_at is None:
             self.ledger.finished_at = time.time()
             self.save()
