@@ -97,6 +97,9 @@ def test_status_json_is_the_status_commands_object_with_the_daemons_view(world):
     assert {f["name"] for f in uploads["recent"] if f["outcome"] == "done"} >= {"good.jsonl", HOSTILE_DONE}
     assert all(f["file_id"] for f in uploads["recent"] if f["outcome"] == "done")
     (job,) = data["batches"]
+    # the poller's lines name the input where it is now (done/), not its claim folder
+    statuses = world["daemon"].events("batch.status")
+    assert statuses and all(e["input"] == str(world["tmp"] / "jobs" / "done" / "job.jsonl") for e in statuses)
     assert job["status"] == "COMPLETED"
     assert job["counts"] == {"requests": 3, "succeeded": 3, "failed": 0, "missing": 0}
 
