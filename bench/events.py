@@ -4,9 +4,10 @@ A receiver process on loopback (tests/helpers/receiver.py) verifies every delive
 `standardwebhooks` library and logs when it answered. Two phases, each on a new inbox:
 
 1. live: N small valid batch files renamed into an inbox at once, the receiver up. Latency is
-   from the sidecar's publication (the manifest's mtime: it is written, then renamed into done/)
-   to the receiver's 2xx answer; its p50, p99 and max, and the events per second over the burst
-   (bounded by the upload rate: an event exists once its file is archived).
+   from the sidecar's publication (the manifest's ctime: set by its rename into done/) to the
+   receiver's 2xx answer; its p50, p99 and max, split at the event's recording (the body's
+   timestamp: the journal commit that writes the archived stage), and the events per second
+   over the burst (bounded by the upload rate: an event exists once its file is archived).
 2. drain: the same burst while the receiver answers 500 to everything, so every event waits;
    then the receiver recovers, and the sender's own rate is what empties the backlog (first 2xx
    to last), one sink, one thread, keep-alive.
@@ -26,6 +27,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from datetime import datetime
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
@@ -93,10 +95,13 @@ def main() -> int:
             t0 = burst(live, root / "staging", n, "l")
             wait_until(lambda: len(ok(log)) >= n, 600, 0.2, "every live event delivered")
             got = ok(log)
-            published = {}
+            published = {}  # the rename into done/ sets the manifest's ctime (its mtime is its writing, earlier)
             for m in (live / "done").glob("*.manifest.json"):
-                published[str(m)] = m.stat().st_mtime
+                published[str(m)] = m.stat().st_ctime
             lat = [x["t"] - published[x["body"]["data"]["manifest"]] for x in got]
+            recorded = [datetime.fromisoformat(x["body"]["timestamp"].replace("Z", "+00:00")).timestamp() for x in got]
+            to_record = [r - published[x["body"]["data"]["manifest"]] for r, x in zip(recorded, got, strict=True)]
+            to_send = [x["t"] - r for r, x in zip(recorded, got, strict=True)]
             span = max(x["t"] for x in got) - t0
             # 2. drain
             requests.post(control, json={"fail_rate": 1.0}, timeout=5)
@@ -112,7 +117,11 @@ def main() -> int:
             "files": n, "workers": args.workers, "signature_failures": len(bad),
             "live": {"events": len(got), "seconds": round(span, 2), "events_per_second": round(len(got) / span, 1),
                      "latency_p50_ms": round(1000 * statistics.median(lat), 1),
-                     "latency_p99_ms": round(1000 * pct(lat, 99), 1), "latency_max_ms": round(1000 * max(lat), 1)},
+                     "latency_p99_ms": round(1000 * pct(lat, 99), 1), "latency_max_ms": round(1000 * max(lat), 1),
+                     "publish_to_record_p50_ms": round(1000 * statistics.median(to_record), 1),
+                     "publish_to_record_p99_ms": round(1000 * pct(to_record, 99), 1),
+                     "record_to_delivery_p50_ms": round(1000 * statistics.median(to_send), 1),
+                     "record_to_delivery_p99_ms": round(1000 * pct(to_send, 99), 1)},
             "drain": {"events": len(drained), "seconds": round(drain_span, 2),
                       "events_per_second": round(len(drained) / drain_span, 1)},
         }, indent=2))
