@@ -122,7 +122,7 @@ class BatchRules:
         # a typed decode of what the rules read (the rest of the line parsed, its syntax checked,
         # nothing built): basic reads two fields, and takes less than half the time of a whole
         # decode; strict reads the body's known fields, and skips the strings of the messages
-        self.decode_request: Callable[[bytes], Request | StrictRequest] = \
+        self.decode_request: Callable[[bytes | bytearray], Request | StrictRequest] = \
             _STRICT_REQUEST.decode if strict else _REQUEST.decode
         self.body_passes: Callable[[Any], bool] | None = _strict_passes if strict else None
 

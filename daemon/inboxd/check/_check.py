@@ -22,7 +22,7 @@ import msgspec
 from ._batch import BatchRules
 from ._finetune import FineTuneRules
 from ._report import CheckIssue, CheckReport
-from ._stream import BACKGROUND_HASH, CHUNK, StreamState, line_batches
+from ._stream import BACKGROUND_HASH, CHUNK, Line, StreamState, line_batches
 
 DEFAULT_MAX_LINE = 64 * 2**20
 _decode = msgspec.json.Decoder().decode
@@ -81,24 +81,53 @@ def _size(f: BinaryIO) -> int:
 def _run(f: BinaryIO, state: StreamState, report: CheckReport, purpose: str, mode: str, max_line_bytes: int,
          max_errors: int) -> None:
     rules, blank_is_error = rules_for(purpose, mode)
-    errors: list[CheckIssue] = []
-    utf8_errors: list[CheckIssue] = []
-    records = 0
+    checks = _Lines(rules, blank_is_error, state, max_errors)
     stream = line_batches(f, state, max_line_bytes)
-    record = rules.record
-    # batch rules read a few fields: those decoded, the rest of the line only parsed
-    decode_request = record_request = body_passes = None
-    if isinstance(rules, BatchRules):
-        decode_request, record_request, body_passes = rules.decode_request, rules.record_request, rules.body_passes
-    loads = _decode  # msgspec for speed; where it refuses (NaN, lone surrogates, numbers past
-    # a float, deep nesting), the standard library decides, so the verdicts are the stdlib's
-    for first, batch in stream:
-        # too_long grows between batches: at that count the pass stops after one more line
-        last = len(errors) + len(utf8_errors) + len(state.too_long) >= max_errors
-        number = first
-        # the hot loop: msgspec first; what it refuses (a blank line, invalid UTF-8 or JSON, what
-        # only the standard library accepts) and what is not an object go the slow way
+    try:
+        for first, batch in stream:
+            if checks.batch(first, batch):
+                report.truncated = True
+                for _ in stream:  # hash and count the rest, parse no more
+                    pass
+                break
+    finally:
+        stream.close()  # (also on an exception: the long-line permit is given back at once)
+    _finish(state, report, purpose, mode, max_line_bytes, max_errors, rules, checks.records, checks.errors,
+            checks.utf8_errors)
+
+
+class _Lines:
+    """The per-line part of a pass: each line decoded and handed to the rules; the counts and
+    issues so far. A batch is checked in a call of its own, so nothing of its lines (a long
+    line, its decoded object) outlives the call: the stream's long-line permit is then free."""
+
+    def __init__(self, rules: Rules, blank_is_error: bool, state: StreamState, max_errors: int) -> None:
+        self.record = rules.record
+        self.blank_is_error = blank_is_error
+        self.too_long = state.too_long  # grows between batches
+        self.max_errors = max_errors
+        self.errors: list[CheckIssue] = []
+        self.utf8_errors: list[CheckIssue] = []
+        self.records = 0
+        # batch rules read a few fields: those decoded, the rest of the line only parsed
+        self.decode_request = self.record_request = self.body_passes = None
+        if isinstance(rules, BatchRules):
+            self.decode_request, self.record_request = rules.decode_request, rules.record_request
+            self.body_passes = rules.body_passes
+
+    def full(self) -> bool:
+        return len(self.errors) + len(self.utf8_errors) + len(self.too_long) >= self.max_errors
+
+    def batch(self, number: int, batch: list[Line]) -> bool:
+        """Check consecutive lines, the first numbered `number`; True: stop (max_errors reached)."""
+        # at the error count the pass stops after one more line (too_long grew since the last batch)
+        last = self.full()
+        decode_request, record_request, body_passes = self.decode_request, self.record_request, self.body_passes
+        record, errors, loads = self.record, self.errors, _decode  # msgspec for speed; where it refuses
+        # (NaN, lone surrogates, numbers past a float, deep nesting), the standard library decides
         for line in batch:
+            # the hot loop: msgspec first; what it refuses (a blank line, invalid UTF-8 or JSON, what
+            # only the standard library accepts) and what is not an object go the slow way
             if decode_request is not None and line.isascii():
                 # the typed decode skips strings without checking their UTF-8: ASCII lines only
                 try:
@@ -107,58 +136,56 @@ def _run(f: BinaryIO, state: StreamState, report: CheckReport, purpose: str, mod
                     request = None  # the whole decode below decides, and words the error
                 if request is not None and request.custom_id is not None and request.body is not None \
                         and (body_passes is None or body_passes(request.body)):
-                    records += 1
+                    self.records += 1
                     issue = record_request(number, request)  # type: ignore[misc]
                     if issue is not None:
                         errors.append(issue)
-                        last = last or len(errors) + len(utf8_errors) + len(state.too_long) >= max_errors
+                        last = last or self.full()
                     if last:
-                        report.truncated = True
-                        break
+                        return True
                     number += 1
                     continue
             try:
                 obj = loads(line)
             except (ValueError, RecursionError):
-                obj = _slow(number, line, errors, utf8_errors, blank_is_error)
+                obj = _slow(number, line, errors, self.utf8_errors, self.blank_is_error)
             if obj.__class__ is dict:
-                records += 1
+                self.records += 1
                 issue = record(number, obj)
                 if issue is not None:
                     errors.append(issue)
-                    last = last or len(errors) + len(utf8_errors) + len(state.too_long) >= max_errors
+                    last = last or self.full()
             elif obj is _UTF8:
                 number += 1
                 continue  # (as the pass always did: no count of the errors after a UTF-8 error)
-            elif obj is not _NOTHING:
-                if isinstance(obj, dict):  # a dict subclass (never from msgspec nor json)
-                    records += 1
-                    issue = record(number, obj)
-                    if issue is not None:
-                        errors.append(issue)
-                else:
-                    errors.append(CheckIssue(number, "json.not_object",
-                                             f"each line must be a JSON object, found {_kind(obj)}"))
-                last = last or len(errors) + len(utf8_errors) + len(state.too_long) >= max_errors
             else:
-                last = last or len(errors) + len(utf8_errors) + len(state.too_long) >= max_errors
+                self._other(number, obj)
+                last = last or self.full()
             if last:
-                report.truncated = True
-                break
+                return True
             number += 1
-        if report.truncated:
-            break
-    if report.truncated:
-        for _ in stream:  # hash and count the rest, parse no more
-            pass
-    _finish(state, report, purpose, mode, max_line_bytes, max_errors, rules, records, errors, utf8_errors)
+        return False
+
+    def _other(self, number: int, obj: Any) -> None:
+        """A value that is not a plain dict: a dict subclass (never from msgspec nor json) is a
+        record, anything else is not an object; _NOTHING (an error recorded, or blank) is neither."""
+        if obj is _NOTHING:
+            return
+        if isinstance(obj, dict):
+            self.records += 1
+            issue = self.record(number, obj)
+            if issue is not None:
+                self.errors.append(issue)
+        else:
+            self.errors.append(CheckIssue(number, "json.not_object",
+                                          f"each line must be a JSON object, found {_kind(obj)}"))
 
 
 _NOTHING = object()  # `_slow`'s answer for a line that holds no value (blank, or an error recorded)
 _UTF8 = object()  # `_slow`'s answer for a line that is not UTF-8 (recorded)
 
 
-def _slow(number: int, line: bytes, errors: list[CheckIssue], utf8_errors: list[CheckIssue],
+def _slow(number: int, line: Line, errors: list[CheckIssue], utf8_errors: list[CheckIssue],
           blank_is_error: bool) -> Any:
     """A line msgspec refused: blank (an error where blank lines are), not UTF-8, not JSON, too
     deep; or JSON that only the standard library reads (NaN, big integers, lone surrogates, deep
@@ -167,8 +194,8 @@ def _slow(number: int, line: bytes, errors: list[CheckIssue], utf8_errors: list[
         if blank_is_error:
             errors.append(CheckIssue(number, "json.blank_line", "a blank line (the 1.x checker refuses them)"))
         return _NOTHING
-    try:
-        return json.loads(line.strip().decode("utf-8"))
+    try:  # (stripped only when there is something to strip: no copy of a long line for nothing)
+        return json.loads((line.strip() if line[:1].isspace() or line[-1:].isspace() else line).decode("utf-8"))
     except UnicodeDecodeError as exc:
         utf8_errors.append(CheckIssue(number, "utf8.invalid", f"not UTF-8 at byte {exc.start} of the line"))
         return _UTF8
@@ -200,7 +227,7 @@ def _finish(state: StreamState, report: CheckReport, purpose: str, mode: str, ma
     report.truncated = report.truncated or len(issues) > max_errors
 
 
-def _json_issue(number: int, line: bytes, stripped: bytes, exc: ValueError, blank_is_error: bool) -> CheckIssue:
+def _json_issue(number: int, line: Line, stripped: Line, exc: ValueError, blank_is_error: bool) -> CheckIssue:
     if number == 1 and stripped.startswith(b"\xef\xbb\xbf"):
         return CheckIssue(number, "encoding.bom", "the file starts with a UTF-8 byte order mark; JSON Lines has none")
     return CheckIssue(number, "json.invalid", f"not valid JSON: {getattr(exc, 'msg', str(exc))}"

@@ -26,6 +26,7 @@ from pydantic import SecretStr
 from .._constants import EXIT_FAILED, EXIT_OK
 from ..api import FilesClient
 from ..batch import BatchStore, Poller
+from ..check import return_large_buffers
 from ..config import Config, ConfigError, InboxConfig, load_config, resolve_api_key
 from ..events import Events
 from ..log import register_secret
@@ -129,6 +130,7 @@ class Daemon:
     # --- start -----------------------------------------------------------------------------
 
     def start(self) -> None:
+        return_large_buffers()  # a long line's memory goes back to the system once checked
         for inbox in self.config.inboxes:
             self._add_inbox(inbox)
         recover_orphan_rows(self)
