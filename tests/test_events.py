@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import base64
 import json
+import os
 import subprocess
 import sys
 import time
@@ -192,11 +193,18 @@ if n == 0:
 if n == 1:
     time.sleep(60)
 """)
+    # and beside them, the documentation's queue receiver (docs/examples/receiver_queue.py) as a webhook
+    example = subprocess.Popen([sys.executable, str(REPO / "docs" / "examples" / "receiver_queue.py"), "0"],
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                               env={**os.environ, "INBOXD_WEBHOOK_SECRET": SECRET})
+    assert example.stderr is not None and example.stdout is not None
+    example_url = example.stderr.readline().split()[-1]
     cfg = write_config(tmp_path, base_url=emu.base_url, inboxes=[{"path": str(inbox), "purpose": "batch-api"}])
     add_sinks(cfg, sink_toml(command=[sys.executable, str(script)], timeout_seconds=0.5, name="hook"),
-              sink_toml(command=[str(tmp_path / "no-such-program")], name="missing", types=["file.archived"]))
+              sink_toml(command=[str(tmp_path / "no-such-program")], name="missing", types=["file.archived"]),
+              sink_toml(example_url, name="queue"))
     try:
-        with start_daemon(cfg, key=KEY) as d:
+        with start_daemon(cfg, key=KEY, env={"HOOK_SECRET": SECRET}) as d:
             for i in range(3):
                 drop(inbox, f"c{i}.jsonl", batch_lines(f"c{i}", 2), staging)
             d.wait_event("event.delivered", count=3, sink="hook", timeout=30)
@@ -212,9 +220,13 @@ if n == 1:
             assert {e["sink"] for e in listing["events"]} == {"missing"}
             # a sink that fails for itself holds its order: the oldest event is the one retried
             assert "command not found" in listing["events"][0]["last_error"]
+            d.wait_event("event.delivered", count=3, sink="queue")
             assert d.stop() == 0
     finally:
         emu.stop()
+        example.terminate()
+    printed = example.stdout.read().splitlines()
+    assert sorted(printed) == sorted(f"file.archived {p}" for p in published(inbox / "done"))
     calls = [json.loads(line) for line in seen.read_text().splitlines()]
     by_id: dict[str, list[int]] = {}
     for c in calls:

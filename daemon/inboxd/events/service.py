@@ -93,6 +93,7 @@ class Sender(threading.Thread):
                 now = time.time()
                 row = store.head(self.label, now)
                 if row is None:
+                    self.events.tick(now)  # housekeeping while idle: delivered events past their keep go
                     parked = store.next_parked(self.label)
                     idle = COMMIT_POLL if now < self._eager_until else IDLE_POLL
                     self._sleep(idle if parked is None else min(idle, parked - now))
