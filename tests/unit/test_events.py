@@ -14,13 +14,14 @@ import jsonschema
 import pytest
 from standardwebhooks.webhooks import Webhook
 
-from inboxd.config import ConfigError
-from inboxd.events import payload
+from inboxd.config import Config, ConfigError, parse_config
+from inboxd.events import Events, payload
 from inboxd.events.signing import parse_secret
 from inboxd.events.sinks import retry_after
 from inboxd.events.store import EventStore, NewEvent
 from inboxd.log import redact_text
 from inboxd.state.db import Database
+from inboxd.state.journal import Journal
 
 SECRET = "whsec_" + base64.b64encode(b"0123456789abcdef0123456789abcdef").decode()
 
@@ -96,3 +97,33 @@ def test_the_store_keeps_order_through_an_outage_and_parks_a_refused_event(tmp_p
     assert store.dead(store.head("a", now + 61) or nxt, "gone") is False
     assert [r.id for r in store.list(state="dead")] == ["msg_0"]
     assert store.retry(["msg_0"]) == 1 and store.list(state="dead") == []
+
+
+def _config(tmp_path: Path, inbox: Path) -> Config:
+    return parse_config({"daemon": {"state_dir": str(tmp_path / "state")},
+                         "inboxes": [{"path": str(inbox), "purpose": "batch-api"}],
+                         "events": [{"command": ["/bin/true"], "name": "hook"}]})
+
+
+def test_a_finished_stage_commits_with_its_event_and_its_fleet_file(tmp_path: Path) -> None:
+    inbox = tmp_path / "inbox"
+    inbox.mkdir()
+    config = _config(tmp_path, inbox)
+    journal = Journal(config.daemon.state_dir)
+    events = Events(config, journal.db, "host-1-abcd")
+    journal.on_finished(events.on_file_finished)
+    sidecar = {"file": {"id": "file-1", "purpose": "batch-api"}, "source": {"sha256": "ab", "path": "x"},
+               "upload": {"host": "h"}}
+    for claim, text in (("/c/1.good.jsonl", json.dumps(sidecar)), ("/c/2.bad.jsonl", "{not json")):
+        journal.claimed(claim, str(inbox), claim.rsplit(".", 2)[0][-1])
+        journal.update(claim, target=str(inbox / "done" / claim[3:]), sidecar=text)
+        journal.update(claim, stage="archived")  # the bad sidecar's event cannot be made: the stage still commits
+    rows = events.store.list()
+    assert [r.source for r in rows] == [str(inbox / "done" / "1.good.jsonl") + ".manifest.json"]
+    assert journal.get("/c/2.bad.jsonl").stage == "archived"  # type: ignore[union-attr]
+    file = Path(rows[0].file or "")
+    assert file.parent == inbox / ".inboxd" / ".events" / "host-1-abcd"
+    assert json.loads(file.read_text())["id"] == rows[0].id
+    taken = Events(config, journal.db, "host-2-ef01").take_over(str(inbox), inbox / ".inboxd", lambda _: True)
+    assert taken == 1 and not file.exists()  # a survivor renamed it into its own folder
+    journal.close()

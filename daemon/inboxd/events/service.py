@@ -247,20 +247,26 @@ class Events:
         self._wake(sinks)
 
     def on_file_finished(self, conn: sqlite3.Connection, row: Any) -> None:
-        """The journal's on_finished hook: a file's manifest or error sidecar is published."""
+        """The journal's on_finished hook: a file's manifest or error sidecar is published.
+        Only a database error may leave it (it fails the commit anyway): anything else would
+        roll back the stage, and with it every stage waiting for that commit, again and again."""
         if not row.target or not row.sidecar:
             return
         kind = "file.archived" if row.stage == "archived" else "file.failed"
         if not self._wants.get(kind):
             return
         when = time.time()
-        sidecar = json.loads(row.sidecar)
-        if kind == "file.archived":
-            path = row.target + MANIFEST_SUFFIX
-            body = payload.file_archived(path, sidecar, inbox=row.inbox, name=row.name, when=when)
-        else:
-            path = row.target + ERROR_SUFFIX
-            body = payload.file_failed(path, sidecar, inbox=row.inbox, name=row.name, when=when)
+        try:
+            sidecar = json.loads(row.sidecar)
+            if kind == "file.archived":
+                path = row.target + MANIFEST_SUFFIX
+                body = payload.file_archived(path, sidecar, inbox=row.inbox, name=row.name, when=when)
+            else:
+                path = row.target + ERROR_SUFFIX
+                body = payload.file_failed(path, sidecar, inbox=row.inbox, name=row.name, when=when)
+        except Exception as exc:  # noqa: BLE001 - see the docstring
+            log.error("event.unrecordable", inbox=row.inbox, name=row.name, stage=row.stage, error=str(exc))
+            return
         self._new(conn, kind, path, row.inbox, body, when)
 
     def on_batch_delivered(self, conn: sqlite3.Connection, rec: Any) -> None:
@@ -274,8 +280,12 @@ class Events:
             sidecar = {"batch": {"id": rec.batch_id, "status": rec.status, "input_file_id": rec.input_file_id},
                        "input": {"path": rec.input_path}}
         when = time.time()
-        self._new(conn, "batch.delivered", path, rec.inbox,
-                  payload.batch_delivered(path, sidecar, inbox=rec.inbox, when=when), when)
+        try:
+            body = payload.batch_delivered(path, sidecar, inbox=rec.inbox, when=when)
+        except Exception as exc:  # noqa: BLE001 - as on_file_finished: never roll the stage back
+            log.error("event.unrecordable", inbox=rec.inbox, batch=path, error=str(exc))
+            return
+        self._new(conn, "batch.delivered", path, rec.inbox, body, when)
 
     def record_sidecar(self, inbox: str, path: Path) -> None:
         """A sidecar published without a stage of ours (a survivor finishing a dead peer's
