@@ -39,7 +39,7 @@ from . import payload
 from .fleet import remove_event_file, take_over, write_event_file
 from .signing import read_secret
 from .sinks import CommandSink, Outcome, Sink, WebhookSink
-from .store import EventStore, NewEvent, adopt, insert
+from .store import EventRow, EventStore, NewEvent, adopt, insert
 
 log = structlog.get_logger("inboxd.events")
 
@@ -51,6 +51,7 @@ IDLE_POLL = 1.0  # a sender with nothing due looks again this often (retried eve
 # nothing visible yet looks again every COMMIT_POLL for up to COMMIT_WAIT
 COMMIT_POLL = 0.02
 COMMIT_WAIT = 2.0
+BATCH = 32  # events read per query, and delivered marks per commit at most
 PRUNE_EVERY = 3600.0
 
 
@@ -87,25 +88,9 @@ class Sender(threading.Thread):
         self.wake.set()
 
     def run(self) -> None:
-        store = self.events.store
         while not self.stopping.is_set():
             try:
-                now = time.time()
-                row = store.head(self.label, now)
-                if row is None:
-                    self.events.tick(now)  # housekeeping while idle: delivered events past their keep go
-                    parked = store.next_parked(self.label)
-                    idle = COMMIT_POLL if now < self._eager_until else IDLE_POLL
-                    self._sleep(idle if parked is None else min(idle, parked - now))
-                    continue
-                if row.next_at > now:
-                    self._sleep(min(IDLE_POLL, row.next_at - now))
-                    continue
-                if row.file and not os.path.exists(row.file):
-                    store.moved(row)  # taken over by another host (fleet.py): it sends it
-                    log.info("event.moved", sink=self.label, id=row.id, source=row.source)
-                    continue
-                self._deliver(row, self.sink.send(row.id, row.body))
+                self._round()
             except sqlite3.Error as exc:
                 log.warning("events.store_error", sink=self.label, error=str(exc), retry_in=1.0)
                 self._sleep(1.0)
@@ -113,21 +98,62 @@ class Sender(threading.Thread):
                 log.exception("events.sender_error", sink=self.label, error=str(exc), retry_in=1.0)
                 self._sleep(1.0)
 
+    def _round(self) -> None:
+        """Send the sink's next events in order, until one fails or waits; their `delivered`
+        marks commit together (a kill before that commit sends them again, same ids)."""
+        store = self.events.store
+        now = time.time()
+        rows = store.heads(self.label, now, BATCH)
+        if not rows:
+            self.events.tick(now)  # housekeeping while idle: delivered events past their keep go
+            parked = store.next_parked(self.label)
+            idle = COMMIT_POLL if now < self._eager_until else IDLE_POLL
+            self._sleep(idle if parked is None else min(idle, parked - now))
+            return
+        sent: list[EventRow] = []
+        try:
+            for row in rows:
+                if self.stopping.is_set():
+                    return
+                if row.next_at > time.time():  # the sink is held until this one's retry: order
+                    if not sent:
+                        self._sleep(min(IDLE_POLL, row.next_at - time.time()))
+                    return
+                if row.file and not os.path.exists(row.file):
+                    store.moved(row)  # taken over by another host (fleet.py): it sends it
+                    log.info("event.moved", sink=self.label, id=row.id, source=row.source)
+                    continue
+                outcome = self.sink.send(row.id, row.body)
+                if outcome.ok:
+                    sent.append(row)
+                    continue
+                self._delivered(sent)
+                sent = []
+                self._failed(row, outcome)
+                return  # after a failure, ask again: a parked event lets the next ones by, a held sink waits
+        finally:
+            self._delivered(sent)
+
     def _sleep(self, seconds: float) -> None:
         if self.wake.wait(max(0.0, seconds)):
             self.wake.clear()
             self._eager_until = time.time() + COMMIT_WAIT  # woken by a record: its commit lands soon
 
-    def _deliver(self, row: Any, outcome: Outcome) -> None:
-        store, counters, cfg = self.events.store, self.events.counters, self.sink.config
+    def _delivered(self, rows: list[EventRow]) -> None:
+        if not rows:
+            return
         now = time.time()
-        if outcome.ok:
-            if store.delivered(row, now):
-                remove_event_file(row.file)
+        for row in self.events.store.delivered_many(rows, now):
+            remove_event_file(row.file)
+        counters = self.events.counters
+        for row in rows:
             counters.add(counters.delivered, self.label)
             log.info("event.delivered", sink=self.label, id=row.id, type=row.type, source=row.source,
                      attempts=row.attempts + 1, seconds=round(now - row.created_at, 3))
-            return
+
+    def _failed(self, row: EventRow, outcome: Outcome) -> None:
+        store, counters, cfg = self.events.store, self.events.counters, self.sink.config
+        now = time.time()
         counters.add(counters.failed, (self.label, outcome.reason))
         if now - row.since >= cfg.max_age_hours * 3600:
             if store.dead(row, outcome.error):

@@ -137,9 +137,14 @@ class EventStore:
 
     def head(self, sink: str, now: float) -> EventRow | None:
         """The sink's next event: the oldest pending one, except those parked until later."""
+        rows = self.heads(sink, now, 1)
+        return rows[0] if rows else None
+
+    def heads(self, sink: str, now: float, limit: int) -> list[EventRow]:
+        """The sink's next `limit` events, in order (as `head`)."""
         rows = self.db.query("SELECT * FROM events WHERE sink = ? AND state = 'pending' "
-                             "AND NOT (parked = 1 AND next_at > ?) ORDER BY seq LIMIT 1", (sink, now))
-        return self._row(rows[0]) if rows else None
+                             "AND NOT (parked = 1 AND next_at > ?) ORDER BY seq LIMIT ?", (sink, now, limit))
+        return [self._row(r) for r in rows]
 
     def next_parked(self, sink: str) -> float | None:
         rows = self.db.query("SELECT MIN(next_at) FROM events WHERE sink = ? AND state = 'pending' AND parked = 1",
@@ -148,11 +153,17 @@ class EventStore:
 
     def delivered(self, row: EventRow, now: float) -> bool:
         """Mark delivered; True when no sink still has this event pending (its file may go)."""
+        return bool(self.delivered_many([row], now))
+
+    def delivered_many(self, rows: Sequence[EventRow], now: float) -> list[EventRow]:
+        """Mark `rows` delivered in one commit; those no sink still has pending (their files may go)."""
+        if not rows:
+            return []
         with self.db.transaction() as tx:
-            tx.execute("UPDATE events SET state = 'delivered', delivered_at = ?, attempts = attempts + 1, "
-                       "last_error = NULL WHERE seq = ?", (now, row.seq))
-            return not tx.execute("SELECT 1 FROM events WHERE id = ? AND state = 'pending' LIMIT 1",
-                                  (row.id,)).fetchall()
+            tx.executemany("UPDATE events SET state = 'delivered', delivered_at = ?, attempts = attempts + 1, "
+                           "last_error = NULL WHERE seq = ?", [(now, r.seq) for r in rows])
+            return [r for r in rows if not tx.execute(
+                "SELECT 1 FROM events WHERE id = ? AND state = 'pending' LIMIT 1", (r.id,)).fetchall()]
 
     def failed(self, row: EventRow, *, next_at: float, error: str, parked: bool) -> None:
         self.db.execute("UPDATE events SET attempts = attempts + 1, next_at = ?, parked = ?, last_error = ? "
