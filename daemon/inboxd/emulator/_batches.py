@@ -59,7 +59,7 @@ from ._routing import Api, RouteFn
 from ._wire import Done
 
 if TYPE_CHECKING:
-    from ._handler import Handler
+    from ._request import Request
 
 ENDPOINTS = {"/v1/chat/completions", "/v1/completions", "/v1/audio/transcriptions", "/v1/audio/translations"}
 WARNING = "completion_window is best-effort: most jobs finish within 24h, some take longer"
@@ -205,7 +205,7 @@ def cancel(call: Call, job_id: str | None) -> Answer:
 class _HandlerCall:
     """`Call` over the emulator's request handler."""
 
-    def __init__(self, h: Handler, query: dict[str, str]) -> None:
+    def __init__(self, h: Request, query: dict[str, str]) -> None:
         self.h = h
         self.query = query
         self.book = h.emu.batches
@@ -222,7 +222,7 @@ class _HandlerCall:
 
 
 def _route(fn: Any) -> RouteFn:
-    def answer(h: Handler, path_id: str | None, query: dict[str, str]) -> None:
+    def answer(h: Request, path_id: str | None, query: dict[str, str]) -> None:
         try:
             got = fn(_HandlerCall(h, query), path_id)
         except Refused as exc:

@@ -12,49 +12,49 @@ from ._batch_script import bad_entries as bad_batch_entries
 from ._faults import HOSTILE, bad_entries
 
 if TYPE_CHECKING:
-    from ._handler import Handler
+    from ._request import Controls, Request
 
 PREFIX = "/v1/_emulator/"
 
 
-def _stats(h: Handler) -> None:
+def _stats(h: Request, emu: Controls) -> None:
     h.drain()
-    h.send(200, h.emu.stats())
+    h.send(200, emu.stats())
 
 
-def _faults(h: Handler) -> None:
+def _faults(h: Request, emu: Controls) -> None:
     values = json.loads(h.read_small() or b"{}")
-    h.emu.set_faults(values)
-    h.send(200, h.emu.settings_dict())
+    emu.set_faults(values)
+    h.send(200, emu.settings_dict())
 
 
-def _script(h: Handler) -> None:
+def _script(h: Request, emu: Controls) -> None:
     entries = json.loads(h.read_small() or b"[]")
     bad = bad_entries(entries)
     if bad:
         h.send(400, {"error": {"message": f"bad script entries: {bad}", "hostile_modes": sorted(HOSTILE)}})
         return
-    h.emu.add_script(entries)
-    h.send(200, {"script": h.emu.script_snapshot()})
+    emu.add_script(entries)
+    h.send(200, {"script": emu.script_snapshot()})
 
 
-def _batch_script(h: Handler) -> None:
+def _batch_script(h: Request, emu: Controls) -> None:
     entries = json.loads(h.read_small() or b"[]")
     bad = bad_batch_entries(entries)
     if bad:
         h.send(400, {"error": {"message": f"bad batch script entries: {bad}"}})
         return
-    h.emu.batches.script.add(entries)
-    h.send(200, {"batch_script": h.emu.batches.script.snapshot()})
+    emu.batches.script.add(entries)
+    h.send(200, {"batch_script": emu.batches.script.snapshot()})
 
 
-def _reset(h: Handler) -> None:
+def _reset(h: Request, emu: Controls) -> None:
     h.drain()
-    h.emu.reset()
+    emu.reset()
     h.send(200, {"reset": True})
 
 
-CONTROL: dict[tuple[str, str], Callable[[Handler], None]] = {
+CONTROL: dict[tuple[str, str], Callable[[Request, Controls], None]] = {
     ("GET", "stats"): _stats,
     ("POST", "faults"): _faults,
     ("POST", "script"): _script,
@@ -63,9 +63,9 @@ CONTROL: dict[tuple[str, str], Callable[[Handler], None]] = {
 }
 
 
-def control(h: Handler, method: str, path: str) -> None:
+def control(h: Request, emu: Controls, method: str, path: str) -> None:
     what = path[len(PREFIX):]
     answer = CONTROL.get((method, what))
     if answer is None:
         h.error(404, f"no control route {method} {what}")
-    answer(h)
+    answer(h, emu)

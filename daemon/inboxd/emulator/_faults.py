@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any, NoReturn
 from ._wire import Done
 
 if TYPE_CHECKING:
-    from ._handler import Handler
+    from ._request import Request
 
 HOSTILE = {"no_location", "file_location", "other_host_location", "bad_file_id", "no_etag", "garbage_json",
            "hang", "huge_content_length", "redirect_loop"}
@@ -28,9 +28,8 @@ def retry_after_headers(seconds: float) -> dict[str, str]:
     return {"Retry-After": f"{seconds:g}", "retry-after-ms": str(int(seconds * 1000))}
 
 
-def injected(h: Handler, kind: str) -> None:
-    with h.store.lock:
-        h.store.faults_injected[kind] += 1
+def injected(h: Request, kind: str) -> None:
+    h.store.counts.injected(kind)
 
 
 class Script:
@@ -72,7 +71,7 @@ def bad_entries(entries: Any) -> list[Any]:
 # -- where faults strike --------------------------------------------------------------------------
 
 
-def api_faults(h: Handler) -> None:
+def api_faults(h: Request) -> None:
     """Before an API route answers: slowness, a scripted answer, a random 429 or 500."""
     faults = h.emu.faults
     if faults.slow_seconds:
@@ -90,7 +89,7 @@ def api_faults(h: Handler) -> None:
         h.error(500, "injected server error")
 
 
-def storage_faults(h: Handler, part_number: int | None) -> bool:
+def storage_faults(h: Request, part_number: int | None) -> bool:
     """Before a storage PUT is received: slowness, a scripted answer, a random 503.
     True if the answer must leave out its ETag (hostile mode no_etag)."""
     faults = h.emu.faults
@@ -110,7 +109,7 @@ def storage_faults(h: Handler, part_number: int | None) -> bool:
     return no_etag
 
 
-def drop_point(h: Handler, length: int) -> int | None:
+def drop_point(h: Request, length: int) -> int | None:
     """Where to cut a storage PUT's body (random drop_rate), or None to take it all."""
     return length // 2 if length and random.random() < h.emu.faults.drop_rate else None
 
@@ -118,7 +117,7 @@ def drop_point(h: Handler, length: int) -> int | None:
 # -- scripted answers -----------------------------------------------------------------------------
 
 
-def apply_script(h: Handler, script: dict[str, Any]) -> None:
+def apply_script(h: Request, script: dict[str, Any]) -> None:
     """Answer with a scripted status or hostile behaviour (for routes other than the ones
     whose hostile answers need real state: those are handled where the answer is made)."""
     hostile = script.get("hostile")
@@ -134,13 +133,13 @@ def apply_script(h: Handler, script: dict[str, Any]) -> None:
     raise Done
 
 
-def take_hostile(h: Handler) -> str | None:
+def take_hostile(h: Request) -> str | None:
     """The hostile mode the route must apply to its answer, once."""
     value, h.pending_hostile = h.pending_hostile, None
     return value
 
 
-def _scripted_status(h: Handler, script: dict[str, Any]) -> NoReturn:
+def _scripted_status(h: Request, script: dict[str, Any]) -> NoReturn:
     status = int(script.get("status", 500))
     injected(h, f"scripted_{status}")
     h.drain()
@@ -151,25 +150,25 @@ def _scripted_status(h: Handler, script: dict[str, Any]) -> NoReturn:
     raise Done
 
 
-def _hang(h: Handler, script: dict[str, Any]) -> None:
+def _hang(h: Request, script: dict[str, Any]) -> None:
     h.emu.stopping.wait(float(script.get("seconds", 300)))
     h.abort_connection()
 
 
-def _garbage_json(h: Handler, script: dict[str, Any]) -> None:
+def _garbage_json(h: Request, script: dict[str, Any]) -> None:
     h.send(200, b"<html>this is not json{", {"Content-Type": "application/json"})
 
 
-def _huge_content_length(h: Handler, script: dict[str, Any]) -> None:
+def _huge_content_length(h: Request, script: dict[str, Any]) -> None:
     h.send(200, b'{"id": "file-', {"Content-Type": "application/json"}, content_length=5 * 10**9, close=True)
     h.abort_connection()
 
 
-def _redirect_loop(h: Handler, script: dict[str, Any]) -> None:
+def _redirect_loop(h: Request, script: dict[str, Any]) -> None:
     h.send(307, b"", {"Location": h.path})
 
 
-_HOSTILE_NOW: dict[str, Callable[[Handler, dict[str, Any]], None]] = {
+_HOSTILE_NOW: dict[str, Callable[[Request, dict[str, Any]], None]] = {
     "hang": _hang,
     "garbage_json": _garbage_json,
     "huge_content_length": _huge_content_length,

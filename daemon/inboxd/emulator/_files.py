@@ -13,7 +13,7 @@ from ._store import MIN_PART, FileRecord, Multipart
 from ._wire import Done
 
 if TYPE_CHECKING:
-    from ._handler import Handler
+    from ._request import Request
 
 PURPOSES = {"fine-tune", "batch-api", "eval", "calibration", "eval-output"}
 FILE_TYPES = {"jsonl", "parquet", "csv"}
@@ -41,7 +41,7 @@ def match(method: str, path: str) -> tuple[str, str | None]:
 # -- creating -------------------------------------------------------------------------------------
 
 
-def _create_params(h: Handler, fields: dict[str, Any]) -> tuple[str, str, str, str | None]:
+def _create_params(h: Request, fields: dict[str, Any]) -> tuple[str, str, str, str | None]:
     purpose = str(fields.get("purpose", ""))
     if purpose not in PURPOSES:
         h.error(400, f"invalid purpose {purpose!r}")
@@ -55,22 +55,22 @@ def _create_params(h: Handler, fields: dict[str, Any]) -> tuple[str, str, str, s
     return purpose, name, file_type, (str(checksum) if checksum else None)
 
 
-def _conflict(h: Handler, checksum: str | None, purpose: str) -> None:
+def _conflict(h: Request, checksum: str | None, purpose: str) -> None:
     """The checksum 409: a file with these bytes exists already (never with --no-dedupe)."""
     if not h.emu.settings.dedupe:
         return
     existing = h.store.existing(checksum, purpose)
     if existing is not None:
-        h.store.count("conflicts")
+        h.store.counts.event("conflicts")
         h.send(409, {"file_id": existing.id, "message": "a file with this checksum already exists"})
         raise Done
 
 
-def _storage_url(h: Handler, path: str) -> str:
+def _storage_url(h: Request, path: str) -> str:
     return h.store.presign(h.emu.origin, path, h.emu.url_ttl)
 
 
-def create(h: Handler, _id: str | None, query: dict[str, str]) -> None:
+def create(h: Request, _id: str | None, query: dict[str, str]) -> None:
     purpose, name, file_type, checksum = _create_params(h, params(h, query))
     _conflict(h, checksum, purpose)
     rec = h.store.create(purpose, name, file_type, checksum, "single")
@@ -84,11 +84,11 @@ def create(h: Handler, _id: str | None, query: dict[str, str]) -> None:
         headers["Location"] = f"{h.emu.other_origin}/upload/{rec.id}"
     elif hostile == "bad_file_id":
         headers["X-Together-File-Id"] = "../../etc/passwd"
-    h.store.created(rec)
+    h.store.counts.created(rec.checksum)
     h.send(302, b"", headers)
 
 
-def initiate(h: Handler, _id: str | None, query: dict[str, str]) -> None:
+def initiate(h: Request, _id: str | None, query: dict[str, str]) -> None:
     fields = params(h, query)
     purpose, name, file_type, checksum = _create_params(h, fields)
     try:
@@ -110,21 +110,21 @@ def initiate(h: Handler, _id: str | None, query: dict[str, str]) -> None:
             url = f"{h.emu.other_origin}/upload/{mp.upload_id}/{n}"
         parts.append({"PartNumber": n, "URL": url, "Headers": {}})
     file_id = "../" + rec.id if hostile == "bad_file_id" else rec.id
-    h.store.created(rec)
+    h.store.counts.created(rec.checksum)
     h.send(200, {"upload_id": mp.upload_id, "file_id": file_id, "parts": parts})
 
 
 # -- multipart complete and abort -----------------------------------------------------------------
 
 
-def _upload(h: Handler, fields: dict[str, Any], missing: str) -> Multipart:
-    mp = h.store.multipart.get(str(fields.get("upload_id", "")))
+def _upload(h: Request, fields: dict[str, Any], missing: str) -> Multipart:
+    mp = h.store.upload(str(fields.get("upload_id", "")))
     if mp is None or mp.file_id != fields.get("file_id"):
         h.error(404, missing)
     return mp
 
 
-def _check_parts(h: Handler, mp: Multipart, given: Any) -> None:
+def _check_parts(h: Request, mp: Multipart, given: Any) -> None:
     """S3's rules for CompleteMultipartUpload: every part, in order, with its ETag, 5 MiB but the last."""
     if not isinstance(given, list) or not given:
         h.error(400, "parts must be a non-empty list")
@@ -150,46 +150,45 @@ def _check_parts(h: Handler, mp: Multipart, given: Any) -> None:
         h.error(400, f"the parts add up to {total} bytes, not the declared {mp.file_size}")
 
 
-def complete(h: Handler, _id: str | None, query: dict[str, str]) -> None:
+def complete(h: Request, _id: str | None, query: dict[str, str]) -> None:
     fields = params(h, query)
     mp = _upload(h, fields, "NoSuchUpload: unknown upload_id or file_id")
     if mp.state != "open":
         h.error(400, f"upload is {mp.state}")
     _check_parts(h, mp, fields.get("parts"))
-    rec = h.store.files[mp.file_id]
+    rec = h.store.record(mp.file_id)
+    assert rec is not None  # a record is never removed, only marked deleted
     size, digest = h.store.assemble(mp)
     if rec.checksum and rec.checksum != digest:
         h.store.content_path(rec.id).unlink(missing_ok=True)
-        mp.state = "aborted"
+        h.store.end_upload(mp, "aborted")
         h.error(400, "BadDigest: the content does not match the checksum")
-    mp.state = "completed"
+    h.store.end_upload(mp, "completed")
     if not h.store.content_arrived(rec, size, digest):
         h.error(404, f"file {rec.id} was deleted")
     h.store.start_processing(rec)
     h.send(200, {"file": rec.public()})
 
 
-def abort(h: Handler, _id: str | None, query: dict[str, str]) -> None:
+def abort(h: Request, _id: str | None, query: dict[str, str]) -> None:
     mp = _upload(h, params(h, query), "NoSuchUpload")
-    if mp.state == "open":
-        mp.state = "aborted"
-        h.store.discard_parts(mp)
+    if h.store.abort_upload(mp):
         h.store.delete(mp.file_id)
-        h.store.count("aborts")
+        h.store.counts.event("aborts")
     h.send(200, {"upload_id": mp.upload_id, "status": mp.state})
 
 
 # -- one file -------------------------------------------------------------------------------------
 
 
-def _file(h: Handler, file_id: str | None) -> FileRecord:
+def _file(h: Request, file_id: str | None) -> FileRecord:
     rec = h.store.get(file_id or "")
     if rec is None:
         h.error(404, f"file {file_id} not found")
     return rec
 
 
-def preprocess(h: Handler, file_id: str | None, query: dict[str, str]) -> None:
+def preprocess(h: Request, file_id: str | None, query: dict[str, str]) -> None:
     h.drain()
     rec = _file(h, file_id)
     if rec.state != "uploaded":
@@ -198,25 +197,25 @@ def preprocess(h: Handler, file_id: str | None, query: dict[str, str]) -> None:
     h.send(200, _file(h, file_id).public())
 
 
-def retrieve(h: Handler, file_id: str | None, query: dict[str, str]) -> None:
+def retrieve(h: Request, file_id: str | None, query: dict[str, str]) -> None:
     h.drain()
     h.send(200, _file(h, file_id).public())
 
 
-def listing(h: Handler, _id: str | None, query: dict[str, str]) -> None:
+def listing(h: Request, _id: str | None, query: dict[str, str]) -> None:
     h.drain()
     h.send(200, {"object": "list", "data": [r.public() for r in h.store.listing()]})
 
 
-def delete(h: Handler, file_id: str | None, query: dict[str, str]) -> None:
+def delete(h: Request, file_id: str | None, query: dict[str, str]) -> None:
     h.drain()
     _file(h, file_id)
     if h.store.delete(file_id or ""):
-        h.store.count("deletes")
+        h.store.counts.event("deletes")
     h.send(200, {"id": file_id, "object": "file", "deleted": True})
 
 
-def content(h: Handler, file_id: str | None, query: dict[str, str]) -> None:
+def content(h: Request, file_id: str | None, query: dict[str, str]) -> None:
     h.drain()
     rec = _file(h, file_id)
     if rec.state != "uploaded":

@@ -12,10 +12,10 @@ from urllib.parse import parse_qsl
 from ._wire import Done
 
 if TYPE_CHECKING:
-    from ._wire import WireHandler
+    from ._request import Request
 
 
-def params(h: WireHandler, query: dict[str, str]) -> dict[str, Any]:
+def params(h: Request, query: dict[str, str]) -> dict[str, Any]:
     """Fields from the query string, a JSON body, a urlencoded form or a multipart form."""
     body = h.read_small()
     out: dict[str, Any] = dict(query)

@@ -5,6 +5,9 @@
   /v1/_emulator/...  the control endpoints                           -> _control
   an Api's root      the API routes, through the Api's route table   -> APIS
                      (/v1/files, /v1/batches, /v3/whoami)
+
+`Handler` is the one concrete request: the routes see it as a `_request.Request`, and it sees
+the emulator as a `_request.Controls` (its listener's `emulator`), never the server's class.
 """
 
 from __future__ import annotations
@@ -21,22 +24,23 @@ from ._files import FILES
 from ._identity import IDENTITY
 from ._routing import Api
 from ._storage import storage_put
-from ._store import Store
 from ._wire import Done, WireHandler
 
 if TYPE_CHECKING:
-    from ._server import Emulator, Server
+    from ._listener import Listener
+    from ._request import Controls
+    from ._store import Store
 
 APIS: tuple[Api, ...] = (FILES, BATCHES, IDENTITY)
 
 
 class Handler(WireHandler):
-    server: Server
+    server: Listener
     route = "unknown"
     pending_hostile: str | None = None  # a scripted hostile mode the route applies to its answer
 
     @property
-    def emu(self) -> Emulator:
+    def emu(self) -> Controls:
         return self.server.emulator
 
     @property
@@ -62,12 +66,10 @@ class Handler(WireHandler):
             time.sleep(latency / 1000)
 
     def record_status(self, status: int) -> None:
-        with self.store.lock:
-            self.store.statuses[f"{self.route} {status}"] += 1
+        self.store.counts.status(self.route, status)
 
     def count(self) -> None:
-        with self.store.lock:
-            self.store.requests[self.route] += 1
+        self.store.counts.request(self.route)
 
     def auth(self) -> None:
         if self.headers.get("Authorization", "") != f"Bearer {self.emu.settings.key}":
@@ -96,7 +98,7 @@ class Handler(WireHandler):
         if path.startswith(CONTROL_PREFIX):
             self.route = "control"
             self.auth()
-            control(self, method, path)
+            control(self, self.emu, method, path)
             return
         api = next((a for a in APIS if a.owns(path)), None)
         if api is None:

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING
 from ._routing import Api
 
 if TYPE_CHECKING:
-    from ._handler import Handler
+    from ._request import Request
 
 ROOT = "/v3/whoami"
 IDENTITY_ANSWER = {
@@ -25,7 +25,7 @@ def match(method: str, path: str) -> tuple[str, str | None]:
     return ("whoami" if (method, path) == ("GET", ROOT) else "unknown"), None
 
 
-def whoami(h: Handler, path_id: str | None, query: dict[str, str]) -> None:
+def whoami(h: Request, path_id: str | None, query: dict[str, str]) -> None:
     h.send(200, IDENTITY_ANSWER)
 
 

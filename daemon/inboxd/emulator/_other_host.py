@@ -10,22 +10,18 @@ from typing import TYPE_CHECKING, Any
 from ._wire import CHUNK
 
 if TYPE_CHECKING:
-    from ._server import Server
+    from ._listener import Listener
 
 
 class OtherHostHandler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
-    server: Server
+    server: Listener
 
     def log_message(self, format: str, *args: Any) -> None:  # noqa: A002
         pass
 
     def _any(self) -> None:
-        emu = self.server.emulator
-        with emu.store.lock:
-            emu.other_host["requests"] += 1
-            if "Authorization" in self.headers:
-                emu.other_host["auth_headers"] += 1
+        self.server.emulator.store.counts.other_host("Authorization" in self.headers)
         n = int(self.headers.get("Content-Length") or 0)
         while n > 0:
             got = self.rfile.read(min(CHUNK, n))

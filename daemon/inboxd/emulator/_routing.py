@@ -12,10 +12,10 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from ._handler import Handler
+    from ._request import Request
 
-# (handler, the id taken from the path or None, the query string's fields)
-RouteFn = Callable[["Handler", "str | None", "dict[str, str]"], None]
+# (the request, the id taken from the path or None, the query string's fields)
+RouteFn = Callable[["Request", "str | None", "dict[str, str]"], None]
 
 
 @dataclass(frozen=True)
@@ -32,5 +32,5 @@ class Api:
         return name, path_id, self.routes.get(name, unknown)
 
 
-def unknown(h: Handler, path_id: str | None, query: dict[str, str]) -> None:
+def unknown(h: Request, path_id: str | None, query: dict[str, str]) -> None:
     h.error(404, "no such route")

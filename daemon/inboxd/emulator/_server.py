@@ -9,6 +9,9 @@ REQUESTS_CA_BUNDLE). The handshake runs in the connection's own thread, not in t
 so a client that refuses the certificate, or never speaks, holds up no one. Every url the
 emulator hands out (presigned storage urls, the other host) is built from `origin`, so with TLS
 they are https too.
+
+The handlers reach the emulator through `_request.Controls`, which `Emulator` is: the server
+knows the handler, the handler does not know the server.
 """
 
 from __future__ import annotations
@@ -20,44 +23,19 @@ import ssl
 import tempfile
 import threading
 from concurrent.futures import ThreadPoolExecutor
-from http.server import ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
 from ._batch_jobs import BatchBook, BatchKnobs
 from ._faults import Script
 from ._handler import Handler
+from ._listener import Listener
 from ._other_host import OtherHostHandler
 from ._settings import EmulatorSettings, Faults
 from ._store import Store
 
-HANDSHAKE_TIMEOUT = 30.0
 CA_FILE = "emulator-ca.pem"
 TLS_NAMES = ("127.0.0.1", "localhost", "::1", "127.0.0.2")  # 127.0.0.2: the other host's listener
-
-
-class Server(ThreadingHTTPServer):
-    daemon_threads = True
-    allow_reuse_address = True
-    request_queue_size = 256
-    emulator: Emulator
-    tls: ssl.SSLContext | None = None
-
-    def finish_request(self, request: Any, client_address: Any) -> None:
-        """With TLS: the handshake, here in the connection's thread, then the handler."""
-        if self.tls is None:
-            super().finish_request(request, client_address)
-            return
-        request.settimeout(HANDSHAKE_TIMEOUT)
-        try:
-            conn = self.tls.wrap_socket(request, server_side=True)  # takes over the descriptor
-        except (ssl.SSLError, OSError):
-            return  # e.g. a client without our CA: it hangs up in the handshake ("unknown ca")
-        conn.settimeout(None)
-        try:
-            super().finish_request(conn, client_address)
-        finally:
-            self.shutdown_request(conn)
 
 
 def make_tls(names: list[str], ca_path: Path) -> ssl.SSLContext:
@@ -106,10 +84,10 @@ class Emulator:
                                                         s.batch_transient_rate))
         self.batches.expire_next(s.batch_expire_next)
         self.stopping = threading.Event()
-        self.other_host = {"requests": 0, "auth_headers": 0}
         self.script = Script()
+        self._lock = threading.Lock()  # the faults and the url ttl, as the control endpoints set them
         self._hashers: ThreadPoolExecutor | None = None
-        self._servers: list[Server] = []
+        self._servers: list[Listener] = []
 
     @property
     def key(self) -> str:
@@ -129,12 +107,12 @@ class Emulator:
             tls = make_tls(_tls_names(self.settings.host), ca_path)
             self.ca_path = ca_path
         self._hashers = ThreadPoolExecutor(max_workers=8, thread_name_prefix="emulator-hash")
-        main = Server((self.settings.host, self.settings.port), Handler)
+        main = Listener((self.settings.host, self.settings.port), Handler)
         main.emulator = self
         try:
-            other = Server(("127.0.0.2", 0), OtherHostHandler)
+            other = Listener(("127.0.0.2", 0), OtherHostHandler)
         except OSError:
-            other = Server(("127.0.0.1", 0), OtherHostHandler)
+            other = Listener(("127.0.0.1", 0), OtherHostHandler)
         other.emulator = self
         self._servers = [main, other]
         for srv in self._servers:
@@ -175,12 +153,12 @@ class Emulator:
     # -- control -------------------------------------------------------------------------------
 
     def set_faults(self, values: dict[str, Any]) -> None:
-        with self.store.lock:
+        with self._lock:
             self.faults.update(values)
             if "url_ttl_seconds" in values:
                 self.url_ttl = float(values["url_ttl_seconds"])
             if "processing_delay_seconds" in values:
-                self.store.processing_delay = float(values["processing_delay_seconds"])
+                self.store.set_processing_delay(float(values["processing_delay_seconds"]))
             self.batches.knobs.update(values)  # batch_*: for jobs created from now on
             self.batches.expire_next(int(values.get("batch_expire_next", 0)))
 
@@ -200,22 +178,14 @@ class Emulator:
     def reset(self) -> None:
         self.script.clear()
         self.batches.reset()
-        with self.store.lock:
+        with self._lock:
             self.faults.__init__()  # type: ignore[misc]
             self.url_ttl = self.settings.url_ttl_seconds
-            self.store.processing_delay = self.settings.processing_delay_seconds
-            self.store.requests.clear()
-            self.store.statuses.clear()
-            self.store.faults_injected.clear()
-            self.store.storage_auth_headers = 0
-            self.store.events.clear()
-            self.store.creates_by_sha256.clear()
-            self.other_host.update(requests=0, auth_headers=0)
+            self.store.set_processing_delay(self.settings.processing_delay_seconds)
+            self.store.counts.clear()
 
     def stats(self) -> dict[str, Any]:
         out = self.store.stats()
-        with self.store.lock:
-            out["other_host"] = dict(self.other_host)
         out["script_left"] = self.script.snapshot()
         out.update(self.batches.stats())
         return out

@@ -15,13 +15,12 @@ from . import _faults
 from ._wire import CHUNK, Done
 
 if TYPE_CHECKING:
-    from ._handler import Handler
+    from ._request import Request
 
 
-def storage_put(h: Handler, path: str, query: dict[str, str]) -> None:
+def storage_put(h: Request, path: str, query: dict[str, str]) -> None:
     if "Authorization" in h.headers:
-        with h.store.lock:
-            h.store.storage_auth_headers += 1
+        h.store.counts.storage_auth_header()
         h.error(400, "InvalidArgument: only one auth mechanism allowed (the url is already signed)")
     why = h.store.verify(path, query)
     if why:
@@ -48,7 +47,7 @@ def _md5_and_write(md5: Any, out: Any, chunk: bytes) -> None:
     out.write(chunk)
 
 
-def _receive(h: Handler, dest: Path, length: int, drop_at: int | None) -> tuple[str, str] | None:
+def _receive(h: Request, dest: Path, length: int, drop_at: int | None) -> tuple[str, str] | None:
     """Stream the body into `dest`; (md5, sha256), or None if the body did not all arrive."""
     md5, sha = hashlib.md5(), hashlib.sha256()
     h.mark_body_read()
@@ -69,7 +68,7 @@ def _receive(h: Handler, dest: Path, length: int, drop_at: int | None) -> tuple[
                 h.abort_connection()
                 return None
             want = min(CHUNK, length - got) if drop_at is None else min(CHUNK, length - got, max(1, drop_at - got))
-            chunk = h.rfile.read(want)
+            chunk = h.read_chunk(want)
             if not chunk:
                 break
             for fut in pending:
@@ -86,8 +85,8 @@ def _receive(h: Handler, dest: Path, length: int, drop_at: int | None) -> tuple[
     return md5.hexdigest(), sha.hexdigest()
 
 
-def _put_single(h: Handler, file_id: str, length: int, drop_at: int | None, no_etag: bool) -> None:
-    rec = h.store.files.get(file_id)
+def _put_single(h: Request, file_id: str, length: int, drop_at: int | None, no_etag: bool) -> None:
+    rec = h.store.record(file_id)
     if rec is None or rec.method != "single" or rec.state == "deleted":
         h.error(404, "NoSuchKey")
     result = _receive(h, h.store.content_path(file_id), length, drop_at)
@@ -104,9 +103,9 @@ def _put_single(h: Handler, file_id: str, length: int, drop_at: int | None, no_e
     h.send(200, b"", {} if no_etag else {"ETag": f'"{md5}"'})
 
 
-def _put_part(h: Handler, upload_id: str, number: int | None, length: int, drop_at: int | None,
+def _put_part(h: Request, upload_id: str, number: int | None, length: int, drop_at: int | None,
               no_etag: bool) -> None:
-    mp = h.store.multipart.get(upload_id)
+    mp = h.store.upload(upload_id)
     if mp is None or mp.state != "open":
         h.error(404, "NoSuchUpload")
     if number is None or not 1 <= number <= mp.num_parts:
@@ -115,6 +114,5 @@ def _put_part(h: Handler, upload_id: str, number: int | None, length: int, drop_
     if result is None:
         raise Done
     md5, _ = result
-    with h.store.lock:
-        mp.parts[number] = (md5, length)
+    h.store.part_received(mp, number, md5, length)
     h.send(200, b"", {} if no_etag else {"ETag": f'"{md5}"'})

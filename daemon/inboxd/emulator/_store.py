@@ -1,7 +1,9 @@
 """The emulator's state: files, pending uploads, multipart sessions, signed urls, counters.
 
 Content lives on disk under the data dir; only metadata is in memory. Everything is guarded
-by one lock, held only for bookkeeping, never while bytes move.
+by one lock, held only for bookkeeping, never while bytes move, and taken only by the store's
+own methods: a route asks the store to make a change, it does not lock the store itself. The
+counters are `counts` (`_counts.Counts`, with a lock of its own).
 """
 
 from __future__ import annotations
@@ -14,10 +16,11 @@ import secrets
 import shutil
 import threading
 import time
-from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+from ._counts import Counts
 
 MIN_PART = 5 * 2**20
 BATCH_MAX_LINES = 50_000
@@ -87,12 +90,7 @@ class Store:
         self.by_content: dict[tuple[str, str], list[FileRecord]] = {}
         self._seq = itertools.count(1)
         self.multipart: dict[str, Multipart] = {}
-        self.requests: Counter[str] = Counter()
-        self.statuses: Counter[str] = Counter()
-        self.faults_injected: Counter[str] = Counter()
-        self.storage_auth_headers = 0
-        self.events: Counter[str] = Counter()  # conflicts, creates, deletes, aborts
-        self.creates_by_sha256: Counter[str] = Counter()
+        self.counts = Counts()
         self.secret = secrets.token_bytes(32)
 
     # -- ids and paths -----------------------------------------------------------------------
@@ -153,17 +151,14 @@ class Store:
         if not any(r is rec for r in same):  # content sent again to the same file id
             same.append(rec)
 
-    def count(self, event: str) -> None:
+    def set_processing_delay(self, seconds: float) -> None:
         with self.lock:
-            self.events[event] += 1
+            self.processing_delay = seconds
 
-    def created(self, rec: FileRecord) -> None:
-        """A create (or initiate) was answered: counted by the checksum the client sent; without
-        one, by the content's sha256 once it has arrived (`content_arrived`)."""
+    def record(self, file_id: str) -> FileRecord | None:
+        """The file's record in any state (pending, uploaded, deleted), as it is."""
         with self.lock:
-            self.events["creates"] += 1
-            if rec.checksum:
-                self.creates_by_sha256[rec.checksum] += 1
+            return self.files.get(file_id)
 
     def get(self, file_id: str) -> FileRecord | None:
         with self.lock:
@@ -180,7 +175,7 @@ class Store:
             else:
                 gone = False
                 if not rec.checksum and rec.sha256 is None:
-                    self.creates_by_sha256[sha256] += 1
+                    self.counts.content_of_create(sha256)
                 rec.bytes, rec.sha256, rec.state = size, sha256, "uploaded"
                 self._by_content(rec)
         if gone:
@@ -257,6 +252,28 @@ class Store:
             self.multipart[mp.upload_id] = mp
         return mp
 
+    def upload(self, upload_id: str) -> Multipart | None:
+        with self.lock:
+            return self.multipart.get(upload_id)
+
+    def part_received(self, mp: Multipart, number: int, md5: str, size: int) -> None:
+        with self.lock:
+            mp.parts[number] = (md5, size)
+
+    def end_upload(self, mp: Multipart, state: str) -> None:
+        """The upload is completed or aborted (by a complete whose content fails its checksum)."""
+        with self.lock:
+            mp.state = state
+
+    def abort_upload(self, mp: Multipart) -> bool:
+        """Abort the upload if it is open (its parts go); False if it was not."""
+        with self.lock:
+            if mp.state != "open":
+                return False
+            mp.state = "aborted"
+        self.discard_parts(mp)
+        return True
+
     def assemble(self, mp: Multipart) -> tuple[int, str]:
         """Concatenate the parts into the file's content; return (size, sha256)."""
         h = hashlib.sha256()
@@ -278,6 +295,8 @@ class Store:
 
     def stats(self) -> dict[str, Any]:
         recs = self.listing()
+        counts = self.counts.snapshot()
+        other_host = counts.pop("other_host")
         with self.lock:
             return {
                 "files": [
@@ -285,14 +304,10 @@ class Store:
                      "processing_status": r.processing_status, "method": r.method}
                     for r in recs
                 ],
-                "requests": dict(self.requests),
-                "statuses": dict(self.statuses),
-                "faults_injected": dict(self.faults_injected),
-                "storage_auth_headers": self.storage_auth_headers,
-                **{k: self.events[k] for k in ("conflicts", "creates", "deletes", "aborts")},
-                "creates_by_sha256": dict(self.creates_by_sha256),
+                **counts,
                 "multipart": {u: {"state": m.state, "file_id": m.file_id, "parts": sorted(m.parts)}
                               for u, m in self.multipart.items()},
+                "other_host": other_host,
             }
 
 

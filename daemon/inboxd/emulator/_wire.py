@@ -91,6 +91,10 @@ class WireHandler(BaseHTTPRequestHandler):
     def chunked(self) -> bool:
         return "chunked" in self.headers.get("Transfer-Encoding", "").lower()
 
+    def read_chunk(self, n: int) -> bytes:
+        """Up to `n` bytes of the body, for a route that reads it itself (`mark_body_read`)."""
+        return self.rfile.read(n)
+
     def mark_body_read(self) -> None:
         """The route reads the body itself; `drain` must not."""
         self._body_read = True
