@@ -38,9 +38,9 @@ from .claimer import Claimer
 from .context import Context
 from .fingerprint import SettingsGate
 from .hooks import Hooks, NoService
-from .inboxes import InboxSet
+from .inboxes import Fatal, InboxSet
 from .pause import AuthGate
-from .recovery import recover_claims, recover_orphan_rows, resume_batches
+from .recovery import Recovery
 from .shutdown import shutdown
 from .work import WorkQueue
 from .workers import Worker
@@ -53,10 +53,6 @@ TICK = 0.2
 # the uploads of 32 workers on the README's benchmark machine
 ARCHIVERS = 2
 PRUNE_EVERY = 86400.0
-
-
-class Fatal(Exception):
-    """The daemon cannot go on (a watch died): exit non-zero so systemd restarts it."""
 
 
 class Daemon:
@@ -100,6 +96,8 @@ class Daemon:
         self.ctx.batches = BatchStore(self.journal)
         self.ctx.poller = Poller(lambda: self.ctx.client, self.ctx.batches, self._batch_event)
         self.events = Events.attach(config, self.journal, self.ctx.batches, self.inboxes.claimer)  # SPEC §11
+        self.recovery = Recovery(self.journal, self.ctx.batches, self.ctx.poller, self.queue, self.events,
+                                 self.liveness)
         self.workers: list[Worker] = []
         self.capacity = max(16, 4 * config.daemon.workers)
         self._stop = False
@@ -133,8 +131,8 @@ class Daemon:
         return_large_buffers()  # a long line's memory goes back to the system once checked
         for inbox in self.config.inboxes:
             self._add_inbox(inbox)
-        recover_orphan_rows(self)
-        resume_batches(self)
+        self.recovery.orphan_rows()
+        self.recovery.batches_left()
         self.events.start()  # the senders: one thread per event sink
         for i in range(self.config.daemon.workers):
             self.workers.append(Worker(self.ctx, i, on_done=self.paths.wake))
@@ -151,7 +149,7 @@ class Daemon:
         state = self.inboxes.add(config, self.paths)  # the watch first, then the scan
         self.settings.check(state)
         if state.held is None:  # a daemon whose settings differ takes no dead daemon's claims over
-            recover_claims(self, state)
+            self.recovery.claims(state)
         self.claimer.scan(state)
         log.info("inbox.watching", inbox=state.key, purpose=config.purpose, observer=config.observer,
                  validate=config.validate_mode, on_success=config.on_success)
@@ -178,10 +176,10 @@ class Daemon:
         except Fatal as exc:
             log.critical("daemon.fatal", error=str(exc))
             self._withdraw_settings()
-            shutdown(self, grace=min(5.0, self.config.daemon.stop_grace_seconds))
+            shutdown(self, self.service, grace=min(5.0, self.config.daemon.stop_grace_seconds))
             return EXIT_FAILED
         self._withdraw_settings()
-        shutdown(self, grace=self.config.daemon.stop_grace_seconds)
+        shutdown(self, self.service, grace=self.config.daemon.stop_grace_seconds)
         if self.once:
             held = any(s.held is not None for s in self.inboxes)
             return EXIT_FAILED if self.ctx.counters.get("failed", 0) or self.gate.paused or held else EXIT_OK
@@ -226,7 +224,7 @@ class Daemon:
             state.area.beat(now)
         for state in self.settings.tick(self.inboxes, now):  # claimed from again: look at it all now
             self.claimer.scan(state)
-            recover_claims(self, state)
+            self.recovery.claims(state)
         self.service.tick(self)
 
     def _withdraw_settings(self) -> None:
@@ -235,45 +233,18 @@ class Daemon:
             self.settings.withdraw(state)
 
     def _prune(self, now: float) -> None:
-        """Journal retention, at start and then daily: rows of finished files older than
-        `journal_retention_days` go; their counts stay (status) and so does the dedupe map."""
         self._next_prune = now + PRUNE_EVERY
-        try:
-            removed = self.journal.prune(self.config.daemon.journal_retention_days)
-        except Exception as exc:  # noqa: BLE001 - housekeeping must not stop the loop
-            log.warning("journal.prune_failed", error=str(exc))
-            return
-        if removed:
-            log.info("journal.pruned", rows=removed, older_than_days=self.config.daemon.journal_retention_days)
+        prune_journal(self.journal, self.config.daemon.journal_retention_days)
 
     def _rescan_all(self) -> None:
         for state in self.inboxes:
             if not state.missing and not self._stop:
                 self.claimer.scan(state)
                 if state.held is None:
-                    recover_claims(self, state)
+                    self.recovery.claims(state)
 
     def _check_watches(self) -> None:
-        for state in self.inboxes:
-            if state.missing:
-                if state.folder_exists():
-                    state.missing = False
-                    state.prepare()
-                    state.start_watch(self.paths)
-                    self.claimer.scan(state)
-                    log.warning("inbox.restored", inbox=state.key)
-                continue
-            if state.watch_ok():
-                continue
-            if not state.folder_exists() or (state.watch is not None and not state.watch.folder_present()):
-                state.missing = True
-                state.stop_watch()
-                state.ready.clear()
-                self.claimer.tracker.forget_under(state.key)
-                log.error("inbox.missing", inbox=state.key,
-                          hint="the inbox folder is gone; it is watched again once it is recreated")
-                continue
-            raise Fatal(f"the watch of {state.key} died; exiting so that the service manager restarts inboxd")
+        self.inboxes.check_watches(self.paths, scan=self.claimer.scan, forget=self.claimer.tracker.forget_under)
 
     def _probe_key(self) -> bool:
         self.ctx.client.check_key()  # AuthError when the key is still refused
@@ -322,23 +293,41 @@ class Daemon:
         self.ctx.client = self.make_client(new, key)
         self.claimer.tracker.settle_seconds = new.daemon.settle_seconds
         self.claimer.held_open_warn_seconds = new.daemon.held_open_warn_seconds
-        removed, changed, added = InboxSet.diff(old.inboxes, new.inboxes)
-        for key_ in removed:
-            self.settings.withdraw(self.inboxes.retire(key_))
-            self.claimer.tracker.forget_under(key_)
-            log.info("inbox.removed", inbox=key_)
-        for inbox in changed:
-            state = self.inboxes.states[str(inbox.path)]
-            state.config = inbox
-            self.settings.check(state)
-            state.start_watch(self.paths)
-            self.claimer.scan(state)
-            log.info("inbox.changed", inbox=state.key)
-        for inbox in added:
-            try:
-                self._add_inbox(inbox)
-            except OSError as exc:
-                log.error("inbox.unusable", inbox=str(inbox.path), error=str(exc))
+        _apply_inboxes(self, old, new)
         restart = [k for k in ("workers", "state_dir") if getattr(old.daemon, k) != getattr(new.daemon, k)]
         log.info("config.reloaded", key_source=source, restart_needed_for=restart or None)
         self._probe_now = True
+
+
+def prune_journal(journal: Journal, days: float) -> None:
+    """Journal retention, at start and then daily: rows of finished files older than `days`
+    go; their counts stay (status) and so does the dedupe map."""
+    try:
+        removed = journal.prune(days)
+    except Exception as exc:  # noqa: BLE001 - housekeeping must not stop the loop
+        log.warning("journal.prune_failed", error=str(exc))
+        return
+    if removed:
+        log.info("journal.pruned", rows=removed, older_than_days=days)
+
+
+def _apply_inboxes(d: Daemon, old: Config, new: Config) -> None:
+    """A reload's inboxes: the removed retired, the changed watched and scanned again under
+    their new settings, the added started."""
+    removed, changed, added = InboxSet.diff(old.inboxes, new.inboxes)
+    for key in removed:
+        d.settings.withdraw(d.inboxes.retire(key))
+        d.claimer.tracker.forget_under(key)
+        log.info("inbox.removed", inbox=key)
+    for inbox in changed:
+        state = d.inboxes.states[str(inbox.path)]
+        state.config = inbox
+        d.settings.check(state)
+        state.start_watch(d.paths)
+        d.claimer.scan(state)
+        log.info("inbox.changed", inbox=state.key)
+    for inbox in added:
+        try:
+            d._add_inbox(inbox)
+        except OSError as exc:
+            log.error("inbox.unusable", inbox=str(inbox.path), error=str(exc))

@@ -10,15 +10,13 @@ SIGHUP; STOPPING on SIGTERM.
 from __future__ import annotations
 
 import time
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import Any, Protocol
 
 import structlog
 
 from ..config import Config
+from .running import Running
 from .work import Job
-
-if TYPE_CHECKING:
-    from .daemon import Daemon
 
 log = structlog.get_logger("inboxd.daemon")
 
@@ -27,10 +25,10 @@ class Hooks(Protocol):
     """What the daemon calls at each point of its life. Each hook does nothing unless an
     implementation says otherwise, so `NoService` is this Protocol as it stands."""
 
-    def ready(self, daemon: Daemon) -> None:
+    def ready(self, daemon: Running) -> None:
         return None
 
-    def tick(self, daemon: Daemon) -> None:
+    def tick(self, daemon: Running) -> None:
         return None
 
     def observe(self, event: str, job: Job) -> None:
@@ -39,10 +37,10 @@ class Hooks(Protocol):
     def batch_event(self, name: str, fields: dict[str, Any]) -> None:
         return None
 
-    def reloading(self, daemon: Daemon) -> None:
+    def reloading(self, daemon: Running) -> None:
         return None
 
-    def stopping(self, daemon: Daemon) -> None:
+    def stopping(self, daemon: Running) -> None:
         return None
 
     def close(self) -> None:
@@ -53,19 +51,19 @@ class NoService(Hooks):
     """Every hook does nothing (the Protocol's own bodies): the daemon without sd_notify or metrics."""
 
 
-def wedge_seconds(daemon: Daemon) -> float:
+def wedge_seconds(daemon: Running) -> float:
     """A busy worker without progress (bytes, a stage change) for this long is wedged."""
     return max(10.0, 2 * daemon.config.api.timeout_seconds)
 
 
-def alive(daemon: Daemon) -> bool:
+def alive(daemon: Running) -> bool:
     """Every watch (of the inboxes that exist) and every worker alive: the watchdog may be fed."""
     limit = wedge_seconds(daemon)
     workers = all(w.alive() and not w.heartbeat.wedged(limit) for w in daemon.workers)
     return daemon.inboxes.watches_alive() and workers
 
 
-def snapshot(daemon: Daemon) -> dict[str, Any]:
+def snapshot(daemon: Running) -> dict[str, Any]:
     """Per-inbox counts and liveness, for metrics, health, the STATUS line and the watchdog."""
     queued = daemon.queue.queued_by_inbox()
     busy: dict[str, int] = {}
@@ -125,11 +123,11 @@ class Notify(NoService):
         self._last_status = 0.0
         self._last_ping = 0.0
 
-    def ready(self, daemon: Daemon) -> None:
+    def ready(self, daemon: Running) -> None:
         self.n.ready()
         self._send_status(daemon, force=True)
 
-    def tick(self, daemon: Daemon) -> None:
+    def tick(self, daemon: Running) -> None:
         now = time.monotonic()
         interval = self.n.watchdog_interval
         if interval and now - self._last_ping >= interval:
@@ -139,20 +137,20 @@ class Notify(NoService):
         if now - self._last_status >= 1.0:
             self._send_status(daemon)
 
-    def _send_status(self, daemon: Daemon, force: bool = False) -> None:
+    def _send_status(self, daemon: Running, force: bool = False) -> None:
         self._last_status = time.monotonic()
         text = summary(snapshot(daemon))
         if force or text != self._status:
             self._status = text
             self.n.status(text)
 
-    def reloading(self, daemon: Daemon) -> None:
+    def reloading(self, daemon: Running) -> None:
         self.n.reloading()
 
-    def reloaded(self, daemon: Daemon) -> None:
+    def reloaded(self, daemon: Running) -> None:
         self.n.ready()
 
-    def stopping(self, daemon: Daemon) -> None:
+    def stopping(self, daemon: Running) -> None:
         self.n.stopping()
 
 
@@ -166,12 +164,12 @@ class Service(Notify):
         self.config = config
         self.metrics = Metrics()
         self.server: Any = None
-        self.daemon: Daemon | None = None
+        self.daemon: Running | None = None
         self.started = time.time()
         self.last_success: dict[str, float] = {}
         self._snapshot: dict[str, Any] | None = None
 
-    def ready(self, daemon: Daemon) -> None:
+    def ready(self, daemon: Running) -> None:
         self.daemon = daemon
         self._refresh(daemon)
         if not getattr(self, "_events_watched", False):  # the event sinks' series (once: ready follows reloads)
@@ -189,12 +187,12 @@ class Service(Notify):
                      status_page=self.server.page_said)
         super().ready(daemon)
 
-    def tick(self, daemon: Daemon) -> None:
+    def tick(self, daemon: Running) -> None:
         super().tick(daemon)
         if time.monotonic() - getattr(self, "_last_refresh", 0.0) >= 1.0:
             self._refresh(daemon)
 
-    def _refresh(self, daemon: Daemon) -> None:
+    def _refresh(self, daemon: Running) -> None:
         self._last_refresh = time.monotonic()
         snap = snapshot(daemon)
         self._snapshot = snap
@@ -258,10 +256,10 @@ class Service(Notify):
         poller = self.daemon.ctx.poller if self.daemon is not None else None
         return poller.problems() if poller is not None else []
 
-    def reloading(self, daemon: Daemon) -> None:
+    def reloading(self, daemon: Running) -> None:
         super().reloading(daemon)
 
-    def stopping(self, daemon: Daemon) -> None:
+    def stopping(self, daemon: Running) -> None:
         super().stopping(daemon)
 
     def close(self) -> None:

@@ -6,13 +6,17 @@ from __future__ import annotations
 
 import os
 from collections import OrderedDict
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
+
+import structlog
 
 from ..config import InboxConfig
 from ..watch.observers import Watch, make_watch
 from ..watch.queue import PathQueue
 from .claim import ClaimArea, Liveness
+
+log = structlog.get_logger("inboxd.daemon")
 
 
 class InboxState:
@@ -66,6 +70,10 @@ class InboxState:
 
     def path_of(self, name: str) -> Path:
         return self.config.path / name
+
+
+class Fatal(Exception):
+    """The daemon cannot go on (a watch died): exit non-zero so systemd restarts it."""
 
 
 class InboxSet:
@@ -126,3 +134,28 @@ class InboxSet:
 
     def missing(self) -> list[str]:
         return [s.key for s in self.states.values() if s.missing]
+
+    def check_watches(self, paths: PathQueue, *, scan: Callable[[InboxState], None],
+                      forget: Callable[[str], None]) -> None:
+        """A folder that came back is watched and scanned again; a folder that is gone is marked
+        missing (its readiness forgotten); a watch that died on a folder still there is Fatal."""
+        for state in self:
+            if state.missing:
+                if state.folder_exists():
+                    state.missing = False
+                    state.prepare()
+                    state.start_watch(paths)
+                    scan(state)
+                    log.warning("inbox.restored", inbox=state.key)
+                continue
+            if state.watch_ok():
+                continue
+            if not state.folder_exists() or (state.watch is not None and not state.watch.folder_present()):
+                state.missing = True
+                state.stop_watch()
+                state.ready.clear()
+                forget(state.key)
+                log.error("inbox.missing", inbox=state.key,
+                          hint="the inbox folder is gone; it is watched again once it is recreated")
+                continue
+            raise Fatal(f"the watch of {state.key} died; exiting so that the service manager restarts inboxd")

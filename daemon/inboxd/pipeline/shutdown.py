@@ -3,23 +3,20 @@ then cancel what is left (it stays claimed, journaled, and is finished by the ne
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 import structlog
 
+from .hooks import Hooks
+from .running import Running
 from .work import Job
-
-if TYPE_CHECKING:
-    from .daemon import Daemon
 
 log = structlog.get_logger("inboxd.daemon")
 
 CANCEL_WAIT = 5.0  # after the grace period: how long cancelled workers get to notice
 
 
-def shutdown(daemon: Daemon, grace: float) -> None:
+def shutdown(daemon: Running, service: Hooks, grace: float) -> None:
     log.info("daemon.stopping", grace_seconds=grace)
-    daemon.service.stopping(daemon)
+    service.stopping(daemon)
     for state in daemon.inboxes:
         state.stop_watch()
     given_back = 0
@@ -54,7 +51,7 @@ def shutdown(daemon: Daemon, grace: float) -> None:
     daemon.journal.close()
 
 
-def _give_back(daemon: Daemon, job: Job) -> bool:
+def _give_back(daemon: Running, job: Job) -> bool:
     state = daemon.inboxes.get(job.key)
     if state is None:
         return False
