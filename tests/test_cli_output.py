@@ -114,6 +114,24 @@ def test_a_closed_pipe_ends_quietly(tmp_path):
         assert out.stderr == "", out.stderr
 
 
+def test_head_1_ends_a_long_output_quietly(tmp_path):
+    """`inboxd validate ... | head -1`: head leaves while the command still writes."""
+    files = []
+    for i in range(1500):
+        f = tmp_path / f"f{i:04d}.jsonl"
+        f.write_bytes(BATCH_LINE)
+        files.append(str(f))
+    base = {k: v for k, v in os.environ.items() if not k.startswith("TOGETHER_")}
+    cmd = subprocess.Popen([sys.executable, "-m", "inboxd", "validate", "--purpose", "batch-api", *files],
+                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=REPO, env=base)
+    head = subprocess.run(["head", "-1"], stdin=cmd.stdout, capture_output=True, timeout=60)
+    assert cmd.stdout is not None and cmd.stderr is not None
+    cmd.stdout.close()
+    stderr = cmd.stderr.read().decode()
+    assert cmd.wait(timeout=60) == 141, stderr
+    assert head.stdout.decode().startswith(files[0]) and stderr == "", stderr
+
+
 def test_upload_shows_each_retry_on_stderr(tmp_path, emu):
     f = tmp_path / "ok.jsonl"
     f.write_bytes(BATCH_LINE)

@@ -83,7 +83,9 @@ def _log_level(args: argparse.Namespace) -> str:
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     try:
-        return _main(argv)
+        code = _main(argv)
+        sys.stdout.flush()  # the last lines too: a reader gone by now is the same closed pipe
+        return code
     except BrokenPipeError:
         # the reader is gone: no traceback, and nothing more written to that pipe (Python would
         # flush stdout again at exit and print "Exception ignored ... BrokenPipeError")
