@@ -639,4 +639,8 @@ def redacted_dict(config: Config) -> dict[str, Any]:
     for key in ("multipart_threshold", "part_size"):
         data["upload"][key] = format_size(data["upload"][key])
     data["check"]["max_line_bytes"] = format_size(data["check"]["max_line_bytes"])
+    for sink in data.get("events", []):  # a webhook url's query may carry a token: never shown
+        parts = urlsplit(sink.get("url") or "")
+        if parts.query:
+            sink["url"] = f"{parts.scheme}://{parts.netloc}{parts.path}?<redacted>"
     return data
