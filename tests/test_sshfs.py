@@ -19,10 +19,11 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers.daemon import start_daemon, wait_until, write_config
+from tests.helpers.daemon import DaemonProc, start_daemon, wait_until, write_config
 from tests.helpers.emulator import start_emulator
+from tests.helpers.files import claimed, manifests, once_on_server
 from tests.reliability.common import record
-from tests.test_fleet import batch_file, can_unshare, fleet_files, run_fleet, sha
+from tests.test_fleet import batch_file, can_unshare, fleet_files, run_fleet, sha, without_manifest
 
 NEEDS = [shutil.which(x) for x in ("sshd", "sshfs", "ssh-keygen", "fusermount", "fusermount3")]
 AVAILABLE = os.geteuid() == 0 and all(NEEDS[:3]) and any(NEEDS[3:]) and os.path.exists("/dev/fuse")
@@ -158,5 +159,47 @@ def test_three_hosts_on_three_sshfs_mounts_and_one_dies_for_good(tmp_path, expor
         assert figures["killed_holding"] > 0 and figures["takeovers"] >= 1
         record("fleet (sshfs mounts, UTS hosts)", **figures)
         print("\n", figures)
+    finally:
+        emu.stop()
+
+
+def test_a_move_cut_after_the_link_on_sshfs_is_finished_by_the_daemon_taking_over(tmp_path, export):
+    """sshfs refuses renameat2(RENAME_NOREPLACE) (EINVAL), so a move into done/ is a link then an
+    unlink. One daemon dies between the two (the test hook); another, on another mount with its
+    own state dir, takes its folder over. sshfs shows the two names of one file with two inode
+    numbers, so the takeover knows them by size, mtime and sha256: one name, one manifest."""
+    views = [export.mount("host-a"), export.mount("host-b")]
+    server_inbox = export.root / "inbox"
+    server_inbox.mkdir()
+    emu = start_emulator(tmp_path / "emu", no_dedupe=True)
+    try:
+        digests = {}
+        for i in range(3):
+            data = batch_file(f"cut-{i}", 5)
+            (export.root / f"s{i}.tmp").write_bytes(data)
+            os.rename(export.root / f"s{i}.tmp", server_inbox / f"f{i}.jsonl")
+            digests[sha(data)] = f"f{i}.jsonl"
+
+        def config(host: str, view: Path) -> Path:
+            (tmp_path / host).mkdir()
+            return write_config(tmp_path / host, base_url=emu.base_url,
+                                inboxes=[{"path": str(view / "inbox"), "purpose": "batch-api", "observer": "polling"}],
+                                daemon={"settle_seconds": 0.2, "rescan_seconds": 1, "workers": 1,
+                                        "claim_liveness": "heartbeat", "claim_timeout_seconds": 4})
+
+        a = DaemonProc(config("a", views[0]), key=emu.key, env={"INBOXD_TEST_FS": "die-after-link:done"})
+        assert a.wait_exit(90) == -9, a.tail()
+        done = server_inbox / "done"
+        linked = [p for p in done.iterdir() if not p.name.endswith(".json")]
+        assert len(linked) == 1 and linked[0].stat().st_nlink == 2, sorted(done.iterdir())
+        with start_daemon(config("b", views[1]), key=emu.key, timeout=30) as b:
+            wait_until(lambda: len(manifests(server_inbox)) >= 3 and not claimed(server_inbox), 90,
+                       interval=0.5, what="every manifest")
+            assert b.events("file.recovered", stage="archived"), b.tail()
+        assert without_manifest(done) == []
+        assert sorted(p.name for p in done.iterdir() if not p.name.endswith(".json")) == sorted(digests.values())
+        assert all((done / n).stat().st_nlink == 1 for n in digests.values())
+        resends = {d: 0 if name == linked[0].name else 1 for d, name in digests.items()}
+        assert once_on_server(emu.stats(), digests, resends) == []
     finally:
         emu.stop()

@@ -15,9 +15,11 @@ from inboxd.pipeline.claim import STATE_XATTR, ClaimArea, manifest_path, write_s
 DATA = b'{"custom_id": "a", "body": {}}\n'
 
 
-def dead_owner_linked(inbox: Path, *, same_inode: bool = True, target_name: str = "x.jsonl") -> Path:
+def dead_owner_linked(inbox: Path, *, same_inode: bool = True, target_name: str = "x.jsonl",
+                      their_inbox: Path | None = None) -> Path:
     """A dead claimer's folder holding `1.x.jsonl`, already linked (or copied, as sshfs shows a
-    link) to done/`target_name`, with its manifest waiting in the claim folder."""
+    link) to done/`target_name`, with its manifest waiting in the claim folder; the manifest
+    names the inbox as `their_inbox` (the dead owner's mount of it) if given."""
     dead = inbox / ".inboxd" / "host-1-dead"
     dead.mkdir(parents=True)
     claim = dead / "1.x.jsonl"
@@ -31,7 +33,10 @@ def dead_owner_linked(inbox: Path, *, same_inode: bool = True, target_name: str 
         target.write_bytes(DATA)
         st = claim.stat()
         os.utime(target, ns=(st.st_atime_ns, st.st_mtime_ns))
-    sidecar = {"file": {"id": "file-1"}, "source": {"path": str(target), "sha256": hashlib.sha256(DATA).hexdigest()}}
+    theirs = their_inbox or inbox
+    source = {"inbox": str(theirs), "path": str(theirs / "done" / target_name),
+              "sha256": hashlib.sha256(DATA).hexdigest()}
+    sidecar = {"file": {"id": "file-1"}, "source": source}
     manifest_path(claim).write_text(json.dumps(sidecar))
     return claim
 
@@ -61,8 +66,9 @@ def test_a_move_cut_after_the_link_is_finished_by_the_survivor(tmp_path: Path) -
 
 
 def test_where_inode_numbers_are_per_name_the_content_decides(tmp_path: Path) -> None:
+    """sshfs: each name its own inode number; and the dead host mounted the inbox elsewhere."""
     inbox = tmp_path / "inbox"
-    dead_owner_linked(inbox, same_inode=False)
+    dead_owner_linked(inbox, same_inode=False, their_inbox=Path("/mnt/host-a/inbox"))
     area = survivor(inbox)
     try:
         taken = area.take_over_stale()

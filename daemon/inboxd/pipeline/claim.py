@@ -341,7 +341,7 @@ class ClaimArea:
             if same_data(f, self.work.parent / original_name(f.name)):
                 f.unlink()  # given back to the inbox by a link whose unlink never came: claimed there
                 continue
-            final = finish_half_move(f)
+            final = finish_half_move(f, self.work.parent)
             if final is not None:
                 out.append(Takeover(original / f.name, final, original_name(f.name), kind="moved"))
                 continue
@@ -355,7 +355,7 @@ class ClaimArea:
             out.append(Takeover(original / f.name, new, original_name(f.name), state))
         for f in sorted(taken.iterdir()):
             if f.name.endswith(MANIFEST_SUFFIX) and f.name.startswith("."):
-                final = finish_manifest(f)  # its data already moved to done/: move the manifest after it
+                final = finish_manifest(f, self.work.parent)  # its data is in done/: the manifest follows
                 if final is not None:
                     out.append(Takeover(f, final, original_name(f.name[1:-len(MANIFEST_SUFFIX)]), kind="manifest"))
         for f in taken.iterdir():
@@ -398,18 +398,31 @@ def _move_manifest(old_claim: Path, new_claim: Path) -> None:
         os.rename(src, manifest_path(new_claim))
 
 
-def finish_half_move(claim: Path) -> Path | None:
+def _source(claim_manifest: Path, inbox: Path) -> tuple[Path, str | None] | None:
+    """Where a waiting manifest says its data goes, seen from `inbox` (our path to the inbox:
+    the dead owner may have mounted it elsewhere), and the data's sha256."""
+    try:
+        source = json.loads(claim_manifest.read_text())["source"]
+        target, sha256 = Path(source["path"]), source.get("sha256")
+        theirs = Path(source["inbox"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    if target.is_relative_to(theirs):
+        target = inbox / target.relative_to(theirs)
+    return target, sha256 if isinstance(sha256, str) else None
+
+
+def finish_half_move(claim: Path, inbox: Path) -> Path | None:
     """A claimed file whose move into done/ was cut between the link and the unlink (the
     filesystem had no renameat2): its waiting manifest names the target, and the target holds
     the same file. Finish the move: the claimed name goes, the manifest goes next to the data.
     Returns the manifest's final path, or None when this is not such a file."""
     waiting = manifest_path(claim)
-    try:
-        source = json.loads(waiting.read_text())["source"]
-        target, sha256 = Path(source["path"]), source.get("sha256")
-    except (OSError, ValueError, KeyError, TypeError):
+    found = _source(waiting, inbox)
+    if found is None:
         return None
-    if not same_data(claim, target, sha256 if isinstance(sha256, str) else None):
+    target, sha256 = found
+    if not same_data(claim, target, sha256):
         return None
     os.unlink(claim)  # its bytes are at target; killed here, the next taker finishes the manifest
     drop_state(claim, target)
@@ -422,14 +435,14 @@ def finish_half_move(claim: Path) -> Path | None:
     return final
 
 
-def finish_manifest(claim_manifest: Path) -> Path | None:
+def finish_manifest(claim_manifest: Path, inbox: Path) -> Path | None:
     """A manifest left in a claim folder after its data moved to done/: move it next to the
-    data (its `source.path`). Returns the manifest's final path, or None if it cannot be."""
-    try:
-        data = json.loads(claim_manifest.read_text())
-        target = Path(data["source"]["path"])
-    except (OSError, ValueError, KeyError, TypeError):
+    data (its `source.path`, seen from `inbox`). Returns the manifest's final path, or None if
+    it cannot be."""
+    found = _source(claim_manifest, inbox)
+    if found is None:
         return None
+    target = found[0]
     final = target.with_name(target.name + MANIFEST_SUFFIX)
     if not os.path.lexists(target) or os.path.lexists(final):
         return None
