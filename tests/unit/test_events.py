@@ -9,6 +9,7 @@ import json
 import time
 from importlib import resources
 from pathlib import Path
+from types import SimpleNamespace
 
 import jsonschema
 import pytest
@@ -127,3 +128,19 @@ def test_a_finished_stage_commits_with_its_event_and_its_fleet_file(tmp_path: Pa
     taken = Events(config, journal.db, "host-2-ef01").take_over(str(inbox), inbox / ".inboxd", lambda _: True)
     assert taken == 1 and not file.exists()  # a survivor renamed it into its own folder
     journal.close()
+
+
+def test_a_stage_written_again_makes_no_second_event_nor_file(tmp_path: Path) -> None:
+    inbox = tmp_path / "inbox"
+    inbox.mkdir()
+    config = _config(tmp_path, inbox)
+    config = config.model_copy(update={"events": [config.events[0].model_copy(update={"types": ["batch.delivered"]})]})
+    events = Events(config, Database(config.daemon.state_dir), "host-1-abcd")
+
+    rec = SimpleNamespace(inbox=str(inbox), outbox=str(tmp_path / "out"), stem="x", batch_id="b-1",
+                          status="COMPLETED", input_file_id="file-1", input_path=str(inbox / "done" / "x.jsonl"))
+    for _ in range(2):  # the poller delivers the job again after a crash: `delivered` is written twice
+        with events.store.db.transaction() as tx:
+            events.on_batch_delivered(tx, rec)
+    assert len(events.store.list()) == 1
+    assert len(list((inbox / ".inboxd" / ".events" / "host-1-abcd").glob("*.json"))) == 1

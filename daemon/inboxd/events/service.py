@@ -258,6 +258,9 @@ class Events:
         sinks = self._wants.get(kind, [])
         if not sinks:
             return
+        db = conn if conn is not None else self.store.db.connection()
+        if db.execute("SELECT 1 FROM events WHERE source = ? LIMIT 1", (source,)).fetchall():
+            return  # a stage written again (a delivery resumed after a crash): its event exists, no second file
         event = NewEvent(id=payload.new_id(), type=kind, source=source, inbox=inbox, body=payload.encode(body),
                          created_at=when)
         work = self._inbox_work.get(inbox or "")
