@@ -123,7 +123,11 @@ def test_kill_9_at_random_moments_makes_exactly_one_job(emu: EmulatorProc, tmp_p
     for _ in range(8):
         p = subprocess.Popen(args, env=_env(emu, tmp_path), cwd=REPO, stdout=subprocess.DEVNULL,
                              stderr=subprocess.DEVNULL)
-        time.sleep(rnd.uniform(1.0, 2.6))  # the command needs about 1 s to start and check the file
+        # from its first API call on (start-up and the check take a second or more)
+        before = sum(emu.stats()["requests"].values())
+        wait_until(lambda p=p, before=before: p.poll() is not None or sum(emu.stats()["requests"].values())
+                   > before + 1, 30, interval=0.02, what="an API call")
+        time.sleep(rnd.uniform(0.0, 0.8))
         p.send_signal(signal.SIGKILL)
         p.wait(10)
         stages.append(_stage(tmp_path))

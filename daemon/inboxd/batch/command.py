@@ -37,12 +37,13 @@ from ..log import register_secret
 from ..state.journal import Journal
 from .ledger import SUFFIX, Ledger, Limits, ledger_path
 from .outbox import deliver_ledger
+from .precheck import Checked, check_input
 from .rounds import Rounds, cancel_marker, remove_work
-from .split import plan_parts
+from .split import Span, plan_parts
 from .store import BatchRecord, BatchStore
 
 if TYPE_CHECKING:
-    from ..check import CheckIssue, CheckReport
+    from ..check import CheckIssue
 
 
 def state_dir_for(config: Config, from_file: bool, env: dict[str, str] | None = None) -> Path:
@@ -126,9 +127,6 @@ class BatchDelivered:
 
 BatchOutcome = BatchDelivered | BatchCreated | BatchInterrupted | BatchFailure
 
-SPLIT_RULES = ("batch.too_many_lines", "batch.too_large")  # per part now: the input is split
-
-
 def _ledger_file(state_dir: Path, path: Path, sha256: str) -> Path:
     """The ledger of this file's round trip: the one not yet delivered, else a fresh name."""
     folder = state_dir / "ledgers"
@@ -165,12 +163,12 @@ def run_batch(config: Config, key: SecretStr, path: Path, *, endpoint: str, mode
                            completion_window=completion_window, priority=priority, **ledger_keys)
     except ValueError as exc:
         return run.fail("usage", str(exc).splitlines()[-1] if str(exc) else "bad option", EXIT_USAGE)
-    report = run.check(config)
-    if isinstance(report, BatchFailure):
-        return report
+    checked = run.check(config, bcfg, state_dir / "ledgers")
+    if isinstance(checked, BatchFailure):
+        return checked
     client = FilesClient(config.api, config.upload, key)
     try:
-        return run.round_trip(client, state_dir, report, bcfg, wait=wait)
+        return run.round_trip(client, state_dir, checked, bcfg, wait=wait)
     finally:
         client.close()
 
@@ -194,45 +192,45 @@ class _Run:
         if self.on_step is not None:
             self.on_step(Step(stage, self.path.name, elapsed=time.time() - self.t0, **info))
 
-    def check(self, config: Config) -> CheckReport | BatchFailure:
-        from ..check import check_file
-
+    def check(self, config: Config, bcfg: BatchConfig, work_dir: Path) -> tuple[Checked, list[Span]] | BatchFailure:
+        """The basic check (per part when the input is split) and the parts."""
         try:
-            report = check_file(self.path, "batch-api", "basic", name=self.path.name,
-                                max_line_bytes=config.check.max_line_bytes, max_errors=config.check.max_errors)
+            parts = plan_parts(self.path, bcfg.max_requests_per_job, int(bcfg.max_bytes_per_job))
+            work_dir.mkdir(parents=True, exist_ok=True)
+            checked = check_input(self.path, parts, max_line_bytes=config.check.max_line_bytes,
+                                  max_errors=config.check.max_errors, work_dir=work_dir)
         except OSError as exc:
             return self.fail("unreadable", f"cannot read it: {exc.strerror}")
-        errors = tuple(e for e in report.errors if e.rule not in SPLIT_RULES)
-        if errors:
-            first = errors[0]
-            return self.fail(first.rule, f"not sent: the basic check failed ({len(errors)} error(s))",
-                             issues=errors, line=first.line)
-        return report
+        if checked.errors:
+            first = checked.errors[0]
+            return self.fail(first.rule, f"not sent: the basic check failed ({len(checked.errors)} error(s))",
+                             issues=checked.errors, line=first.line)
+        return checked, parts
 
-    def _rounds(self, client: FilesClient, state_dir: Path, report: CheckReport, bcfg: BatchConfig) -> Rounds:
+    def _rounds(self, client: FilesClient, state_dir: Path, checked: Checked, parts: list[Span],
+                bcfg: BatchConfig) -> Rounds:
         """The ledger of this file (an earlier run's, not yet delivered, or a new plan)."""
-        lfile = _ledger_file(state_dir, self.path, report.sha256)
+        lfile = _ledger_file(state_dir, self.path, checked.sha256)
         if lfile.exists():
             ledger = Ledger.load(lfile)
         else:
             lfile.parent.mkdir(parents=True, exist_ok=True)
-            parts = plan_parts(self.path, bcfg.max_requests_per_job, int(bcfg.max_bytes_per_job))
             limits = Limits(max_requests_per_job=bcfg.max_requests_per_job,
                             max_bytes_per_job=int(bcfg.max_bytes_per_job), resubmit_rounds=bcfg.resubmit_rounds,
                             resubmit_codes=list(bcfg.resubmit_codes))
-            ledger = Ledger.plan(self.path, parts, limits, sha256=report.sha256, dropped_at=self.t0)
+            ledger = Ledger.plan(self.path, parts, limits, sha256=checked.sha256, dropped_at=self.t0)
             ledger.save(lfile)
         bcfg = bcfg.model_copy(update={"resubmit_rounds": ledger.limits.resubmit_rounds,
                                        "resubmit_codes": ledger.limits.resubmit_codes})
         return Rounds(client, ledger, lfile, lfile.with_name(lfile.name + ".d"), bcfg)
 
-    def round_trip(self, client: FilesClient, state_dir: Path, report: CheckReport, bcfg: BatchConfig, *,
-                   wait: bool) -> BatchOutcome:
+    def round_trip(self, client: FilesClient, state_dir: Path, checked: tuple[Checked, list[Span]],
+                   bcfg: BatchConfig, *, wait: bool) -> BatchOutcome:
         """Every job of every part and round, created once, followed, settled; then the outbox."""
         try:
-            rounds = self._rounds(client, state_dir, report, bcfg)
+            rounds = self._rounds(client, state_dir, checked[0], checked[1], bcfg)
             if any(j.stage == "planned" for j in rounds.ledger.jobs):
-                self.step("uploading", bytes=report.bytes)
+                self.step("uploading", bytes=checked[0].bytes)
             if not wait:
                 return self._created(rounds)
             while not rounds.step():

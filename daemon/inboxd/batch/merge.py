@@ -3,7 +3,7 @@
 A request's final answer is the one from the latest round that answered it (a request resent
 in round 2 never shows its round-1 error). Memory stays bounded whatever the input size: an
 on-disk index ``custom_id -> (job, file, offset, length, failed, code)`` in a temporary SQLite
-file (as `join.py`), built from the jobs' answer files latest round first, then:
+file (as `join.py`; 4 MiB of page cache), built from the jobs' answer files latest round first, then:
 
 - ``output``/``errors``: the chosen lines copied from each job's files, job by job in the
   server's order within a job (read back with ``pread``); `usage` summed from the responses;
@@ -31,6 +31,7 @@ from .join import Counts
 from .split import lines
 
 _BATCH = 4000
+CACHE_KIB = 4 * 1024  # the index's page cache: the bound on its memory (a bigger one was no faster)
 USAGE_KEYS = ("prompt_tokens", "completion_tokens", "total_tokens")
 
 
@@ -84,7 +85,7 @@ class _Index:
         fd, self.path = tempfile.mkstemp(prefix=".inboxd-merge-", suffix=".sqlite3", dir=work_dir)
         os.close(fd)
         self.db = sqlite3.connect(self.path, isolation_level=None)
-        for pragma in ("journal_mode=OFF", "synchronous=OFF", "cache_size=-4096", "temp_store=FILE"):
+        for pragma in ("journal_mode=OFF", "synchronous=OFF", f"cache_size=-{CACHE_KIB}", "temp_store=FILE"):
             self.db.execute(f"PRAGMA {pragma}")
         self.db.execute("CREATE TABLE idx (custom_id TEXT PRIMARY KEY, job INTEGER, kind INTEGER, off INTEGER, "
                         "len INTEGER, failed INTEGER, code INTEGER) WITHOUT ROWID")

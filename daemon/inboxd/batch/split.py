@@ -25,6 +25,7 @@ class Span:
     start: int
     end: int
     requests: int
+    line: int = 1  # the input's line number of its first line
 
     @property
     def bytes(self) -> int:
@@ -55,17 +56,45 @@ def plan_parts(path: Path, max_requests: int, max_bytes: int) -> list[Span]:
     """The parts of the input at `path`: consecutive byte ranges covering the whole file."""
     parts: list[Span] = []
     start = offset = requests = 0
+    first = number = 1
     for _, raw in lines(path):
         n = len(raw)
         if requests and (offset + n - start > max_bytes or (requests + 1 > max_requests and raw.strip())):
-            parts.append(Span(start, offset, requests))
-            start, requests = offset, 0
+            parts.append(Span(start, offset, requests, first))
+            start, requests, first = offset, 0, number
         offset += n
+        number += 1
         if raw.strip():
             requests += 1
     if offset > start or not parts:
-        parts.append(Span(start, offset, requests))
+        parts.append(Span(start, offset, requests, first))
     return parts
+
+
+class RangeReader:
+    """The bytes [start, end) of a file as a readable stream (`read` only: what the check reads)."""
+
+    def __init__(self, path: Path, start: int, end: int) -> None:
+        self.name = str(path)
+        self._f = open(path, "rb")  # noqa: SIM115 - closed by close() / the context manager
+        self._f.seek(start)
+        self._left = end - start
+
+    def read(self, n: int = -1) -> bytes:
+        if self._left <= 0:
+            return b""
+        data = self._f.read(self._left if n < 0 else min(n, self._left))
+        self._left -= len(data)
+        return data
+
+    def close(self) -> None:
+        self._f.close()
+
+    def __enter__(self) -> RangeReader:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
 
 def coalesce(ranges: Iterable[Range]) -> list[Range]:
