@@ -35,13 +35,13 @@ def emu(request: pytest.FixtureRequest, tmp_path) -> Iterator[EmulatorProc]:
 
     It runs with `--no-dedupe` unless told otherwise: the checksum 409 is off, so a second
     upload of the same bytes becomes a second file and an exactly-once assertion can fail.
-    A test (or a module, through `pytestmark`) changes the flags with
-    `@pytest.mark.emulator(key=..., no_dedupe=False, processing_delay=0.3, ...)`; the closest
-    marker wins."""
+    A test (or a class, or a module through `pytestmark`) changes the flags with
+    `@pytest.mark.emulator(key=..., no_dedupe=False, processing_delay=0.3, ...)`. Markers
+    add up, the closest winning flag by flag: a module's `pytestmark` sets its key and a test
+    adds `url_ttl=1`; a flag set to None is left out (the command's own default)."""
     flags: dict[str, Any] = {"key": EMU_KEY, "no_dedupe": True}
-    marker = request.node.get_closest_marker("emulator")
-    if marker is not None:
+    for marker in reversed(list(request.node.iter_markers("emulator"))):  # module, class, test
         flags.update(marker.kwargs)
-    e = start_emulator(tmp_path / "emu", **flags)
+    e = start_emulator(tmp_path / "emu", **{k: v for k, v in flags.items() if v is not None})
     yield e
     e.stop()

@@ -12,16 +12,8 @@ from urllib.parse import parse_qsl, urlsplit
 import pytest
 import requests
 
-from tests.helpers.emulator import start_emulator
-
 KEY = "emulator-test-key-31337"
-
-
-@pytest.fixture
-def emu(tmp_path):
-    e = start_emulator(tmp_path, key=KEY, processing_delay=0.3)
-    yield e
-    e.stop()
+pytestmark = pytest.mark.emulator(key=KEY, no_dedupe=False, processing_delay=0.3)
 
 
 def api(emu, method: str, path: str, **kw) -> requests.Response:
@@ -70,21 +62,21 @@ def test_wrong_key_is_401_everywhere(emu):
         assert "nope" not in r.text
 
 
-def test_presigned_url_signature_expiry_and_auth_header(tmp_path):
-    with start_emulator(tmp_path, key=KEY, url_ttl=1) as emu:
-        r = create(emu)
-        url = r.headers["Location"]
-        assert urlsplit(url).path.startswith("/_storage/")
-        tampered = url.replace("signature=", "signature=0")
-        assert requests.put(tampered, data=b"{}\n", timeout=5).status_code == 403
-        refused = requests.put(url, data=b"{}\n", headers={"Authorization": f"Bearer {emu.key}"}, timeout=5)
-        assert refused.status_code == 400
-        assert emu.stats()["storage_auth_headers"] == 1
-        expires = int(dict(parse_qsl(urlsplit(url).query))["expires"])
-        while time.time() <= expires:  # until the url's own expiry has passed (at most ~2 s)
-            time.sleep(0.05)
-        expired = requests.put(url, data=b"{}\n", timeout=5)
-        assert expired.status_code == 403 and "expired" in expired.text
+@pytest.mark.emulator(url_ttl=1, processing_delay=None)
+def test_presigned_url_signature_expiry_and_auth_header(emu):
+    r = create(emu)
+    url = r.headers["Location"]
+    assert urlsplit(url).path.startswith("/_storage/")
+    tampered = url.replace("signature=", "signature=0")
+    assert requests.put(tampered, data=b"{}\n", timeout=5).status_code == 403
+    refused = requests.put(url, data=b"{}\n", headers={"Authorization": f"Bearer {emu.key}"}, timeout=5)
+    assert refused.status_code == 400
+    assert emu.stats()["storage_auth_headers"] == 1
+    expires = int(dict(parse_qsl(urlsplit(url).query))["expires"])
+    while time.time() <= expires:  # until the url's own expiry has passed (at most ~2 s)
+        time.sleep(0.05)
+    expired = requests.put(url, data=b"{}\n", timeout=5)
+    assert expired.status_code == 403 and "expired" in expired.text
 
 
 def test_put_needs_an_exact_content_length(emu):
@@ -151,15 +143,15 @@ def test_list_content_range_delete(emu):
 # --- dedupe, latency, delete (issues 10 and 14) ---------------------------------------------------
 
 
-def test_no_dedupe_the_same_bytes_twice_make_two_files(tmp_path):
+@pytest.mark.emulator(processing_delay=0.1, no_dedupe=True)
+def test_no_dedupe_the_same_bytes_twice_make_two_files(emu):
     data = batch("a", "b")
     sha = hashlib.sha256(data).hexdigest()
-    with start_emulator(tmp_path, key=KEY, processing_delay=0.1, no_dedupe=True) as emu:
-        first, second = single_upload(emu, data), single_upload(emu, data)
-        assert first != second
-        assert sorted(f["id"] for f in emu.files_by_sha256()[sha]) == sorted([first, second])
-        assert emu.conflicts() == 0
-        assert emu.creates_by_sha256() == {sha: 2} and emu.stats()["creates"] == 2
+    first, second = single_upload(emu, data), single_upload(emu, data)
+    assert first != second
+    assert sorted(f["id"] for f in emu.files_by_sha256()[sha]) == sorted([first, second])
+    assert emu.conflicts() == 0
+    assert emu.creates_by_sha256() == {sha: 2} and emu.stats()["creates"] == 2
 
 
 def test_dedupe_answers_409_and_counts_it(emu):
@@ -179,21 +171,21 @@ def test_dedupe_answers_409_and_counts_it(emu):
     assert emu.creates_by_sha256() == {sha: 1, hashlib.sha256(other).hexdigest(): 1}
 
 
-def test_latency_delays_every_answer(tmp_path):
-    with start_emulator(tmp_path, key=KEY, latency_ms=50) as emu:
-        s = requests.Session()
-        t0 = time.monotonic()
-        urls = []
-        for i in range(10):  # 10 API answers ...
-            r = s.post(emu.base_url + "/files", headers={"Authorization": f"Bearer {emu.key}"}, allow_redirects=False,
-                       files={"purpose": (None, "batch-api"), "file_name": (None, f"{i}.jsonl")}, timeout=5)
-            assert r.status_code == 302
-            urls.append(r.headers["Location"])
-        t1 = time.monotonic()
-        for url in urls:  # ... and 10 storage answers
-            assert s.put(url, data=b"{}\n", timeout=5).status_code == 200
-        t2 = time.monotonic()
-        assert t1 - t0 >= 0.5 and t2 - t1 >= 0.5 and t2 - t0 >= 1.0
+@pytest.mark.emulator(latency_ms=50, processing_delay=None)
+def test_latency_delays_every_answer(emu):
+    s = requests.Session()
+    t0 = time.monotonic()
+    urls = []
+    for i in range(10):  # 10 API answers ...
+        r = s.post(emu.base_url + "/files", headers={"Authorization": f"Bearer {emu.key}"}, allow_redirects=False,
+                   files={"purpose": (None, "batch-api"), "file_name": (None, f"{i}.jsonl")}, timeout=5)
+        assert r.status_code == 302
+        urls.append(r.headers["Location"])
+    t1 = time.monotonic()
+    for url in urls:  # ... and 10 storage answers
+        assert s.put(url, data=b"{}\n", timeout=5).status_code == 200
+    t2 = time.monotonic()
+    assert t1 - t0 >= 0.5 and t2 - t1 >= 0.5 and t2 - t0 >= 1.0
 
 
 def test_delete_then_get_is_404(emu):

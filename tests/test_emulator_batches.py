@@ -12,20 +12,14 @@ from urllib.parse import urlsplit
 import pytest
 import requests
 
-from tests.helpers.emulator import EmulatorProc, start_emulator
+from tests.helpers.emulator import EmulatorProc
 
 KEY = "emulator-batch-key-2718"
+pytestmark = pytest.mark.emulator(key=KEY, no_dedupe=False, batch_seconds=0.5, processing_delay=0.05)
 CHAT = "/v1/chat/completions"
 JOB_FIELDS = {"id", "user_id", "input_file_id", "file_size_bytes", "status", "job_deadline", "created_at",
               "endpoint", "progress", "model_id", "error", "completed_at"}
 TERMINAL = {"COMPLETED", "FAILED", "EXPIRED", "CANCELLED"}
-
-
-@pytest.fixture
-def emu(tmp_path):
-    e = start_emulator(tmp_path, key=KEY, batch_seconds=0.5, processing_delay=0.05)
-    yield e
-    e.stop()
 
 
 def api(emu: EmulatorProc, method: str, path: str, **kw) -> requests.Response:
@@ -367,17 +361,16 @@ def test_batch_creates_are_counted_by_input_and_reset_keeps_the_jobs(emu):
 # --- per-job limits, transient 429s, expiring jobs (the batch ledger's offline cases) -------------
 
 
-def test_a_create_over_the_per_job_limits_is_a_400(tmp_path):
-    with start_emulator(tmp_path, key=KEY, batch_seconds=0, processing_delay=0.01, batch_max_requests=3,
-                        batch_max_bytes=100_000) as e:
-        too_many = upload(e, [request_line(i) for i in range(4)])
-        r = api(e, "POST", "/batches", json={"input_file_id": too_many, "endpoint": CHAT})
-        assert r.status_code == 400 and "at most 3" in r.json()["error"]
-        assert create_job(e, upload(e, [request_line(i) for i in range(3)]))["status"] == "VALIDATING"
-        e.set_faults(batch_max_requests=50_000, batch_max_bytes=200)  # bytes now: the control endpoint
-        r = api(e, "POST", "/batches", json={"input_file_id": too_many, "endpoint": CHAT})
-        assert r.status_code == 400 and "at most 200" in r.json()["error"]
-        assert e.batch_creates() == 1
+@pytest.mark.emulator(batch_seconds=0, processing_delay=0.01, batch_max_requests=3, batch_max_bytes=100_000)
+def test_a_create_over_the_per_job_limits_is_a_400(emu):
+    too_many = upload(emu, [request_line(i) for i in range(4)])
+    r = api(emu, "POST", "/batches", json={"input_file_id": too_many, "endpoint": CHAT})
+    assert r.status_code == 400 and "at most 3" in r.json()["error"]
+    assert create_job(emu, upload(emu, [request_line(i) for i in range(3)]))["status"] == "VALIDATING"
+    emu.set_faults(batch_max_requests=50_000, batch_max_bytes=200)  # bytes now: the control endpoint
+    r = api(emu, "POST", "/batches", json={"input_file_id": too_many, "endpoint": CHAT})
+    assert r.status_code == 400 and "at most 200" in r.json()["error"]
+    assert emu.batch_creates() == 1
 
 
 def test_transient_429s_are_per_job_and_request_so_a_resend_may_pass(emu):
@@ -397,11 +390,11 @@ def test_transient_429s_are_per_job_and_request_so_a_resend_may_pass(emu):
     assert answers[0] - answers[1]
 
 
-def test_the_next_n_jobs_expire_half_done(tmp_path):
-    with start_emulator(tmp_path, key=KEY, batch_seconds=0, processing_delay=0.01, batch_expire_next=2) as e:
-        fid = upload(e, [request_line(i) for i in range(10)])
-        ends = [wait_terminal(e, create_job(e, fid)["id"]) for _ in range(3)]
-        assert [j["status"] for j in ends] == ["EXPIRED", "EXPIRED", "COMPLETED"]
-        assert [len(jsonl(content(e, j["output_file_id"]))) for j in ends] == [5, 5, 10]
-        e.set_faults(batch_expire_next=1)
-        assert wait_terminal(e, create_job(e, fid)["id"])["status"] == "EXPIRED"
+@pytest.mark.emulator(batch_seconds=0, processing_delay=0.01, batch_expire_next=2)
+def test_the_next_n_jobs_expire_half_done(emu):
+    fid = upload(emu, [request_line(i) for i in range(10)])
+    ends = [wait_terminal(emu, create_job(emu, fid)["id"]) for _ in range(3)]
+    assert [j["status"] for j in ends] == ["EXPIRED", "EXPIRED", "COMPLETED"]
+    assert [len(jsonl(content(emu, j["output_file_id"]))) for j in ends] == [5, 5, 10]
+    emu.set_faults(batch_expire_next=1)
+    assert wait_terminal(emu, create_job(emu, fid)["id"])["status"] == "EXPIRED"

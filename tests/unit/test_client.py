@@ -29,13 +29,15 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Emulator]:
 
 
 @pytest.fixture
-def emu(server: Emulator) -> Iterator[Emulator]:
+def emulator(server: Emulator) -> Iterator[Emulator]:
+    """The module's in-process emulator (not the shared `emu`, a subprocess), its random
+    faults put back after each test."""
     yield server
     server.faults.error_rate = server.faults.part_error_rate = 0.0
 
 
-def client(emu: Emulator, key: str = KEY, **upload: object) -> FilesClient:
-    cfg = parse_config({"api": {"base_url": emu.base_url, "max_retries": 3},
+def client(emulator: Emulator, key: str = KEY, **upload: object) -> FilesClient:
+    cfg = parse_config({"api": {"base_url": emulator.base_url, "max_retries": 3},
                         "upload": {"multipart_threshold": "1MiB", "part_size": "5MiB", **upload},
                         "inboxes": []})
     return FilesClient(cfg.api, cfg.upload, key)
@@ -47,8 +49,8 @@ def jsonl(tmp: Path, n: int, name: str = "in.jsonl") -> Path:
     return p
 
 
-def test_a_single_upload_is_named_then_whole_and_processed(emu: Emulator, tmp_path: Path) -> None:
-    c = client(emu)
+def test_a_single_upload_is_named_then_whole_and_processed(emulator: Emulator, tmp_path: Path) -> None:
+    c = client(emulator)
     src = jsonl(tmp_path, 10)
     named: list[str] = []
     result = c.upload(src, "batch-api", on_created=lambda fid, uid: named.append(fid))
@@ -61,8 +63,8 @@ def test_a_single_upload_is_named_then_whole_and_processed(emu: Emulator, tmp_pa
     c.close()
 
 
-def test_a_large_file_goes_up_in_parts(emu: Emulator, tmp_path: Path) -> None:
-    c = client(emu)
+def test_a_large_file_goes_up_in_parts(emulator: Emulator, tmp_path: Path) -> None:
+    c = client(emulator)
     src = tmp_path / "big.jsonl"
     with src.open("wb") as f:
         for i in range(120_000):  # ~11 MB: three parts of 5 MiB
@@ -74,11 +76,11 @@ def test_a_large_file_goes_up_in_parts(emu: Emulator, tmp_path: Path) -> None:
     c.close()
 
 
-def test_server_errors_are_retried(emu: Emulator, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_server_errors_are_retried(emulator: Emulator, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(_transport, "API_RETRY", Backoff(base=0.01, cap=0.01))
-    emu.faults.error_rate = 0.3
-    emu.faults.part_error_rate = 0.3
-    c = client(emu)
+    emulator.faults.error_rate = 0.3
+    emulator.faults.part_error_rate = 0.3
+    c = client(emulator)
     ok = 0
     for i in range(6):
         try:
@@ -90,8 +92,8 @@ def test_server_errors_are_retried(emu: Emulator, tmp_path: Path, monkeypatch: p
     c.close()
 
 
-def test_a_wrong_key_is_an_auth_error(emu: Emulator, tmp_path: Path) -> None:
-    c = client(emu, key="wrong")
+def test_a_wrong_key_is_an_auth_error(emulator: Emulator, tmp_path: Path) -> None:
+    c = client(emulator, key="wrong")
     with pytest.raises(AuthError):
         c.check_key()
     with pytest.raises(AuthError):
@@ -99,25 +101,25 @@ def test_a_wrong_key_is_an_auth_error(emu: Emulator, tmp_path: Path) -> None:
     c.close()
 
 
-def test_a_purpose_the_server_refuses_is_a_rejection(emu: Emulator, tmp_path: Path) -> None:
-    c = client(emu)
+def test_a_purpose_the_server_refuses_is_a_rejection(emulator: Emulator, tmp_path: Path) -> None:
+    c = client(emulator)
     with pytest.raises(RejectedError):
         c.upload(jsonl(tmp_path, 1), "no-such-purpose")
     c.close()
 
 
-def test_cancel_stops_an_upload(emu: Emulator, tmp_path: Path) -> None:
+def test_cancel_stops_an_upload(emulator: Emulator, tmp_path: Path) -> None:
     from inboxd.api import Cancelled
     cancel = threading.Event()
     cancel.set()
-    c = client(emu)
+    c = client(emulator)
     with pytest.raises(Cancelled):
         c.upload(jsonl(tmp_path, 5), "batch-api", cancel=cancel)
     c.close()
 
 
-def test_the_batch_calls_and_the_results_download(emu: Emulator, tmp_path: Path) -> None:
-    c = client(emu)
+def test_the_batch_calls_and_the_results_download(emulator: Emulator, tmp_path: Path) -> None:
+    c = client(emulator)
     up = c.upload(jsonl(tmp_path, 5), "batch-api")
     c.wait_for_processing(up.file.id, timeout=10)
     job, _warning = c.create_batch(up.file.id, "/v1/chat/completions")
