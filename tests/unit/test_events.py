@@ -74,7 +74,8 @@ def test_retry_after_seconds_and_dates_clamped() -> None:
 
 
 def _event(i: int, when: float) -> NewEvent:
-    return NewEvent(id=f"msg_{i}", type="file.archived", source=f"/s/{i}", inbox="/in", body="{}", created_at=when)
+    return NewEvent(id=f"msg_{i}", type="file.archived", source=f"/s/{i}", key=f"/s/{i}@1", inbox="/in", body="{}",
+                    created_at=when)
 
 
 def test_the_store_keeps_order_through_an_outage_and_parks_a_refused_event(tmp_path: Path) -> None:
@@ -144,3 +145,7 @@ def test_a_stage_written_again_makes_no_second_event_nor_file(tmp_path: Path) ->
             events.on_batch_delivered(tx, rec)
     assert len(events.store.list()) == 1
     assert len(list((inbox / ".inboxd" / ".events" / "host-1-abcd").glob("*.json"))) == 1
+    rec.batch_id = "b-2"  # done/ and the outbox emptied, the same name again: a new publication, a new event
+    with events.store.db.transaction() as tx:
+        events.on_batch_delivered(tx, rec)
+    assert len(events.store.list()) == 2

@@ -38,7 +38,7 @@ def event_dir(work: Path, claimer: str) -> Path:
 def write_event_file(work: Path, claimer: str, event: NewEvent) -> str:
     folder = event_dir(work, claimer)
     path = folder / f"{event.id}.json"
-    data = {"id": event.id, "type": event.type, "source": event.source, "inbox": event.inbox,
+    data = {"id": event.id, "type": event.type, "source": event.source, "key": event.key, "inbox": event.inbox,
             "created_at": event.created_at, "body": event.body}
     try:
         write_atomic(path, json.dumps(data).encode("utf-8"), sync_folder=False)
@@ -80,6 +80,7 @@ def take_over(work: Path, claimer: str, dead: Callable[[Path], bool]) -> list[Ne
             try:
                 data = json.loads(new.read_text(encoding="utf-8"))
                 out.append(NewEvent(id=str(data["id"]), type=str(data["type"]), source=str(data["source"]),
+                                    key=str(data.get("key") or data["source"]),
                                     inbox=data.get("inbox"), body=str(data["body"]),
                                     created_at=float(data["created_at"]), file=str(new)))
             except (OSError, ValueError, KeyError, TypeError):

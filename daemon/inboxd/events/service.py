@@ -253,16 +253,17 @@ class Events:
 
     # --- recording ----------------------------------------------------------------------
 
-    def _new(self, conn: sqlite3.Connection | None, kind: str, source: str, inbox: str | None,
+    def _new(self, conn: sqlite3.Connection | None, kind: str, source: str, key: str, inbox: str | None,
              body: dict[str, Any], when: float, *, fleet: bool = True) -> None:
+        """Record one publication. `key` tells it from a later sidecar of the same path (done/
+        may be emptied and a name come again): the path and the claim's time, or the job's id."""
         sinks = self._wants.get(kind, [])
         if not sinks:
             return
-        db = conn if conn is not None else self.store.db.connection()
-        if db.execute("SELECT 1 FROM events WHERE source = ? LIMIT 1", (source,)).fetchall():
+        if self.store.recorded(key, conn):
             return  # a stage written again (a delivery resumed after a crash): its event exists, no second file
-        event = NewEvent(id=payload.new_id(), type=kind, source=source, inbox=inbox, body=payload.encode(body),
-                         created_at=when)
+        event = NewEvent(id=payload.new_id(), type=kind, source=source, key=key, inbox=inbox,
+                         body=payload.encode(body), created_at=when)
         work = self._inbox_work.get(inbox or "")
         if fleet and work is not None and self.claimer:
             try:
@@ -296,7 +297,7 @@ class Events:
         except Exception as exc:  # noqa: BLE001 - see the docstring
             log.error("event.unrecordable", inbox=row.inbox, name=row.name, stage=row.stage, error=str(exc))
             return
-        self._new(conn, kind, path, row.inbox, body, when)
+        self._new(conn, kind, path, f"{path}@{row.claimed_at!r}", row.inbox, body, when)
 
     def on_batch_delivered(self, conn: sqlite3.Connection, rec: Any) -> None:
         """The batch store's on_delivered hook: a batch.json is published."""
@@ -314,25 +315,25 @@ class Events:
         except Exception as exc:  # noqa: BLE001 - as on_file_finished: never roll the stage back
             log.error("event.unrecordable", inbox=rec.inbox, batch=path, error=str(exc))
             return
-        self._new(conn, "batch.delivered", path, rec.inbox, body, when)
+        self._new(conn, "batch.delivered", path, f"{path}@{rec.batch_id}", rec.inbox, body, when)
 
     def record_sidecar(self, inbox: str, path: Path) -> None:
         """A sidecar published without a stage of ours (a survivor finishing a dead peer's
         manifest): recorded on its own, once."""
-        if self.store.recorded(str(path)):
-            return
         try:
             sidecar = json.loads(path.read_text(encoding="utf-8"))
-        except (OSError, ValueError):
+            when = time.time()
+            name = (sidecar.get("source") or {}).get("name") or path.name
+            key = f"{path}@{(sidecar.get('upload') or {}).get('started_at') or sidecar.get('time')}"
+            if path.name.endswith(MANIFEST_SUFFIX):
+                kind, body = "file.archived", payload.file_archived(str(path), sidecar, inbox=inbox, name=name,
+                                                                    when=when)
+            else:
+                kind, body = "file.failed", payload.file_failed(str(path), sidecar, inbox=inbox, name=name, when=when)
+        except (OSError, ValueError, AttributeError) as exc:
+            log.error("event.unrecordable", inbox=inbox, sidecar=str(path), error=str(exc))
             return
-        when = time.time()
-        name = (sidecar.get("source") or {}).get("name") or path.name
-        if path.name.endswith(MANIFEST_SUFFIX):
-            self._new(None, "file.archived", str(path), inbox,
-                      payload.file_archived(str(path), sidecar, inbox=inbox, name=name, when=when), when)
-        elif path.name.endswith(ERROR_SUFFIX):
-            self._new(None, "file.failed", str(path), inbox,
-                      payload.file_failed(str(path), sidecar, inbox=inbox, name=name, when=when), when)
+        self._new(None, kind, str(path), key, inbox, body, when)
 
     def take_over(self, inbox: str, work: Path, dead: Callable[[Path], bool]) -> int:
         """The pending events of dead claimers of this inbox (fleet.py), now ours."""

@@ -31,6 +31,7 @@ CREATE TABLE IF NOT EXISTS events (
     sink TEXT NOT NULL,
     type TEXT NOT NULL,
     source TEXT NOT NULL,
+    key TEXT NOT NULL,
     inbox TEXT,
     body TEXT NOT NULL,
     file TEXT,
@@ -43,7 +44,7 @@ CREATE TABLE IF NOT EXISTS events (
     state TEXT NOT NULL DEFAULT 'pending',
     delivered_at REAL,
     UNIQUE (id, sink),
-    UNIQUE (source, sink)
+    UNIQUE (key, sink)
 );
 CREATE INDEX IF NOT EXISTS events_by_sink_state ON events (sink, state, seq);
 CREATE INDEX IF NOT EXISTS events_by_id ON events (id);
@@ -56,7 +57,8 @@ DELIVERED_KEEP_DAYS = 7.0
 class NewEvent:
     id: str
     type: str
-    source: str  # the sidecar's absolute path ("ping:<id>" for a ping): one event per sidecar and sink
+    source: str  # the sidecar's absolute path
+    key: str  # the publication: the path and what tells this sidecar from a later one of that name
     inbox: str | None
     body: str
     created_at: float
@@ -70,6 +72,7 @@ class EventRow:
     sink: str
     type: str
     source: str
+    key: str
     inbox: str | None
     body: str
     file: str | None
@@ -88,15 +91,15 @@ class EventRow:
                 "last_error": self.last_error, "delivered_at": self.delivered_at}
 
 
-_INSERT = ("INSERT INTO events (id, sink, type, source, inbox, body, file, created_at, since, next_at) "
-           "VALUES (?,?,?,?,?,?,?,?,?,?) ON CONFLICT DO NOTHING")
+_INSERT = ("INSERT INTO events (id, sink, type, source, key, inbox, body, file, created_at, since, next_at) "
+           "VALUES (?,?,?,?,?,?,?,?,?,?,?) ON CONFLICT DO NOTHING")
 
 
 def insert(conn: sqlite3.Connection, event: NewEvent, sinks: Iterable[str]) -> None:
-    """Record `event` for `sinks` on `conn` (inside the caller's transaction); a sidecar already
-    recorded for a sink is left as it is (a second record of one sidecar is a no-op)."""
-    conn.executemany(_INSERT, [(event.id, sink, event.type, event.source, event.inbox, event.body, event.file,
-                                event.created_at, event.created_at, event.created_at) for sink in sinks])
+    """Record `event` for `sinks` on `conn` (inside the caller's transaction); a publication
+    already recorded for a sink is left as it is (a second record of one sidecar is a no-op)."""
+    conn.executemany(_INSERT, [(event.id, sink, event.type, event.source, event.key, event.inbox, event.body,
+                                event.file, event.created_at, event.created_at, event.created_at) for sink in sinks])
 
 
 def adopt(conn: sqlite3.Connection, event: NewEvent, sinks: Iterable[str]) -> None:
@@ -108,10 +111,10 @@ def adopt(conn: sqlite3.Connection, event: NewEvent, sinks: Iterable[str]) -> No
                           "state = CASE WHEN state = 'moved' THEN 'pending' ELSE state END")
     for sink in sinks:
         try:
-            conn.execute(sql, (event.id, sink, event.type, event.source, event.inbox, event.body, event.file,
+            conn.execute(sql, (event.id, sink, event.type, event.source, event.key, event.inbox, event.body, event.file,
                                event.created_at, event.created_at, event.created_at))
         except sqlite3.IntegrityError:
-            pass  # this sidecar already has an event for the sink under another id: that one is sent
+            pass  # this publication already has an event for the sink under another id: that one is sent
 
 
 class EventStore:
@@ -130,8 +133,10 @@ class EventStore:
             with self.db.transaction() as tx:
                 insert(tx, event, sinks)
 
-    def recorded(self, source: str) -> bool:
-        return bool(self.db.query("SELECT 1 FROM events WHERE source = ? LIMIT 1", (source,)))
+    def recorded(self, key: str, conn: sqlite3.Connection | None = None) -> bool:
+        """Whether this publication (`NewEvent.key`) has its event already."""
+        db = conn if conn is not None else self.db.connection()
+        return bool(db.execute("SELECT 1 FROM events WHERE key = ? LIMIT 1", (key,)).fetchall())
 
     # --- the sender ---------------------------------------------------------------------
 
