@@ -125,46 +125,50 @@ class _Lines:
         decode_request, record_request, body_passes = self.decode_request, self.record_request, self.body_passes
         record, errors, loads = self.record, self.errors, _decode  # msgspec for speed; where it refuses
         # (NaN, lone surrogates, numbers past a float, deep nesting), the standard library decides
-        for line in batch:
-            # the hot loop: msgspec first; what it refuses (a blank line, invalid UTF-8 or JSON, what
-            # only the standard library accepts) and what is not an object go the slow way
-            if decode_request is not None and line.isascii():
-                # the typed decode skips strings without checking their UTF-8: ASCII lines only
+        records = 0  # (a local in the hot loop, added to self.records on the way out)
+        try:
+            for line in batch:
+                # the hot loop: msgspec first; what it refuses (a blank line, invalid UTF-8 or JSON, what
+                # only the standard library accepts) and what is not an object go the slow way
+                if decode_request is not None and line.isascii():
+                    # the typed decode skips strings without checking their UTF-8: ASCII lines only
+                    try:
+                        request = decode_request(line)
+                    except (ValueError, RecursionError):
+                        request = None  # the whole decode below decides, and words the error
+                    if request is not None and request.custom_id is not None and request.body is not None \
+                            and (body_passes is None or body_passes(request.body)):
+                        records += 1
+                        issue = record_request(number, request)  # type: ignore[misc]
+                        if issue is not None:
+                            errors.append(issue)
+                            last = last or self.full()
+                        if last:
+                            return True
+                        number += 1
+                        continue
                 try:
-                    request = decode_request(line)
+                    obj = loads(line)
                 except (ValueError, RecursionError):
-                    request = None  # the whole decode below decides, and words the error
-                if request is not None and request.custom_id is not None and request.body is not None \
-                        and (body_passes is None or body_passes(request.body)):
-                    self.records += 1
-                    issue = record_request(number, request)  # type: ignore[misc]
+                    obj = _slow(number, line, errors, self.utf8_errors, self.blank_is_error)
+                if obj.__class__ is dict:
+                    records += 1
+                    issue = record(number, obj)
                     if issue is not None:
                         errors.append(issue)
                         last = last or self.full()
-                    if last:
-                        return True
+                elif obj is _UTF8:
                     number += 1
-                    continue
-            try:
-                obj = loads(line)
-            except (ValueError, RecursionError):
-                obj = _slow(number, line, errors, self.utf8_errors, self.blank_is_error)
-            if obj.__class__ is dict:
-                self.records += 1
-                issue = record(number, obj)
-                if issue is not None:
-                    errors.append(issue)
+                    continue  # (as the pass always did: no count of the errors after a UTF-8 error)
+                else:
+                    self._other(number, obj)
                     last = last or self.full()
-            elif obj is _UTF8:
+                if last:
+                    return True
                 number += 1
-                continue  # (as the pass always did: no count of the errors after a UTF-8 error)
-            else:
-                self._other(number, obj)
-                last = last or self.full()
-            if last:
-                return True
-            number += 1
-        return False
+            return False
+        finally:
+            self.records += records
 
     def _other(self, number: int, obj: Any) -> None:
         """A value that is not a plain dict: a dict subclass (never from msgspec nor json) is a
