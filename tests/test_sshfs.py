@@ -19,6 +19,7 @@ from pathlib import Path
 
 import pytest
 
+from inboxd.state.fs import NoRenameat2, rename_no_replace
 from tests.helpers.daemon import DaemonProc, start_daemon, wait_until, write_config
 from tests.helpers.emulator import start_emulator
 from tests.helpers.files import claimed, manifests, once_on_server
@@ -187,6 +188,10 @@ def test_a_move_cut_after_the_link_on_sshfs_is_finished_by_the_daemon_taking_ove
                                 daemon={"settle_seconds": 0.2, "rescan_seconds": 1, "workers": 1,
                                         "claim_liveness": "heartbeat", "claim_timeout_seconds": 4})
 
+        (views[0] / "probe").write_bytes(b"x")
+        with pytest.raises(NoRenameat2):  # sshfs answers EINVAL: the move falls back to link + unlink
+            rename_no_replace(views[0] / "probe", views[0] / "probed")
+        (views[0] / "probe").unlink()
         a = DaemonProc(config("a", views[0]), key=emu.key, env={"INBOXD_TEST_FS": "die-after-link:done"})
         assert a.wait_exit(90) == -9, a.tail()
         done = server_inbox / "done"
