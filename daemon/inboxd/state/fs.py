@@ -20,6 +20,7 @@ import os
 import re
 import secrets
 import signal
+import stat
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -176,7 +177,8 @@ def same_data(claim: Path, target: Path, sha256: str | None = None) -> bool:
         return False
     if (a.st_dev, a.st_ino) == (b.st_dev, b.st_ino):
         return True
-    if not sha256 or a.st_size != b.st_size or a.st_mtime_ns != b.st_mtime_ns:
+    if not sha256 or not (stat.S_ISREG(a.st_mode) and stat.S_ISREG(b.st_mode)) \
+            or a.st_size != b.st_size or a.st_mtime_ns != b.st_mtime_ns:
         return False
     try:
         with open(target, "rb") as f:
