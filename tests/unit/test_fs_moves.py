@@ -198,5 +198,8 @@ def test_two_names_of_one_file_without_shared_inode_numbers_match_by_content(tmp
     os.utime(b, ns=(st.st_atime_ns, st.st_mtime_ns + 1_000_000_000))
     assert not same_data(a, b, digest), "another mtime: another file"
     assert not same_data(a, tmp_path / "missing", digest)
-    os.mkfifo(tmp_path / "fifo")
-    assert not same_data(a, tmp_path / "fifo", digest), "never opened: only regular files are read"
+    empty = a_file(tmp_path / "empty", b"")
+    os.mkfifo(tmp_path / "fifo")  # same size (0) and mtime as `empty`: opening it would block
+    st = empty.stat()
+    os.utime(tmp_path / "fifo", ns=(st.st_atime_ns, st.st_mtime_ns))
+    assert not same_data(empty, tmp_path / "fifo", hashlib.sha256(b"").hexdigest()), "only regular files are read"
