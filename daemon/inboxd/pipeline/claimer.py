@@ -247,7 +247,7 @@ class Claimer:
         return len(paths) + self.beyond.get(key, 0)
 
     def pending(self) -> bool:
-        return any(s.ready for s in self.inboxes) or self.tracker.pending() > 0 or bool(self.left_out)
+        return any(s.ready or s.key in self.left_out for s in self.inboxes) or self.tracker.pending() > 0
 
     # --- claim -----------------------------------------------------------------------------
 
