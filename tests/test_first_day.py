@@ -16,10 +16,10 @@ import pytest
 
 from inboxd.config import load_config
 from inboxd.pipeline.command import NETWORK_FILESYSTEMS, filesystem_type, machine_problems
-from tests.helpers.emulator import start_emulator
 
 REPO = Path(__file__).resolve().parents[1]
 KEY = "test-key-first-day-0123456789"
+pytestmark = pytest.mark.emulator(key=KEY, no_dedupe=False, processing_delay=0)  # a verdict in the preprocess answer
 
 
 def inboxd(args: list[str], env: dict[str, str] | None = None, timeout: float = 60) -> subprocess.CompletedProcess[str]:
@@ -331,13 +331,6 @@ def batch(path: Path, bodies: list[dict] | None = None, raw: bytes = b"") -> Pat
     lines = [json.dumps({"custom_id": f"r{i}", "body": b}) for i, b in enumerate(bodies)]
     path.write_bytes(("\n".join(lines) + "\n").encode() + raw)
     return path
-
-
-@pytest.fixture
-def emu(tmp_path):
-    e = start_emulator(tmp_path / "emu", key=KEY, processing_delay=0)  # a verdict in the preprocess answer
-    yield e
-    e.stop()
 
 
 def upload(emu, path: Path, *args: str, base_url: str | None = None, key: str = KEY):

@@ -77,13 +77,6 @@ def run_writer(path: Path, chunks: list[bytes], pause: float, user: str | None =
                             stdout=subprocess.PIPE, text=True)
 
 
-@pytest.fixture
-def emu(tmp_path):
-    e = start_emulator(tmp_path / "emu", no_dedupe=True)
-    yield e
-    e.stop()
-
-
 def _slow_writer_case(tmp_path: Path, emu, producer: str | None) -> None:
     inbox = tmp_path / "inbox"
     inbox.mkdir()
@@ -214,31 +207,28 @@ def _drop_and_see_it_uploaded(d, emu, tmp_path: Path, inbox: Path, name: str, da
     wait_until(lambda: emu.creates_by_sha256().get(sha(data)), 20, what="the upload")
 
 
-def test_sigterm_while_waiting_for_processing_exits_in_grace_and_restart_adopts(tmp_path):
+@pytest.mark.emulator(processing_delay=8)
+def test_sigterm_while_waiting_for_processing_exits_in_grace_and_restart_adopts(tmp_path, emu):
     """A worker waiting for the server's processing stops on SIGTERM within the grace period;
     the next start asks the server and adopts the upload: nothing is sent twice."""
-    emu = start_emulator(tmp_path / "emu", no_dedupe=True, processing_delay=8)
-    try:
-        inbox, cfg = _inbox_waiting_for_processing(tmp_path, emu)
-        data = b"".join(lines("wait", 10))
-        with start_daemon(cfg, key=emu.key) as d:
-            _drop_and_see_it_uploaded(d, emu, tmp_path, inbox, "w.jsonl", data)
-            time.sleep(0.5)
-            t0 = time.monotonic()
-            d.signal(signal.SIGTERM)
-            assert d.wait_exit(20) == 0
-            took = time.monotonic() - t0
-        assert took < 1 + 5.5, f"exit took {took:.1f}s"
-        assert not manifests(inbox)
-        with start_daemon(cfg, key=emu.key) as d:
-            d.wait_event("file.archived", name="w.jsonl", timeout=30)
-            assert d.events("file.adopted", name="w.jsonl"), d.tail(40)
-        assert emu.creates_by_sha256() == {sha(data): 1}
-        assert emu.conflicts() == 0
-        m = manifests(inbox)["w.jsonl.manifest.json"]
-        assert m["file"]["processing_status"] == "COMPLETED"
-    finally:
-        emu.stop()
+    inbox, cfg = _inbox_waiting_for_processing(tmp_path, emu)
+    data = b"".join(lines("wait", 10))
+    with start_daemon(cfg, key=emu.key) as d:
+        _drop_and_see_it_uploaded(d, emu, tmp_path, inbox, "w.jsonl", data)
+        time.sleep(0.5)
+        t0 = time.monotonic()
+        d.signal(signal.SIGTERM)
+        assert d.wait_exit(20) == 0
+        took = time.monotonic() - t0
+    assert took < 1 + 5.5, f"exit took {took:.1f}s"
+    assert not manifests(inbox)
+    with start_daemon(cfg, key=emu.key) as d:
+        d.wait_event("file.archived", name="w.jsonl", timeout=30)
+        assert d.events("file.adopted", name="w.jsonl"), d.tail(40)
+    assert emu.creates_by_sha256() == {sha(data): 1}
+    assert emu.conflicts() == 0
+    m = manifests(inbox)["w.jsonl.manifest.json"]
+    assert m["file"]["processing_status"] == "COMPLETED"
 
 
 @pytest.mark.skipif(os.geteuid() != 0 or not shutil.which("setpriv"), reason="needs root and setpriv to run as nobody")
@@ -288,7 +278,8 @@ def test_without_a_lease_a_file_written_in_place_waits_for_its_close(tmp_path):
         shutil.rmtree(base, ignore_errors=True)
 
 
-def test_kill9_at_10_random_moments_resends_nothing_whole(tmp_path):
+@pytest.mark.emulator(no_dedupe=False)
+def test_kill9_at_10_random_moments_resends_nothing_whole(tmp_path, emu):
     """100 files flowing, the daemon SIGKILLed at 10 random moments and restarted each time.
     With the checksum 409 on, a 409 would mean a file the server already held whole was sent
     again: the count must be 0. Every file ends in done/ once, and the server holds one whole
@@ -297,78 +288,71 @@ def test_kill9_at_10_random_moments_resends_nothing_whole(tmp_path):
     import random
 
     rng = random.Random(10)
-    emu = start_emulator(tmp_path / "emu")
-    try:
-        emu.set_faults(slow_seconds=0.05)
-        inbox = tmp_path / "inbox"
-        inbox.mkdir()
-        cfg = write_config(tmp_path, base_url=emu.base_url, inboxes=[{"path": str(inbox), "purpose": "batch-api"}],
-                           daemon={"workers": 3, "settle_seconds": 0.2, "rescan_seconds": 2})
-        staging = tmp_path / "staging"
-        staging.mkdir()
-        expected: dict[str, str] = {}
-        kills = 10
-        for k in range(kills):
-            for i in range(10):
-                name = f"k{k}-{i}.jsonl"
-                data = b"".join(lines(f"kill-{k}-{i}", 30))
-                (staging / name).write_bytes(data)
-                os.rename(staging / name, inbox / name)
-                expected[sha(data)] = name
-            d = start_daemon(cfg, key=emu.key, timeout=30)
-            time.sleep(rng.uniform(0.2, 1.2))
-            d.kill9()
-            d.stop()
-        with start_daemon(cfg, key=emu.key, timeout=30):
-            wait_until(lambda: len(manifests(inbox)) >= len(expected), 120, interval=0.5, what="every manifest")
-        ms = manifests(inbox)
-        by_sha: dict[str, int] = {}
-        for m in ms.values():
-            by_sha[m["source"]["sha256"]] = by_sha.get(m["source"]["sha256"], 0) + 1
-        assert set(by_sha) == set(expected) and set(by_sha.values()) == {1}
-        assert not (inbox / "failed").exists() or not list((inbox / "failed").iterdir())
-        assert emu.conflicts() == 0, "a file the server held whole was sent again"
-        live = live_files(emu)
-        assert all(live.get(s) == 1 for s in expected), {expected[s]: live.get(s) for s in expected if live.get(s) != 1}
-        resent = sum(n - 1 for s, n in emu.creates_by_sha256().items() if s in expected)
-        assert resent <= kills * 3, resent  # at most the uploads in flight (3 workers) at each kill
-        print(f"\nkill -9 x{kills}: {len(expected)} files, 409s 0, interrupted uploads re-sent {resent}")
-    finally:
-        emu.stop()
+    emu.set_faults(slow_seconds=0.05)
+    inbox = tmp_path / "inbox"
+    inbox.mkdir()
+    cfg = write_config(tmp_path, base_url=emu.base_url, inboxes=[{"path": str(inbox), "purpose": "batch-api"}],
+                       daemon={"workers": 3, "settle_seconds": 0.2, "rescan_seconds": 2})
+    staging = tmp_path / "staging"
+    staging.mkdir()
+    expected: dict[str, str] = {}
+    kills = 10
+    for k in range(kills):
+        for i in range(10):
+            name = f"k{k}-{i}.jsonl"
+            data = b"".join(lines(f"kill-{k}-{i}", 30))
+            (staging / name).write_bytes(data)
+            os.rename(staging / name, inbox / name)
+            expected[sha(data)] = name
+        d = start_daemon(cfg, key=emu.key, timeout=30)
+        time.sleep(rng.uniform(0.2, 1.2))
+        d.kill9()
+        d.stop()
+    with start_daemon(cfg, key=emu.key, timeout=30):
+        wait_until(lambda: len(manifests(inbox)) >= len(expected), 120, interval=0.5, what="every manifest")
+    ms = manifests(inbox)
+    by_sha: dict[str, int] = {}
+    for m in ms.values():
+        by_sha[m["source"]["sha256"]] = by_sha.get(m["source"]["sha256"], 0) + 1
+    assert set(by_sha) == set(expected) and set(by_sha.values()) == {1}
+    assert not (inbox / "failed").exists() or not list((inbox / "failed").iterdir())
+    assert emu.conflicts() == 0, "a file the server held whole was sent again"
+    live = live_files(emu)
+    assert all(live.get(s) == 1 for s in expected), {expected[s]: live.get(s) for s in expected if live.get(s) != 1}
+    resent = sum(n - 1 for s, n in emu.creates_by_sha256().items() if s in expected)
+    assert resent <= kills * 3, resent  # at most the uploads in flight (3 workers) at each kill
+    print(f"\nkill -9 x{kills}: {len(expected)} files, 409s 0, interrupted uploads re-sent {resent}")
 
 
-def test_a_journal_rolled_back_past_the_file_id_asks_the_server_from_the_claim_folder(tmp_path):
+@pytest.mark.emulator(processing_delay=8)
+def test_a_journal_rolled_back_past_the_file_id_asks_the_server_from_the_claim_folder(tmp_path, emu):
     """A power cut can roll the journal back (synchronous=NORMAL) past the commit that held the
     file id; the claim folder's state file still has it. The next start asks the server about
     that id and adopts the upload: nothing is sent twice. (The rollback is made by hand: the
     row is put back to `claimed` without its id, as SQLite would leave it.)"""
-    emu = start_emulator(tmp_path / "emu", no_dedupe=True, processing_delay=8)
-    try:
-        inbox, cfg = _inbox_waiting_for_processing(tmp_path, emu)
-        data = b"".join(lines("rolled", 10))
-        with start_daemon(cfg, key=emu.key) as d:
-            _drop_and_see_it_uploaded(d, emu, tmp_path, inbox, "r.jsonl", data)
-            wait_until(lambda: [f for d in (inbox / ".inboxd").iterdir() for f in holding_state(d)], 10,
-                       what="the claimed file's state")
-            d.signal(signal.SIGTERM)
-            assert d.wait_exit(20) == 0
-        import sqlite3
-        db = sqlite3.connect(tmp_path / "state" / "journal.sqlite3")
-        with db:
-            n = db.execute("UPDATE files SET stage = 'claimed', file_id = NULL, upload_id = NULL, sha256 = NULL, "
-                           "validation = NULL, bytes = NULL WHERE name = 'r.jsonl'").rowcount
-        db.close()
-        assert n == 1
-        with start_daemon(cfg, key=emu.key) as d:
-            d.wait_event("file.archived", name="r.jsonl", timeout=30)
-            assert d.events("file.adopted", name="r.jsonl"), d.tail(40)
-        assert emu.creates_by_sha256() == {sha(data): 1}
-        assert manifests(inbox)["r.jsonl.manifest.json"]["file"]["id"]
-        with pytest.raises(OSError):  # the claim's state leaves with the claim: not on the archived data
-            os.getxattr(inbox / "done" / "r.jsonl", "user.inboxd.state")
-        assert not list((inbox / "done").glob(".*"))
-    finally:
-        emu.stop()
+    inbox, cfg = _inbox_waiting_for_processing(tmp_path, emu)
+    data = b"".join(lines("rolled", 10))
+    with start_daemon(cfg, key=emu.key) as d:
+        _drop_and_see_it_uploaded(d, emu, tmp_path, inbox, "r.jsonl", data)
+        wait_until(lambda: [f for d in (inbox / ".inboxd").iterdir() for f in holding_state(d)], 10,
+                   what="the claimed file's state")
+        d.signal(signal.SIGTERM)
+        assert d.wait_exit(20) == 0
+    import sqlite3
+    db = sqlite3.connect(tmp_path / "state" / "journal.sqlite3")
+    with db:
+        n = db.execute("UPDATE files SET stage = 'claimed', file_id = NULL, upload_id = NULL, sha256 = NULL, "
+                       "validation = NULL, bytes = NULL WHERE name = 'r.jsonl'").rowcount
+    db.close()
+    assert n == 1
+    with start_daemon(cfg, key=emu.key) as d:
+        d.wait_event("file.archived", name="r.jsonl", timeout=30)
+        assert d.events("file.adopted", name="r.jsonl"), d.tail(40)
+    assert emu.creates_by_sha256() == {sha(data): 1}
+    assert manifests(inbox)["r.jsonl.manifest.json"]["file"]["id"]
+    with pytest.raises(OSError):  # the claim's state leaves with the claim: not on the archived data
+        os.getxattr(inbox / "done" / "r.jsonl", "user.inboxd.state")
+    assert not list((inbox / "done").glob(".*"))
 
 
 def test_a_file_refused_after_its_upload_was_created_leaves_no_state_behind(tmp_path, emu):
@@ -383,7 +367,10 @@ def test_a_file_refused_after_its_upload_was_created_leaves_no_state_behind(tmp_
         drop(inbox, "x.jsonl", b"".join(lines("refused", 5)), tmp_path / "stage")
         d.wait_event("file.failed", name="x.jsonl", timeout=30)
         assert d.events("file.orphan_deleted", name="x.jsonl"), d.tail(20)
-        claims = [p for f in (inbox / ".inboxd").iterdir() for p in f.iterdir() if p.name != ".owner"]
+        # besides the claims: each claimer's .owner, and the settings records (.settings.json) of
+        # the inbox and of each claimer
+        claims = [p for f in (inbox / ".inboxd").iterdir() if f.is_dir()
+                  for p in f.iterdir() if p.name not in (".owner", ".settings.json")]
     assert (inbox / "failed" / "x.jsonl.error.json").exists()
     with pytest.raises(OSError):
         os.getxattr(inbox / "failed" / "x.jsonl", "user.inboxd.state")

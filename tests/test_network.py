@@ -29,9 +29,10 @@ import requests
 from inboxd.api import Cancelled, FilesClient, RejectedError
 from inboxd.api._bandwidth import Bandwidth
 from inboxd.config import parse_config
-from tests.helpers.emulator import REPO, start_emulator
+from tests.helpers.emulator import REPO
 
 KEY = "network-test-key-5e4d3c2b1a"
+pytestmark = pytest.mark.emulator(key=KEY, no_dedupe=False)
 MIB = 2**20
 PROXY_USER = "inboxd"
 PROXY_PASSWORD = "pr0xy-pw-d41d8cd98f"
@@ -117,13 +118,6 @@ class ProxyProc:
                 self.proc.wait(5)
         if self.proc.stderr:
             self.proc.stderr.close()
-
-
-@pytest.fixture
-def emu(tmp_path):
-    e = start_emulator(tmp_path / "emu", key=KEY)
-    yield e
-    e.stop()
 
 
 @pytest.fixture

@@ -17,17 +17,10 @@ import requests
 from inboxd.api import FilesClient, ProtocolError, RejectedError, TransientError
 from inboxd.config import parse_config
 from tests.helpers.daemon import REPO
-from tests.helpers.emulator import start_emulator
 
 KEY = "upload-path-key-8c7b6a5d4e"
+pytestmark = pytest.mark.emulator(key=KEY, no_dedupe=False)
 MIB = 2**20
-
-
-@pytest.fixture
-def emu(tmp_path):
-    e = start_emulator(tmp_path / "emu", key=KEY)
-    yield e
-    e.stop()
 
 
 def client(emu, **api) -> FilesClient:
