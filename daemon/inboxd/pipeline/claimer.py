@@ -138,22 +138,28 @@ class Claimer:
     def scan(self, state: InboxState, count: bool = True) -> None:
         """Look at the folder's candidates: those held again, new ones while the window has
         room; the rest are only counted (`beyond`). `count`: a full rescan, whose sightings
-        tell stuck files (a refill is not one: it would make files waiting for a worker
-        "stuck" after three refills)."""
+        tell stuck files. A refill (count=False) is not one (it would make files waiting for a
+        worker "stuck" after three refills), and stops where the window is full: its cost is
+        the names it reads up to there, not the whole folder."""
         unmatched: list[str] = []
         present: set[str] = set()  # the window's paths this scan saw
-        beyond = 0
+        beyond = taken = 0
         key = state.key
         self._last_scan[key] = time.monotonic()
         self.left_out.discard(key)
         try:
             for path, _ in candidate_names(state.config.path, state.config.patterns, state.skip, unmatched):
-                if path in self.tracker or path in state.ready or self.held(state) < self.window:
+                held = path in self.tracker or path in state.ready
+                if held or self.held(state) < self.window:
                     self.look(state, path)
                     if path in self.tracker or path in state.ready:
                         present.add(path)
-                else:
+                        taken += not held
+                elif count:
                     beyond += 1
+                else:
+                    beyond = max(1, self.beyond.get(key, 0) - taken)  # the last full count, less those taken
+                    break
         except OSError:
             return  # a missing folder is noticed by the watch check
         self.beyond[key] = beyond
@@ -162,7 +168,7 @@ class Claimer:
         state.scanned = True
         if count:
             self._count_sightings(state, present)
-        self._say_ignored(state, unmatched)
+        self._say_ignored(state, unmatched, replace=count)  # (a refill saw only part of the names)
 
     def _say_ignored(self, state: InboxState, names: list[str], replace: bool = True) -> None:
         """A file that matches no pattern is left alone, but said once (it would otherwise sit
