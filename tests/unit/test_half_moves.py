@@ -110,3 +110,21 @@ def test_a_give_back_cut_after_its_link_leaves_the_file_to_the_inbox(tmp_path: P
         area.release()
     assert taken == [] and area.mine() == []
     assert (inbox / "x.jsonl").read_bytes() == DATA and (inbox / "x.jsonl").stat().st_nlink == 1
+
+
+def test_our_own_takeover_cut_short_is_finished_at_the_next_pass(tmp_path: Path) -> None:
+    """A pass that an error stopped halfway leaves `.takeover.<us>.<dead>/`: the next pass
+    takes its files in (before, they stayed there for good: no one else may touch it)."""
+    inbox = tmp_path / "inbox"
+    area = survivor(inbox)
+    left = inbox / ".inboxd" / f".takeover.{area.claimer}.host-1-dead"
+    left.mkdir()
+    (left / "3.y.jsonl").write_bytes(DATA)
+    try:
+        taken = area.take_over_stale()
+    finally:
+        area.release()
+    old = inbox / ".inboxd" / "host-1-dead" / "3.y.jsonl"
+    assert [(t.kind, t.name, t.old) for t in taken] == [("file", "y.jsonl", old)]
+    assert [p.read_bytes() for p in area.mine()] == [DATA]
+    assert not left.exists()

@@ -318,7 +318,10 @@ class ClaimArea:
                 continue
             if d.name.startswith(TAKEOVER):
                 taker = d.name[len(TAKEOVER):].split(".", 1)[0]
-                if taker == self.claimer or not self.owner_dead(self.work / taker, missing_is_dead=True):
+                if taker == self.claimer:  # ours, left by a pass an error cut short: finish it
+                    out += self._move_in(Path(d.path), self.work / d.name.split(".")[-1])
+                    continue
+                if not self.owner_dead(self.work / taker, missing_is_dead=True):
                     continue  # a survivor is taking it over right now
             elif d.name.startswith(".") or not self.owner_dead(Path(d.path)):
                 continue
@@ -339,7 +342,7 @@ class ClaimArea:
             if f.name.startswith("."):
                 continue
             if same_data(f, self.work.parent / original_name(f.name)):
-                f.unlink()  # given back to the inbox by a link whose unlink never came: claimed there
+                f.unlink(missing_ok=True)  # given back to the inbox by a link whose unlink never came
                 continue
             final = finish_half_move(f, self.work.parent)
             if final is not None:
@@ -424,13 +427,18 @@ def finish_half_move(claim: Path, inbox: Path) -> Path | None:
     target, sha256 = found
     if not same_data(claim, target, sha256):
         return None
-    os.unlink(claim)  # its bytes are at target; killed here, the next taker finishes the manifest
+    # its bytes are at target (gone already: a network filesystem's stale view of a name its
+    # owner removed); killed here, the next taker finishes the manifest
+    claim.unlink(missing_ok=True)
     drop_state(claim, target)
     final = target.with_name(target.name + MANIFEST_SUFFIX)
-    if os.path.lexists(final):
-        waiting.unlink()
-    else:
-        os.rename(waiting, final)
+    try:
+        if os.path.lexists(final):
+            waiting.unlink()
+        else:
+            os.rename(waiting, final)
+    except FileNotFoundError:
+        pass  # moved there by its owner meanwhile
     fsync_dir(final.parent)
     return final
 
