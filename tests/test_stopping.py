@@ -25,10 +25,10 @@ def _daemon(root: Path, emu) -> tuple[DaemonProc, Path]:
     cfg = write_config(root, base_url=emu.base_url,
                        inboxes=[{"path": str(inbox), "purpose": "batch-api", "validate": "basic"}],
                        daemon={"workers": 2, "stop_grace_seconds": 30, "settle_seconds": 0.1})
-    d = start_daemon(cfg, key=emu.key)
-    d.wait_event("inbox.watching")
+    d = start_daemon(cfg, key=emu.key, timeout=60)  # (generous: a loaded machine starts slowly)
+    d.wait_event("inbox.watching", timeout=60)
     drop(inbox, "slow.jsonl", batch_lines(f"slow-{root.name}"), root / "stage")
-    d.wait_event("file.checked", name="slow.jsonl")
+    d.wait_event("file.checked", name="slow.jsonl", timeout=60)
     return d, inbox
 
 
@@ -36,9 +36,11 @@ def test_files_dropped_after_sigterm_stay_in_the_inbox_untouched(tmp_path, emu):
     emu.set_faults(slow_seconds=0.5)  # every answer late: the upload in flight outlasts the drops below
     # two daemons stopped side by side: the loop may be between two waits when its signal
     # comes (a claim after it then needs a file in the same pass), so each run is one chance
-    daemons = [_daemon(tmp_path / name, emu) for name in ("a", "b")]
+    daemons: list[tuple[DaemonProc, Path]] = []
     after: dict[Path, tuple[int, int]] = {}
     try:
+        for name in ("a", "b"):
+            daemons.append(_daemon(tmp_path / name, emu))
         for d, _ in daemons:
             d.signal(signal.SIGTERM)
         deadline = time.monotonic() + 1.0  # drops while the daemons stop (a loop waits up to a tick)
