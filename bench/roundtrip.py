@@ -17,7 +17,11 @@ with the job time set to 0 (`--batch-seconds 0`) and no processing delay:
      Needs the daemon to be wired to inboxd.batch; says so when no batch.json ever shows.
 
     .venv/bin/python bench/roundtrip.py [--files 1000] [--mode library|cli|daemon] [--skip-join]
-           [--skip-files] [--join-lines 50000] [--join-mb 100]
+           [--skip-files] [--join-lines 50000] [--join-mb 100] [--ledger-lines 1000000]
+
+1b. with --ledger-lines N: `inboxd batch --join` of one input of N requests (~100 bytes each),
+   split into parts of 50,000 by the ledger, every part's job, the merge into one results file;
+   wall time and the command's own peak RSS (wait4).
 
 Shared machine, 2 cores: the emulator, the client and this script compete for them.
 """
@@ -140,6 +144,50 @@ def bench_join(work: Path, lines: int, size_mb: float) -> None:
         print(f"join: the join alone in a fresh process: RSS {before / 1024:.1f} MiB before, peak "
               f"{peak / 1024:.1f} MiB (+{(peak - before) / 1024:.1f} MiB) for {mb(size)} in + "
               f"{mb(outputs['output']['bytes'])} out; {ok} succeeded, {failed} failed, {missing} missing")
+    finally:
+        emu.terminate()
+        emu.wait(10)
+
+
+# --- 1b. the ledger: one input of any size -------------------------------------------------------
+
+
+def _run_measured(args: list[str], env: dict[str, str]) -> tuple[int, str, str, float, float]:
+    """(exit code, stdout, stderr, wall seconds, peak RSS in MiB) of one child, its own rusage
+    from wait4 (not the maximum over every child so far)."""
+    t0 = time.monotonic()
+    proc = subprocess.Popen(args, env=env, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    assert proc.stdout is not None and proc.stderr is not None
+    err: list[str] = []
+    reader = threading.Thread(target=lambda: err.append(proc.stderr.read() if proc.stderr else ""))
+    reader.start()
+    out = proc.stdout.read()
+    _, status, usage = os.wait4(proc.pid, 0)
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    reader.join()
+    return proc.returncode, out, "".join(err), time.monotonic() - t0, usage.ru_maxrss / 1024
+
+
+def bench_ledger(work: Path, lines: int, line_bytes: int, poll: float) -> None:
+    """`inboxd batch --join` of one input of `lines` requests (split into parts of 50,000):
+    wall time from the start of the command to its exit, and the command's peak RSS."""
+    emu, url = start_emulator(work / "emu-ledger")
+    try:
+        src = work / "ledger" / "huge.jsonl"
+        src.parent.mkdir(parents=True)
+        write_batch(src, "huge", lines, line_bytes)
+        print(f"ledger: input {src.name}: {lines} requests, {mb(src.stat().st_size)}")
+        code, out, err, seconds, peak = _run_measured(
+            [PY, "-m", "inboxd", "batch", str(src), "--endpoint", ENDPOINT, "--join", "--json",
+             "--poll-seconds", str(poll)], env_for(url, work / "state-ledger"))
+        if code != 0:
+            print(f"ledger: inboxd batch failed ({code}): {err[-2000:]}")
+            return
+        answer = json.loads(out)
+        outputs = answer["outputs"]
+        print(f"ledger: inboxd batch --join: {seconds:.1f} s end to end, peak RSS {peak:.1f} MiB; "
+              f"{len(answer['jobs'])} jobs in {answer['rounds']} round(s); output {mb(outputs['output']['bytes'])}, "
+              f"results {mb(outputs['results']['bytes'])}, counts {answer['counts']}")
     finally:
         emu.terminate()
         emu.wait(10)
@@ -326,6 +374,9 @@ def main() -> None:
     ap.add_argument("--join-lines", type=int, default=50_000)
     ap.add_argument("--join-mb", type=float, default=99.0, help="input size (the emulator refuses > 100 MB)")
     ap.add_argument("--skip-join", action="store_true")
+    ap.add_argument("--ledger-lines", type=int, default=0,
+                    help="also one input of this many requests through the ledger (e.g. 1000000)")
+    ap.add_argument("--ledger-line-bytes", type=int, default=100)
     ap.add_argument("--skip-files", action="store_true")
     ap.add_argument("--keep", action="store_true", help="keep the work folder")
     args = ap.parse_args()
@@ -333,6 +384,8 @@ def main() -> None:
     try:
         if not args.skip_join:
             bench_join(work, args.join_lines, args.join_mb)
+        if args.ledger_lines:
+            bench_ledger(work, args.ledger_lines, args.ledger_line_bytes, args.poll)
         if not args.skip_files:
             files = make_small(work / "small", args.files, args.lines)
             if args.mode == "library":

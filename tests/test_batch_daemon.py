@@ -349,3 +349,63 @@ def test_an_unwritable_outbox_is_unhealthy_with_the_reason_then_delivered_once_f
         assert sorted(p.name for p in outbox.iterdir()) == ["u.batch.json", "u.errors.jsonl", "u.output.jsonl"]
     finally:
         emu.stop()
+
+
+def test_a_host_killed_for_good_while_its_jobs_run_a_fresh_host_delivers_them(tmp_path):
+    """Two hosts follow one batch inbox; one is killed -9 for good (its state dir gone) while its
+    jobs run; a third joins with a fresh state dir. Every input is delivered, once, each job
+    created once: the manifests in done/ name the jobs, and a job whose follow lock is free is
+    followed on by a live host. (12 inputs here; the issue's case had 60.)"""
+    import shutil
+
+    emu = start_emulator(tmp_path / "emu", no_dedupe=True, batch_seconds=10.0, processing_delay=0.05)
+    try:
+        inbox, outbox = tmp_path / "inbox", tmp_path / "outbox"
+        inbox.mkdir()
+
+        def config(host: str) -> Path:
+            (tmp_path / host).mkdir()
+            return write_config(tmp_path / host, base_url=emu.base_url, inboxes=[{
+                "path": str(inbox), "purpose": "batch-api",
+                "batch": {"poll_seconds": 0.2, "outbox": str(outbox), "join": True}}])
+
+        inputs = {f"f{i:02d}.jsonl": batch_input(f"f{i}", 8) for i in range(12)}
+        a = start_daemon(config("a"), key=emu.key)  # a takes every input; b joins while the jobs run
+        b = None
+        try:
+            for name, data in inputs.items():
+                drop(inbox, name, data)
+
+            def named() -> int:
+                found = 0
+                for p in (inbox / "done").glob("*.manifest.json"):
+                    try:
+                        found += bool((json.loads(p.read_text()).get("batch") or {}).get("id"))
+                    except ValueError:
+                        pass
+                return found
+
+            wait_until(lambda: named() == len(inputs), 60, what="every job named by its manifest")
+            b = start_daemon(config("b"), key=emu.key)
+            assert not batch_sidecars(outbox), "the jobs still run when the host dies"
+            a.kill9()
+            orphaned = len(a.events("batch.created"))
+            assert orphaned == len(inputs), "the dead host had every job"
+        finally:
+            a.stop()
+        shutil.rmtree(tmp_path / "a" / "state")
+        try:
+            with start_daemon(config("c"), key=emu.key) as c:
+                wait_until(lambda: len(batch_sidecars(outbox)) >= len(inputs), 90, interval=0.2,
+                           what="every input delivered")
+                taken = len(c.events("batch.taken_over")) + len(b.events("batch.taken_over"))
+                assert taken == orphaned, (taken, orphaned)
+        finally:
+            if b is not None:
+                b.stop()
+        assert sorted(batch_sidecars(outbox)) == sorted(f"{n[:-6]}.batch.json" for n in inputs)  # no x.2.*
+        by_input = emu.batch_creates_by_input()
+        assert sorted(by_input.values()) == [1] * len(inputs), by_input
+        check_outbox(outbox, inputs, emu)
+    finally:
+        emu.stop()

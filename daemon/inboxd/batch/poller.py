@@ -19,30 +19,40 @@ from __future__ import annotations
 
 import heapq
 import itertools
+import json
+import os
 import random
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
+from pathlib import Path
 from typing import Any
 
 import structlog
 
 from ..api import ApiError, AuthError, Cancelled, ProtocolError, TransientError
+from ..config import InboxConfig
 from .deliver import UNDELIVERABLE, Busy, deliver
 from .manifest import update_manifest
+from .orphans import ADOPTED, Watchers, adopt, lock_path, orphans
 from .store import FINISHED_STAGES, BatchRecord, BatchStore
 
 log = structlog.get_logger("inboxd.batch")
 
 JITTER = 0.1
+SCAN = "<scan done/>"  # the heap's key of the look for orphaned jobs
+SCAN_SECONDS = 30.0
 
 LOST_AFTER = 3  # consecutive 404s on GET /batches/{id} before a job is given up
 
 
 class Poller:
     def __init__(self, get_client: Callable[[], Any], store: BatchStore,
-                 on_event: Callable[..., None] | None = None, *, max_backoff: float = 600.0) -> None:
+                 on_event: Callable[..., None] | None = None, *, max_backoff: float = 600.0,
+                 inboxes: Callable[[], Iterable[InboxConfig]] | None = None) -> None:
         self.get_client = get_client
+        self.inboxes = inboxes  # the batch inboxes whose done/ is looked through for orphaned jobs
+        self.followers = Watchers()
         self.store = store
         self.on_event = on_event
         self.max_backoff = max_backoff
@@ -63,6 +73,8 @@ class Poller:
         if self._thread is not None and self._thread.is_alive():
             return
         self._stop.clear()
+        if self.inboxes is not None:
+            self._schedule(SCAN, time.time())
         self._thread = threading.Thread(target=self._run, name="inboxd-batch-poller", daemon=True)
         self._thread.start()
 
@@ -137,7 +149,7 @@ class Poller:
             if claim is None:
                 break
             try:
-                again = self._step(claim)
+                again = self._scan() if claim == SCAN else self._step(claim)
             except Exception:  # noqa: BLE001 - a bug in one job must not stop the others
                 log.exception("batch.poller_error", claim=claim)
                 again = self._backoff(claim, None)
@@ -164,9 +176,13 @@ class Poller:
         rec = self.store.get(claim)
         if rec is None or rec.stage in FINISHED_STAGES:
             self._failures.pop(claim, None)
+            self.followers.release(claim)
             return None
         if rec.batch_id is None or rec.stage in ("creating", "created"):
             return time.time() + self._interval(rec)  # not created / not attached yet: look later
+        if not followed_here(self.followers, self.store, rec):  # another host follows it (or delivered it)
+            return None if self.store.get(claim) is None or rec.stage in FINISHED_STAGES \
+                else time.time() + self._interval(rec)
         client = self.get_client()
         if rec.stage == "following":
             try:
@@ -226,6 +242,7 @@ class Poller:
         finally:
             self._busy_claim = None
         self._failures.pop(claim, None)
+        self.followers.release(claim)
         with self._cond:
             self._trouble.pop(claim, None)
         return None
@@ -248,23 +265,7 @@ class Poller:
 
     def _observe(self, rec: BatchRecord, job: Any) -> BatchRecord:
         """Journal what changed; rewrite the manifest and tell on_event when status/progress did."""
-        status = job.status
-        changes: dict[str, Any] = {}
-        if status != rec.status:
-            changes["status"] = status
-        if job.progress != rec.progress:
-            changes["progress"] = job.progress
-        for name in ("output_file_id", "error_file_id"):
-            if getattr(job, name) and getattr(job, name) != getattr(rec, name):
-                changes[name] = getattr(job, name)
-        err = job.error if isinstance(job.error, str) or job.error is None else str(job.error)
-        if err != rec.error:
-            changes["error"] = err
-        job_dict = job.model_dump(mode="json")
-        if job_dict != rec.job:
-            changes["job"] = job_dict
-        if job.terminal and rec.finished_at is None:
-            changes["finished_at"] = time.time()
+        changes = _changes(rec, job)
         if not changes:
             return rec
         previous = rec.status
@@ -272,9 +273,67 @@ class Poller:
         if "status" in changes or "progress" in changes:
             update_manifest(rec)
         if "status" in changes:
-            self._emit("batch.status", claim=rec.claim, inbox=rec.inbox, batch_id=rec.batch_id, status=status,
+            self._emit("batch.status", claim=rec.claim, inbox=rec.inbox, batch_id=rec.batch_id, status=job.status,
                        previous=previous, progress=rec.progress)
             log.info("batch.status", claim=rec.claim, input=rec.input_path or rec.claim, inbox=rec.inbox,
-                     batch_id=rec.batch_id, status=status,
+                     batch_id=rec.batch_id, status=job.status,
                      previous=previous, progress=rec.progress)
         return rec
+
+    # --- jobs whose follower died (orphans.py) --------------------------------------------------
+
+    def _scan(self) -> float:
+        """Follow on every job in done/ whose follower died; the time of the next look."""
+        inboxes = list(self.inboxes()) if self.inboxes is not None else []
+        for inbox, manifest, data in orphans(inboxes, self.store):
+            if self.followers.take(f"{ADOPTED}{manifest}", lock_path(manifest)):
+                self.follow(adopt(self.store, inbox, manifest, data))
+        polls = [i.batch.poll_seconds for i in inboxes if i.batch is not None]
+        return time.time() + max(1.0, min([SCAN_SECONDS, *(5 * p for p in polls)]))
+
+
+def _changes(rec: BatchRecord, job: Any) -> dict[str, Any]:
+    """What the job says that the record does not."""
+    changes: dict[str, Any] = {}
+    if job.status != rec.status:
+        changes["status"] = job.status
+    if job.progress != rec.progress:
+        changes["progress"] = job.progress
+    for name in ("output_file_id", "error_file_id"):
+        if getattr(job, name) and getattr(job, name) != getattr(rec, name):
+            changes[name] = getattr(job, name)
+    err = job.error if isinstance(job.error, str) or job.error is None else str(job.error)
+    if err != rec.error:
+        changes["error"] = err
+    job_dict = job.model_dump(mode="json")
+    if job_dict != rec.job:
+        changes["job"] = job_dict
+    if job.terminal and rec.finished_at is None:
+        changes["finished_at"] = time.time()
+    return changes
+
+
+def followed_here(followers: Watchers, store: BatchStore, rec: BatchRecord) -> bool:
+    """Whether this process follows the job: always, until its input is in done/; then while
+    it holds the job's follow lock. The manifest names the job once the lock is ours. A job
+    another host delivered while this one was away is marked delivered here."""
+    if not rec.manifest:
+        return True
+    if not followers.take(rec.claim, lock_path(Path(rec.manifest))):
+        return False
+    if delivered_elsewhere(rec):
+        rec.stage = store.update(rec.claim, stage="delivered").stage
+        followers.release(rec.claim)
+        return False
+    update_manifest(rec)
+    return True
+
+
+def delivered_elsewhere(rec: BatchRecord) -> bool:
+    """The manifest names the job's batch.json, and it is there: delivered (by whichever host)."""
+    try:
+        section = json.loads(Path(rec.manifest or "").read_text(encoding="utf-8")).get("batch")
+    except (OSError, ValueError, AttributeError):
+        return False
+    sidecar = section.get("sidecar") if isinstance(section, dict) else None
+    return isinstance(sidecar, str) and os.path.exists(sidecar)
