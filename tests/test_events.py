@@ -101,7 +101,7 @@ def sidecar_of(body: dict[str, Any]) -> str:
 
 def check_deliveries(receiver: Receiver, sidecars: set[str]) -> dict[str, str]:
     """Every sidecar announced (2xx) under one webhook-id, nothing else, every signature good."""
-    log = receiver.deliveries()
+    log = [d for d in receiver.deliveries() if d["answer"] != "cut"]  # a request cut by a kill -9 of the sender
     assert [d for d in log if not d["verified"]] == [], "a delivery failed the signature check"
     ids: dict[str, set[str]] = {}
     for d in log:
@@ -129,27 +129,30 @@ def test_every_sidecar_announced_through_faults_and_two_kills(tmp_path: Path, re
                                  "batch": {"poll_seconds": 0.2, "outbox": str(outbox)}}])
     add_sinks(cfg, sink_toml(receiver.url))
     env = {"HOOK_SECRET": SECRET}
-    n_plain, n_bad = 60, 6
+    # the issue's full form (150 files, 10 refused, down 6 s) with INBOXD_EVENTS=full; the suite runs it scaled
+    full = os.environ.get("INBOXD_EVENTS") == "full"
+    n_plain, n_bad, down = (150, 10, 6) if full else (60, 6, 3)
 
     def drop_plain(lo: int, hi: int) -> None:
         for i in range(lo, hi):
-            data = b"{not json\n" if i % 10 == 3 and i < 10 * n_bad else batch_lines(f"p{i}", 2)
+            data = b"{not json\n" if i % (n_plain // n_bad) == 3 else batch_lines(f"p{i}", 2)
             drop(plain, f"p{i:03d}.jsonl", data, staging)
 
     try:
         d = start_daemon(cfg, key=KEY, env=env)
-        drop_plain(0, 20)
+        drop_plain(0, n_plain // 3)
         for i in range(3):
             drop(batch, f"b{i}.jsonl", batch_lines(f"b{i}", 5), staging)
         wait_until(lambda: len(receiver.delivered()) >= 3, 30, what="the first deliveries")
         d.kill9()  # 1: with uploads, archives and deliveries under way
         d = start_daemon(cfg, key=KEY, env=env)
-        receiver.control(down=3)
-        drop_plain(20, 40)
-        wait_until(lambda: len(list((plain / "done").glob("*.manifest.json"))) >= 25, 30, what="more archived")
+        receiver.control(down=down)
+        drop_plain(n_plain // 3, 2 * n_plain // 3)
+        archived = n_plain // 3 + n_plain // 10  # a few of the second third, while the receiver is down
+        wait_until(lambda: len(list((plain / "done").glob("*.manifest.json"))) >= archived, 60, what="more archived")
         d.kill9()  # 2: while the receiver is down, events pending
         d = start_daemon(cfg, key=KEY, env=env)
-        drop_plain(40, n_plain)
+        drop_plain(2 * n_plain // 3, n_plain)
 
         def complete() -> bool:
             done = published(plain / "done", plain / "failed", batch / "done", outbox)
@@ -158,7 +161,7 @@ def test_every_sidecar_announced_through_faults_and_two_kills(tmp_path: Path, re
             announced = {sidecar_of(x["body"]) for x in receiver.delivered()}
             return batches == 3 and files == n_plain and done <= announced
 
-        d.wait_for(complete, timeout=60, what="every sidecar published and announced")
+        d.wait_for(complete, timeout=120 if full else 60, what="every sidecar published and announced")
         assert d.stop() == 0
     finally:
         emu.stop()

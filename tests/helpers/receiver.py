@@ -5,11 +5,13 @@
         [--fail-rate R] [--seed S]
 
 It prints its url as the first stdout line. Each request is one JSON line in --log:
-``{"t": <time>, "id", "timestamp", "verified", "answer": <status>|"closed", "body": <parsed or null>,
-"error"}``. It answers 500 to the first --fail-first deliveries and to --fail-rate of the rest,
-204 otherwise. ``POST /_control {"down": S}`` makes it close every connection without an answer
-for S seconds (a receiver that is down); ``{"fail_first": N}`` / ``{"fail_rate": R}`` change
-the faults; ``{"status": 4xx, "times": N}`` answers the next N deliveries with that status.
+``{"t": <time>, "id", "timestamp", "verified", "answer", "body": <parsed or null>, "error"}``,
+`answer` a status, "closed" or "cut" (a body shorter than its Content-Length: the sender was
+killed mid-request; nothing whole to verify, `verified` null). It answers 500 to the first
+--fail-first deliveries and to --fail-rate of the rest, 204 otherwise.
+``POST /_control {"down": S}`` makes it close every connection without an answer for S seconds
+(a receiver that is down); ``{"fail_first": N}`` / ``{"fail_rate": R}`` change the faults;
+``{"status": 4xx, "times": N}`` answers the next N deliveries with that status.
 """
 
 from __future__ import annotations
@@ -56,8 +58,16 @@ class _Handler(BaseHTTPRequestHandler):
         self.connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
 
     def do_POST(self) -> None:  # noqa: N802
-        body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+        length = int(self.headers.get("Content-Length") or 0)
+        body = self.rfile.read(length)
         srv = self.server
+        if len(body) < length:  # the sender died mid-request (kill -9): no request to verify or answer
+            with srv.lock:
+                srv.log.write(json.dumps({"t": time.time(), "id": self.headers.get("webhook-id"), "verified": None,
+                                          "body": None, "error": f"cut: {len(body)} of {length} bytes",
+                                          "answer": "cut"}) + "\n")
+            self.close_connection = True
+            return
         if self.path == "/_control":
             change = json.loads(body)
             with srv.lock:

@@ -149,3 +149,36 @@ def test_a_stage_written_again_makes_no_second_event_nor_file(tmp_path: Path) ->
     with events.store.db.transaction() as tx:
         events.on_batch_delivered(tx, rec)
     assert len(events.store.list()) == 2
+
+
+def test_a_sidecar_published_and_not_recorded_is_announced_by_the_survivor(tmp_path: Path) -> None:
+    """The publishing hook leaves an intent before the sidecar is put in place; the commit that
+    records the event removes it; a survivor of a host that died in between announces it."""
+    inbox = tmp_path / "inbox"
+    (inbox / "done").mkdir(parents=True)
+    config = _config(tmp_path, inbox)
+    journal = Journal(config.daemon.state_dir)
+    Events.attach(config, journal, SimpleNamespace(on_delivered=lambda hook: None), "host-1-abcd")
+    sidecar = {"file": {"id": "file-1"}, "source": {"path": "x"}, "upload": {"started_at": "2026-12-06T21:00:00Z"}}
+    rows = []
+    for name in ("kept.jsonl", "cut.jsonl", "unpublished.jsonl"):
+        claim = f"/c/{name}"
+        journal.claimed(claim, str(inbox), name)
+        journal.update(claim, target=str(inbox / "done" / name), sidecar=json.dumps(sidecar))
+        rows.append(journal.get(claim))
+    intents = inbox / ".inboxd" / ".events" / "host-1-abcd"
+    for row in rows:
+        journal.publishing(row, inbox / "done" / f"{row.name}.manifest.json")  # type: ignore[union-attr]
+    assert len(list(intents.glob("*.intent"))) == 3
+    (inbox / "done" / "kept.jsonl.manifest.json").write_text(json.dumps(sidecar))
+    journal.update("/c/kept.jsonl", stage="archived")  # recorded: its intent goes
+    (inbox / "done" / "cut.jsonl.manifest.json").write_text(json.dumps(sidecar))  # published; then the host died
+    assert len(list(intents.glob("*.intent"))) == 2
+    kept_id = EventStore(journal.db).list()[0].id
+    survivor = Events(config, Database(tmp_path / "state-2"), "host-2-ef01")
+    survivor.take_over(str(inbox), inbox / ".inboxd", lambda _: True)
+    got = {Path(r.source).name: r.id for r in survivor.store.list()}
+    assert set(got) == {"kept.jsonl.manifest.json", "cut.jsonl.manifest.json"}  # the pending one, the cut one
+    assert got["kept.jsonl.manifest.json"] == kept_id
+    assert not intents.exists()  # the unpublished one is the survivor's to finish (and announce) itself
+    journal.close()

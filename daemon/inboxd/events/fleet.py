@@ -14,15 +14,27 @@ owner checks, before each delivery, that its file is still where it wrote it; a 
 means another host has taken the event over (the owner was judged dead: stopped, its claim
 folder removed), and the owner's row becomes `moved` instead of being sent twice.
 
+A sidecar is renamed into place before the commit that records its event (done/ says it
+first), and the archived stage waits for the next commit: a host that dies in between has
+published a sidecar and recorded nothing. So just before a file's sidecar is put in place,
+the journal's `publishing` hook writes an intent, ``<id of the publication>.intent`` (the
+sidecar's path and the publication's key) in the same folder; the recording removes it. A
+survivor that takes the folder over records an event for each intent whose sidecar exists
+(and is not recorded yet: an event file taken over says so), as its publisher now; an intent
+whose sidecar does not exist was cut before the rename, and the survivor finishes that claim
+(and announces it) itself.
+
 The folder is not fsynced per event: after a power loss the journal row is the record, and the
-host that comes back sends it; the file is for the host that never comes back.
+host that comes back sends it; the files are for the host that never comes back.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 from ..state.fs import write_atomic
@@ -48,6 +60,45 @@ def write_event_file(work: Path, claimer: str, event: NewEvent) -> str:
     return str(path)
 
 
+@dataclass(frozen=True)
+class Intent:
+    source: str  # the sidecar's path
+    key: str
+    inbox: str | None
+
+
+def intent_path(work: Path, claimer: str, key: str) -> Path:
+    digest = hashlib.sha256(key.encode("utf-8", "surrogateescape")).hexdigest()[:32]
+    return event_dir(work, claimer) / f"{digest}.intent"
+
+
+def write_intent(work: Path, claimer: str, intent: Intent) -> None:
+    """Written without an fsync: it matters after a kill, when the page cache survives."""
+    path = intent_path(work, claimer, intent.key)
+    data = json.dumps({"source": intent.source, "key": intent.key, "inbox": intent.inbox}).encode("utf-8")
+    for attempt in (1, 2):
+        try:
+            fd = os.open(path.with_name(path.name + ".tmp"), os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+        except FileNotFoundError:
+            if attempt == 2:
+                raise
+            path.parent.mkdir(parents=True, exist_ok=True)
+            continue
+        try:
+            os.write(fd, data)
+        finally:
+            os.close(fd)
+        os.rename(path.with_name(path.name + ".tmp"), path)
+        return
+
+
+def remove_intent(work: Path, claimer: str, key: str) -> None:
+    try:
+        os.unlink(intent_path(work, claimer, key))
+    except FileNotFoundError:
+        pass
+
+
 def remove_event_file(path: str | None) -> None:
     if path:
         try:
@@ -56,14 +107,16 @@ def remove_event_file(path: str | None) -> None:
             pass
 
 
-def take_over(work: Path, claimer: str, dead: Callable[[Path], bool]) -> list[NewEvent]:
-    """The event files of every dead claimer of this inbox, moved into ours (see the module)."""
+def take_over(work: Path, claimer: str, dead: Callable[[Path], bool]) -> tuple[list[NewEvent], list[Intent]]:
+    """The event files of every dead claimer of this inbox, moved into ours, and its intents
+    (read and removed; the caller records those whose sidecar exists). See the module."""
     base = work / EVENTS_DIR
     try:
         folders = [d for d in os.scandir(base) if d.is_dir(follow_symlinks=False)]
     except OSError:
-        return []
+        return [], []
     out: list[NewEvent] = []
+    intents: list[Intent] = []
     for d in folders:
         if d.name == claimer or d.name.startswith(".") or not dead(work / d.name):
             continue
@@ -86,7 +139,13 @@ def take_over(work: Path, claimer: str, dead: Callable[[Path], bool]) -> list[Ne
             except (OSError, ValueError, KeyError, TypeError):
                 continue  # not an event file of ours (a torn write never gets here: writes are atomic)
         for f in os.scandir(d.path):
-            if f.name.startswith(".") and f.name.endswith(".tmp"):
+            if f.name.endswith(".intent"):
+                try:
+                    data = json.loads(Path(f.path).read_text(encoding="utf-8"))
+                    intents.append(Intent(source=str(data["source"]), key=str(data["key"]), inbox=data.get("inbox")))
+                except (OSError, ValueError, KeyError, TypeError):
+                    pass
+            if f.name.endswith((".intent", ".tmp")):
                 try:
                     os.unlink(f.path)
                 except OSError:
@@ -95,4 +154,4 @@ def take_over(work: Path, claimer: str, dead: Callable[[Path], bool]) -> list[Ne
             os.rmdir(d.path)
         except OSError:
             pass
-    return out
+    return out, intents

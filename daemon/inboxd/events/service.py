@@ -36,7 +36,7 @@ from ..api import Network, resolve_network
 from ..config import Config, ConfigError, EventSinkConfig
 from ..state.db import Database
 from . import payload
-from .fleet import remove_event_file, take_over, write_event_file
+from .fleet import Intent, remove_event_file, remove_intent, take_over, write_event_file, write_intent
 from .signing import read_secret
 from .sinks import CommandSink, Outcome, Sink, WebhookSink
 from .store import EventRow, EventStore, NewEvent, adopt, insert
@@ -193,6 +193,7 @@ class Events:
         """The daemon's events: recorded inside the journal's and the batch store's commits that
         publish a sidecar (their `on_finished` and `on_delivered` hooks)."""
         events = cls(config, journal.db, claimer)
+        journal.on_publishing.append(events.on_publishing)
         journal.on_finished(events.on_file_finished)
         batches.on_delivered(events.on_batch_delivered)
         return events
@@ -276,6 +277,19 @@ class Events:
             self.store.record(event, sinks)
         self._wake(sinks)
 
+    def on_publishing(self, row: Any, sidecar: Path) -> None:
+        """The journal's publishing hook, just before a file's sidecar is put in place: the
+        fleet's intent (fleet.py), so that a survivor announces it if we die before the commit."""
+        kind = "file.archived" if sidecar.name.endswith(MANIFEST_SUFFIX) else "file.failed"
+        work = self._inbox_work.get(row.inbox)
+        if not self._wants.get(kind) or work is None or self.claimer is None or not row.sidecar:
+            return
+        try:
+            write_intent(work, self.claimer, Intent(str(sidecar), _file_key(str(sidecar), json.loads(row.sidecar)),
+                                                    row.inbox))
+        except (OSError, ValueError) as exc:  # best effort, as the event file
+            log.warning("event.intent_unwritable", inbox=row.inbox, name=row.name, error=str(exc))
+
     def on_file_finished(self, conn: sqlite3.Connection, row: Any) -> None:
         """The journal's on_finished hook: a file's manifest or error sidecar is published.
         Only a database error may leave it (it fails the commit anyway): anything else would
@@ -297,7 +311,11 @@ class Events:
         except Exception as exc:  # noqa: BLE001 - see the docstring
             log.error("event.unrecordable", inbox=row.inbox, name=row.name, stage=row.stage, error=str(exc))
             return
-        self._new(conn, kind, path, f"{path}@{row.claimed_at!r}", row.inbox, body, when)
+        key = _file_key(path, sidecar)
+        self._new(conn, kind, path, key, row.inbox, body, when)
+        work = self._inbox_work.get(row.inbox)
+        if work is not None and self.claimer is not None:
+            remove_intent(work, self.claimer, key)  # the event file (if any) and the row carry it now
 
     def on_batch_delivered(self, conn: sqlite3.Connection, rec: Any) -> None:
         """The batch store's on_delivered hook: a batch.json is published."""
@@ -324,7 +342,7 @@ class Events:
             sidecar = json.loads(path.read_text(encoding="utf-8"))
             when = time.time()
             name = (sidecar.get("source") or {}).get("name") or path.name
-            key = f"{path}@{(sidecar.get('upload') or {}).get('started_at') or sidecar.get('time')}"
+            key = _file_key(str(path), sidecar)
             if path.name.endswith(MANIFEST_SUFFIX):
                 kind, body = "file.archived", payload.file_archived(str(path), sidecar, inbox=inbox, name=name,
                                                                     when=when)
@@ -339,7 +357,7 @@ class Events:
         """The pending events of dead claimers of this inbox (fleet.py), now ours."""
         if self.claimer is None:
             return 0
-        taken = take_over(work, self.claimer, dead)
+        taken, intents = take_over(work, self.claimer, dead)
         for event in taken:
             sinks = self._wants.get(event.type, [])
             if not sinks:
@@ -349,7 +367,11 @@ class Events:
                 adopt(tx, event, sinks)
             self._wake(sinks)
             log.info("event.taken_over", inbox=inbox, id=event.id, type=event.type, source=event.source)
-        return len(taken)
+        for intent in intents:  # published by the dead claimer, not recorded: announced by us
+            if os.path.exists(intent.source) and not self.store.recorded(intent.key):
+                self.record_sidecar(inbox, Path(intent.source))
+                log.info("event.taken_over", inbox=inbox, source=intent.source, how="published, not yet recorded")
+        return len(taken) + len(intents)
 
     # --- figures ------------------------------------------------------------------------
 
@@ -390,6 +412,13 @@ class Events:
                 out.append(f"event sink {s.label}: the oldest pending event waits for {int(age)} s "
                            f"(unhealthy_after_seconds = {s.unhealthy_after_seconds:g})")
         return out
+
+
+def _file_key(path: str, sidecar: dict[str, Any]) -> str:
+    """A file sidecar's publication: its path and its own time (the manifest's upload start, the
+    error sidecar's time), the same from the journal row, the published file or an intent."""
+    when = (sidecar.get("upload") or {}).get("started_at") or sidecar.get("time")
+    return f"{path}@{when}"
 
 
 def ping(config: Config, timeout: float | None = None) -> list[dict[str, Any]]:

@@ -58,6 +58,7 @@ def archive(journal: Journal, inbox: InboxConfig, row: Row) -> Path:
     row = journal.get(row.claim) or row
     manifest_path = target.with_name(target.name + MANIFEST_SUFFIX)
     waiting = claim_manifest(claim)
+    journal.publishing(row, manifest_path)  # before done/ says it: a survivor can announce it (events/fleet.py)
     if os.path.lexists(waiting):
         # written into the claim folder before the data moved (SPEC §2): now it follows the data
         os.replace(waiting, manifest_path)
@@ -161,6 +162,7 @@ def fail(journal: Journal, inbox: InboxConfig, row: Row, failure: Failure, *, at
         target = place(claim, failed, row.name, ERROR_SUFFIX, on_reserved=reserve)
     row = journal.get(row.claim) or row
     sidecar_path = target.with_name(target.name + ERROR_SUFFIX)
+    journal.publishing(row, sidecar_path)  # before failed/ says it (events/fleet.py)
     sidecars.write(sidecar_path, json.loads(row.sidecar or "null"))
     drop_state(claim, target)  # a file that failed after its upload was created carries its state
     journal.update(row.claim, stage=Stage.FAILED)

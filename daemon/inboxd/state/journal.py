@@ -149,11 +149,17 @@ class Journal:
         self._rows: dict[str, Row] = {}  # rows of files in flight, as last written (module docstring)
         self._later: list[tuple[str, float]] = []  # archived stages not yet written (`archived_later`)
         self._on_finished: list[FinishedHook] = []
+        self.on_publishing: list[Callable[[Row, Path], None]] = []  # (row, sidecar): `publishing`
 
     def on_finished(self, hook: FinishedHook) -> None:
         """`hook(conn, row)` runs inside the transaction that writes a row's `archived` or
         `failed` stage (`row` as it is written); an exception rolls that write back."""
         self._on_finished.append(hook)
+
+    def publishing(self, row: Row, sidecar: Path) -> None:
+        """Just before a file's sidecar is put in place (the events' fleet intent, events/fleet.py)."""
+        for hook in self.on_publishing:
+            hook(row, sidecar)
 
     def _db(self) -> sqlite3.Connection:
         return self.db.connection()
