@@ -262,3 +262,45 @@ def test_an_expired_job_and_transient_errors_are_resent_until_every_request_is_a
     for job in jobs[1:]:  # a resend is the input's lines, byte for byte
         sent = _server_file(emu, job["input_file_id"]).splitlines()
         assert set(sent) <= set(src.read_bytes().splitlines()) and len(sent) == job["requests"]
+
+
+@pytest.mark.emulator(batch_seconds=1.0, batch_expire_next=2, batch_transient_rate=0.05)
+def test_a_split_input_through_expiry_transient_errors_and_two_kill_9(emu: EmulatorProc, tmp_path: Path) -> None:
+    """10,000 requests cut into 3 parts; the first two jobs expire half done; 5 % of requests come
+    back 429; the command is killed -9 twice while its jobs run, then runs to the end: every
+    request answered in input order but the ones refused for themselves (an unknown model: 400),
+    batch.json's counts agree with results.jsonl, each job created once."""
+    src = tmp_path / "s.jsonl"
+    rows = []
+    for i in range(10_000):
+        model = "unknown-model" if i % 500 == 0 else "m"
+        rows.append(batch_line(f"s-{i}", {"model": model, "messages": [{"role": "user", "content": f"q {i}"}]}))
+    src.write_bytes(b"".join(rows))
+    args = [sys.executable, "-m", "inboxd", "batch", str(src), "--endpoint", ENDPOINT, "--join", "--json",
+            "--poll-seconds", "0.2", "--max-requests-per-job", "4000"]
+    for _ in range(2):
+        p = subprocess.Popen(args, env=_env(emu, tmp_path), cwd=REPO, stdout=subprocess.DEVNULL,
+                             stderr=subprocess.DEVNULL)
+        made = emu.batch_creates()
+        wait_until(lambda p=p, made=made: p.poll() is not None or emu.batch_creates() > made, 60,
+                   interval=0.05, what="this run's first create")  # killed while its jobs run
+        time.sleep(0.3)
+        p.send_signal(signal.SIGKILL)
+        p.wait(10)
+    r = subprocess.run(args, env=_env(emu, tmp_path), cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    answer = json.loads(r.stdout)
+    jobs = answer["jobs"]
+    assert sorted({j["part"] for j in jobs}) == [1, 2, 3] and [j["requests"] for j in jobs[:3]] == [4000, 4000, 2000]
+    assert [j["status"] for j in jobs[:2]] == ["EXPIRED", "EXPIRED"] and answer["rounds"] >= 2
+    by_input = emu.batch_creates_by_input()
+    assert sorted(by_input.values()) == [1] * len(jobs) == [1] * len(by_input), by_input  # each job once
+    results = [json.loads(x) for x in (tmp_path / "outbox" / "s.results.jsonl").read_bytes().splitlines()]
+    assert [x["custom_id"] for x in results] == [f"s-{i}" for i in range(10_000)]
+    refused = {f"s-{i}" for i in range(0, 10_000, 500)}
+    assert {x["custom_id"] for x in results if x["status"] == "failed" and x["error"].get("status_code") == 400} \
+        == refused
+    c = answer["counts"]
+    assert c == {"succeeded": sum(x["status"] == "succeeded" for x in results),
+                 "failed": sum(x["status"] == "failed" for x in results), "missing": 0}
+    assert c["failed"] - len(refused) == answer["errors_by_code"].get("429", 0) <= 2  # 0.05^4 per request

@@ -47,7 +47,10 @@ def cmd_batch(args: argparse.Namespace) -> int:
         outbox=Path(args.outbox) if args.outbox else None, wait=args.wait, join=args.join,
         poll_seconds=args.poll_seconds, completion_window=args.completion_window, priority=args.priority,
         state_dir=state_dir_for(config, bool(args.config)),
-        on_step=(lambda step: line.show(_step_text(step))) if line.enabled else None)
+        on_step=(lambda step: line.show(_step_text(step))) if line.enabled else None,
+        **{k: v for k, v in (("max_requests_per_job", args.max_requests_per_job),
+                             ("resubmit_rounds", args.resubmit_rounds),
+                             ("max_jobs_in_flight", args.max_jobs_in_flight)) if v is not None})
     line.done()
     return _render(outcome, as_json=args.json)
 
@@ -182,6 +185,11 @@ def add_batch(sub: Subcommands) -> None:
     p.add_argument("--poll-seconds", type=float, default=30.0, metavar="S", help="how often to ask (default 30)")
     p.add_argument("--completion-window", default="24h")
     p.add_argument("--priority", type=int)
+    p.add_argument("--max-requests-per-job", type=int, metavar="N",
+                   help="split the input into jobs of at most N requests (default 50000)")
+    p.add_argument("--resubmit-rounds", type=int, metavar="N",
+                   help="rounds that resend transient errors and unanswered requests (default 3; 0 = off)")
+    p.add_argument("--max-jobs-in-flight", type=int, metavar="N", help="jobs running at once (default 0: no limit)")
     p.add_argument("--config", metavar="PATH", help="api settings and the journal's state_dir from this file")
     p.add_argument("--json", action="store_true", help="print batch.json (or the job) as one JSON object")
     add_verbosity(p)
