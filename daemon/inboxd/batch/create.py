@@ -1,4 +1,4 @@
-"""Create a batch job exactly once (SPEC §10, issue 12).
+"""Create a batch job exactly once (SPEC §10).
 
 ``POST /batches`` is not idempotent: a second call makes a second job, and a second job costs
 the user money. So:
