@@ -70,3 +70,25 @@ def test_every_file_is_claimed_a_window_at_a_time(backlog):
     assert most <= WINDOW
     assert sorted(claimed) == sorted(f"f{i:03}.jsonl" for i in range(FILES))
     assert not claimer.pending()
+
+
+def test_a_refill_reads_the_folder_only_until_the_window_is_full(backlog, monkeypatch):
+    inbox, state, claimer, queue = backlog
+    claimer.scan(state)  # the full scan counts the backlog
+    claimer.claim_ready(WINDOW)
+    while queue.get(timeout=0.01) is not None:
+        queue.done()
+    assert claimer.held(state) == 0
+    read: list[str] = []
+    real = claimer_module.candidate_names
+
+    def counting(*args, **kwargs):
+        for path, name in real(*args, **kwargs):
+            read.append(name)
+            yield path, name
+
+    monkeypatch.setattr(claimer_module, "candidate_names", counting)
+    claimer.refill()
+    assert claimer.held(state) == WINDOW
+    assert len(read) <= 2 * WINDOW + 1, f"a refill read {len(read)} of {FILES - WINDOW} names"
+    assert claimer.beyond[state.key] > 0 and claimer.pending()  # the rest is still known to wait
