@@ -37,7 +37,9 @@ _secrets_lock = threading.Lock()
 _PATTERNS = [
     # Authorization headers and bearer tokens
     (re.compile(r"(?i)(bearer\s+)[^\s'\",}]+"), r"\1" + REDACTED),
-    (re.compile(r"(?i)(authorization['\"]?\s*[:=]\s*['\"]?)(?!bearer\s)[^\s'\",}]+"), r"\1" + REDACTED),
+    # (a scheme word such as Basic is kept, and the credential after it removed)
+    (re.compile(r"(?i)(authorization['\"]?\s*[:=]\s*['\"]?)(?!bearer\s)((?:basic|digest|negotiate|token)\s+)?"
+                r"[^\s'\",}]+"), r"\1\2" + REDACTED),
     # signature-like query parameters of presigned urls
     (
         re.compile(
