@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from inboxd.check import check_file
+from inboxd.check import _finetune, check_file
 
 IMG = "data:image/png;base64,iVBORw0KGgo="
 U = {"role": "user", "content": "hi"}
@@ -69,7 +69,6 @@ def test_good_records_pass_strict(record: dict[str, Any], fmt: str) -> None:
     ({"messages": [{"role": "user", "content": [{"type": "image_url", "image_url": {}}]}, A]},
      "finetune.image.url"),
     ({"messages": [{"role": "user", "content": [image("http://x/cat.png")]}, A]}, "finetune.image.format"),
-    ({"messages": [{"role": "user", "content": [image(IMG + "A" * 14_000_000)]}, A]}, "finetune.image.too_large"),
     ({"messages": [{"role": "user", "content": [image()] * 11}, A]}, "finetune.image.too_many"),
     ({"messages": [{"role": "user", "content": [image()] * 6}, {"role": "assistant", "content": [
         {"type": "text", "text": "x"}]}, {"role": "user", "content": [image()] * 6},
@@ -93,6 +92,14 @@ def test_strict_names_the_rule_and_the_first_failing_line(record: dict[str, Any]
     report = check([record])
     assert not report.passed
     assert (report.first_error.rule, report.first_error.line) == (rule, 1)
+
+
+def test_an_image_over_10_mb_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
+    assert _finetune.MAX_IMAGE_URL > 13_000_000  # 10 MiB of image as base64 in a data url
+    monkeypatch.setattr(_finetune, "MAX_IMAGE_URL", len(IMG) + 10)  # the same rule, on a small image
+    assert check([{"messages": [{"role": "user", "content": [image(IMG + "A" * 10)]}, A]}]).passed
+    report = check([{"messages": [{"role": "user", "content": [image(IMG + "A" * 11)]}, A]}])
+    assert report.first_error.rule == "finetune.image.too_large"
 
 
 def test_the_first_failing_line_is_named() -> None:
