@@ -97,8 +97,9 @@ def test_strict_names_the_rule_and_the_first_failing_line(record: dict[str, Any]
 def test_an_image_over_10_mb_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
     assert _finetune.MAX_IMAGE_URL > 13_000_000  # 10 MiB of image as base64 in a data url
     monkeypatch.setattr(_finetune, "MAX_IMAGE_URL", len(IMG) + 10)  # the same rule, on a small image
-    assert check([{"messages": [{"role": "user", "content": [image(IMG + "A" * 10)]}, A]}]).passed
-    report = check([{"messages": [{"role": "user", "content": [image(IMG + "A" * 11)]}, A]}])
+    answer = {"role": "assistant", "content": [{"type": "text", "text": "a cat"}]}
+    assert check([{"messages": [{"role": "user", "content": [image(IMG + "A" * 10)]}, answer]}]).passed
+    report = check([{"messages": [{"role": "user", "content": [image(IMG + "A" * 11)]}, answer]}])
     assert report.first_error.rule == "finetune.image.too_large"
 
 
