@@ -19,7 +19,7 @@ from inboxd.config import Config, ConfigError, parse_config
 from inboxd.events import Events, payload
 from inboxd.events.signing import parse_secret
 from inboxd.events.sinks import retry_after
-from inboxd.events.store import EventStore, NewEvent
+from inboxd.events.store import MIGRATIONS, EventStore, NewEvent
 from inboxd.log import redact_text
 from inboxd.state.db import Database
 from inboxd.state.journal import Journal
@@ -182,3 +182,15 @@ def test_a_sidecar_published_and_not_recorded_is_announced_by_the_survivor(tmp_p
     assert got["kept.jsonl.manifest.json"] == kept_id
     assert not intents.exists()  # the unpublished one is the survivor's to finish (and announce) itself
     journal.close()
+
+
+def test_a_version_1_events_table_is_migrated_with_its_rows(tmp_path: Path) -> None:
+    db = Database(tmp_path)
+    db.register("events", MIGRATIONS[:1])  # a journal written by the first version
+    db.execute("INSERT INTO events (id, sink, type, source, inbox, body, created_at, since, next_at) "
+               "VALUES ('msg_1', 'a', 'file.archived', '/in/done/x.manifest.json', '/in', '{}', 1, 1, 1)")
+    store = EventStore(db)
+    assert db.version("events") == len(MIGRATIONS)
+    row = store.head("a", time.time())
+    assert row is not None and row.id == "msg_1" and row.key == "/in/done/x.manifest.json"
+    assert {r[1] for r in db.query("PRAGMA index_list(events)")} >= {"events_by_sink_state", "events_by_id"}

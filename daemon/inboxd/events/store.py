@@ -24,14 +24,12 @@ from typing import Any
 from ..state.db import Database
 
 STATES = ("pending", "delivered", "dead", "moved")
-MIGRATIONS = ("""
-CREATE TABLE IF NOT EXISTS events (
+_COLUMNS = """
     seq INTEGER PRIMARY KEY AUTOINCREMENT,
     id TEXT NOT NULL,
     sink TEXT NOT NULL,
     type TEXT NOT NULL,
-    source TEXT NOT NULL,
-    key TEXT NOT NULL,
+    source TEXT NOT NULL,{key}
     inbox TEXT,
     body TEXT NOT NULL,
     file TEXT,
@@ -44,11 +42,25 @@ CREATE TABLE IF NOT EXISTS events (
     state TEXT NOT NULL DEFAULT 'pending',
     delivered_at REAL,
     UNIQUE (id, sink),
-    UNIQUE (key, sink)
-);
+    UNIQUE ({unique}, sink)
+"""
+_COPIED = ("seq, id, sink, type, source, inbox, body, file, created_at, since, attempts, next_at, parked, "
+           "last_error, state, delivered_at")
+_INDEXES = """
 CREATE INDEX IF NOT EXISTS events_by_sink_state ON events (sink, state, seq);
 CREATE INDEX IF NOT EXISTS events_by_id ON events (id);
-""",)
+"""
+# the events table, version by version (`Database.register`): 2 adds `key` (one event per
+# publication, not per path: a name may come again once done/ is emptied); the rows of
+# version 1 keep their path as their key
+MIGRATIONS = (
+    f"CREATE TABLE IF NOT EXISTS events ({_COLUMNS.format(key='', unique='source')}); {_INDEXES}",
+    f"""ALTER TABLE events RENAME TO events_v1;
+CREATE TABLE events ({_COLUMNS.format(key=chr(10) + '    key TEXT NOT NULL,', unique='key')});
+INSERT INTO events ({_COPIED}, key) SELECT {_COPIED}, source FROM events_v1;
+DROP TABLE events_v1;
+{_INDEXES}""",
+)
 
 DELIVERED_KEEP_DAYS = 7.0
 
