@@ -323,3 +323,20 @@ def test_fleet_survivor_sends_the_dead_hosts_pending_events(tmp_path: Path, rece
     assert len(ok) == 24 == len({x["id"] for x in ok}), "a sidecar delivered twice in the fleet"
     assert by_a <= set(ids.values()), "the dead host's events were not sent under their first ids"
     assert not list((inbox / ".inboxd" / ".events").glob("*/*.json")), "event files left behind"
+
+
+def test_an_unreadable_or_bad_secret_refuses_the_start_without_showing_it(tmp_path: Path) -> None:
+    inbox = tmp_path / "inbox"
+    inbox.mkdir()
+    cfg = write_config(tmp_path, base_url="http://127.0.0.1:9/v1",
+                       inboxes=[{"path": str(inbox), "purpose": "batch-api"}])
+    add_sinks(cfg, sink_toml("http://127.0.0.1:9/hooks", name="sched"))
+    run = [sys.executable, "-m", "inboxd", "run", "--config", str(cfg)]
+    env = {**os.environ, "TOGETHER_API_KEY": KEY}
+    env.pop("HOOK_SECRET", None)
+    missing = subprocess.run(run, capture_output=True, text=True, cwd=REPO, env=env, timeout=60)
+    assert missing.returncode == 2 and "secret_env HOOK_SECRET: the variable is not set" in missing.stderr
+    bad = "whsec_" + "!" * 40
+    refused = subprocess.run(run, capture_output=True, text=True, cwd=REPO, env={**env, "HOOK_SECRET": bad}, timeout=60)
+    assert refused.returncode == 2 and "not base64" in refused.stderr
+    assert bad not in refused.stdout + refused.stderr and not list((tmp_path / "state").glob("journal*"))
