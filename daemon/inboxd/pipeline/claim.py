@@ -319,7 +319,10 @@ class ClaimArea:
             if d.name.startswith(TAKEOVER):
                 taker = d.name[len(TAKEOVER):].split(".", 1)[0]
                 if taker == self.claimer:  # ours, left by a pass an error cut short: finish it
-                    out += self._move_in(Path(d.path), self.work / d.name.split(".")[-1])
+                    try:
+                        out += self._move_in(Path(d.path), self.work / d.name.split(".")[-1])
+                    except FileNotFoundError:
+                        pass  # removed already (a network filesystem's listing can lag behind)
                     continue
                 if not self.owner_dead(self.work / taker, missing_is_dead=True):
                     continue  # a survivor is taking it over right now
