@@ -340,3 +340,15 @@ def test_an_unreadable_or_bad_secret_refuses_the_start_without_showing_it(tmp_pa
     refused = subprocess.run(run, capture_output=True, text=True, cwd=REPO, env={**env, "HOOK_SECRET": bad}, timeout=60)
     assert refused.returncode == 2 and "not base64" in refused.stderr
     assert bad not in refused.stdout + refused.stderr and not list((tmp_path / "state").glob("journal*"))
+
+
+def test_events_command_without_a_journal_answers_one_json_object(tmp_path: Path) -> None:
+    inbox = tmp_path / "inbox"
+    inbox.mkdir()
+    cfg = write_config(tmp_path, base_url="http://127.0.0.1:9/v1",
+                       inboxes=[{"path": str(inbox), "purpose": "batch-api"}])
+    for args in (["events"], ["events", "retry", "--all"]):
+        r = subprocess.run([sys.executable, "-m", "inboxd", *args, "--config", str(cfg), "--json"],
+                           capture_output=True, text=True, cwd=REPO, timeout=60)
+        assert r.returncode == 2
+        assert json.loads(r.stdout)["error"]["kind"] == "no_journal"  # one object: json.loads refuses two

@@ -12,7 +12,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from .._constants import EXIT_FAILED, EXIT_OK
-from ._common import Subcommands, config_of, fail_usage
+from ._common import Subcommands, UsageError, config_of, fail_usage
 from .render import err, error_json, out, print_json
 
 
@@ -35,7 +35,9 @@ def _store(args: argparse.Namespace) -> Any:
                    "or it uses another state_dir")
         if args.json:
             error_json("no_journal", message, indent=None)
-        fail_usage(message)
+        exc = UsageError(message)
+        exc.answered = bool(args.json)  # one JSON object on stdout: this one
+        raise exc
     try:
         return config, path, EventStore(Database(config.daemon.state_dir))
     except (OSError, sqlite3.Error) as exc:
