@@ -241,7 +241,7 @@ def test_an_expired_job_and_transient_errors_are_resent_until_every_request_is_a
         emu: EmulatorProc, tmp_path: Path) -> None:
     """The first job expires half done and 5 % of requests come back 429: the leftovers go into
     round 2, 3 ... byte for byte; in the end no request is missing, and output/errors hold final
-    answers only (a 429 only for a request that got nothing else in 4 rounds: 0.05^4 each)."""
+    answers only (a 429 only for a request that got nothing else in every round it was sent)."""
     src = tmp_path / "e.jsonl"
     _requests(src, 4000, "e")
     r = inboxd(emu, tmp_path, "batch", str(src), "--endpoint", ENDPOINT, "--join", "--poll-seconds", "0.1", "--json",
@@ -253,7 +253,7 @@ def test_an_expired_job_and_transient_errors_are_resent_until_every_request_is_a
     assert jobs[1]["requests"] > 2000  # the unanswered half and the first 429s
     c = answer["counts"]
     assert c["missing"] == 0 and c["succeeded"] + c["failed"] == 4000
-    assert c["failed"] == answer["errors_by_code"].get("429", 0) <= 2
+    assert c["failed"] == answer["errors_by_code"].get("429", 0) <= 10
     outbox = tmp_path / "outbox"
     out_ids = [json.loads(x)["custom_id"] for x in (outbox / "e.output.jsonl").read_bytes().splitlines()]
     assert len(out_ids) == len(set(out_ids)) == c["succeeded"]
@@ -303,4 +303,5 @@ def test_a_split_input_through_expiry_transient_errors_and_two_kill_9(emu: Emula
     c = answer["counts"]
     assert c == {"succeeded": sum(x["status"] == "succeeded" for x in results),
                  "failed": sum(x["status"] == "failed" for x in results), "missing": 0}
-    assert c["failed"] - len(refused) == answer["errors_by_code"].get("429", 0) <= 2  # 0.05^4 per request
+    # the rest failed only with a 429 in every round they were sent (0.05^4; 0.05^3 for an expired half)
+    assert c["failed"] - len(refused) == answer["errors_by_code"].get("429", 0) <= 10

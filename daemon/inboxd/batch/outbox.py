@@ -97,7 +97,8 @@ def deliver_ledger(rounds: Rounds, outbox: Path, *, join: bool, on_publish: OnPu
             jobs.append(JobFiles(j.id, j.round, files[OUTPUT], files[ERRORS]))
     kinds = [k for k in KINDS if k != "results" or join]
     tmps = {k: outbox / f".{stem}.{KINDS[k]}.part" for k in kinds}
-    merged = merge(jobs, Path(ledger.input.path), ledger.input.requests, tmps, work_dir=outbox, cancel=cancel)
+    rounds.work.mkdir(parents=True, exist_ok=True)  # the merge's index: never in the outbox (a kill leaves it)
+    merged = merge(jobs, Path(ledger.input.path), ledger.input.requests, tmps, work_dir=rounds.work, cancel=cancel)
     outputs = {k: _place(tmps[k], outbox / f"{stem}.{KINDS[k]}", cancel) for k in kinds}
     fsync_dir(outbox)
     ledger.delivered_at = ledger.delivered_at or time.time()
