@@ -309,6 +309,24 @@ def ledger_records(folder: Path) -> list[BatchRecord]:
     return rows
 
 
+def ledger_summaries(folder: Path) -> list[dict[str, Any]]:
+    """One line per ledger in `folder` for the status page: its input, parts, rounds, jobs and
+    how many requests have their final answer."""
+    out: list[dict[str, Any]] = []
+    for lfile in sorted(folder.glob(f"*{SUFFIX}")) if folder.is_dir() else []:
+        try:
+            ledger = Ledger.load(lfile)
+        except (OSError, ValueError):
+            continue
+        progress = _progress(ledger)
+        out.append({"input": ledger.input.path, "parts": len(ledger.parts),
+                    "rounds": max((j.round for j in ledger.jobs), default=0), "jobs": len(ledger.jobs),
+                    "requests": ledger.input.requests, "final": ledger.final_requests(),
+                    "statuses": progress.status, "progress": progress.progress,
+                    "delivered": ledger.delivered_at is not None, "outbox": ledger.outbox})
+    return out
+
+
 def list_batches(state_dir: Path) -> tuple[Path, list[BatchRecord]]:
     """The journal's path and every batch job it and the command's ledgers know; NoJournal when
     there is neither."""

@@ -63,6 +63,7 @@ def overview(config: Config, live: dict[str, Any] | None = None, extra: dict[str
         data["daemon"] = {"running": True, "pid": os.getpid(), "started_at": iso(live.get("started")),
                           "paused": bool(snap and snap["paused"])}
         data["health"] = {"healthy": ok, "problems": list(body.get("problems", []))}
+    data["ledger"] = _ledgers(config)
     for name in ("ledger", "events"):
         data[name] = (extra or {}).get(name, data.get(name))  # status_data has the events' backlog
     return data
@@ -138,6 +139,16 @@ def _read_json(path: Path) -> dict[str, Any] | None:
     except ValueError:
         return None
     return body if isinstance(body, dict) else None
+
+
+def _ledgers(config: Config) -> list[dict[str, Any]]:
+    """The batch ledgers (`inboxd batch FILE`'s, kept in the state dir): parts, rounds, progress."""
+    from ..batch.command import ledger_summaries
+
+    try:
+        return ledger_summaries(config.daemon.state_dir / "ledgers")
+    except Exception:  # noqa: BLE001 - one section that cannot be read does not hide the others
+        return []
 
 
 def _batches(config: Config) -> tuple[list[dict[str, Any]], str | None]:
