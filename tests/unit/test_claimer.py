@@ -5,10 +5,11 @@ from __future__ import annotations
 
 from inboxd.config import InboxConfig
 from inboxd.pipeline.claim import new_claimer
-from inboxd.pipeline.claimer import CLAIM_ROUND, STUCK_SCANS, Claimer
+from inboxd.pipeline.claimer import CLAIM_ROUND, Claimer
 from inboxd.pipeline.inboxes import InboxSet
-from inboxd.state.journal import Journal
+from inboxd.pipeline.stuck import STUCK_SCANS
 from inboxd.pipeline.work import WorkQueue
+from inboxd.state.journal import Journal
 from inboxd.watch.queue import PathQueue
 
 

@@ -9,7 +9,6 @@ from email.utils import formatdate
 import pytest
 import requests
 
-from inboxd.api import _transport
 from inboxd import retry
 from inboxd.api._transport import RETRY_AFTER_CAP, retry_delay
 

@@ -30,12 +30,12 @@ from ..watch.lease import Writers, open_for_writing
 from ..watch.readiness import ReadinessTracker
 from ..watch.scan import candidate_names, inspect_path
 from .inboxes import InboxSet, InboxState
+from .stuck import Sightings
 from .work import Job, WorkQueue
 
 log = structlog.get_logger("inboxd.daemon")
 
 HELD_OPEN_REPEAT = 600.0  # a file held open (or stuck) is warned about again every 10 minutes
-STUCK_SCANS = 3  # seen by more scans than this and not claimed: file.stuck
 CLAIM_ROUND = 4  # with this many jobs queued, claim once this many slots are free (`claim_ready`)
 DEFAULT_WINDOW = 2000  # paths of one inbox held at a time (about 2 KB each); the config's candidate_window
 REFILL_GAP = 1.0  # seconds between two refill scans of one inbox
@@ -52,10 +52,7 @@ class Claimer:
         self.state_dir = state_dir
         self.paused_until = 0.0  # the journal could not be written: claim nothing until then
         self.stopping = False  # set by the daemon's SIGTERM handler: claim nothing, ever again
-        # never stall in silence: scans in which each path was seen and not claimed
-        self.sightings: dict[str, int] = {}
-        self.stuck_warned: dict[str, float] = {}
-        self.claim_errors: dict[str, str] = {}
+        self.sightings = Sightings(self.tracker)  # never stall in silence: files seen and not claimed
         self.ignored: dict[str, set[str]] = {}  # inbox -> names matching no pattern, said once
         self.window = window
         self.left_out: set[str] = set()  # inboxes with files not taken into the window: refill
@@ -167,7 +164,7 @@ class Claimer:
             self.left_out.add(key)
         state.scanned = True
         if count:
-            self._count_sightings(state, present)
+            self.sightings.count(state, present)
         self._say_ignored(state, unmatched, replace=count)  # (a refill saw only part of the names)
 
     def _say_ignored(self, state: InboxState, names: list[str], replace: bool = True) -> None:
@@ -180,57 +177,10 @@ class Claimer:
                          rule="matches none of the inbox patterns (they are case-sensitive)")
         self.ignored[state.key] = set(names) if replace else seen | set(names)
 
-    def _count_sightings(self, state: InboxState, present: set[str]) -> None:
-        """A file seen by more than STUCK_SCANS scans and never claimed is stuck: say so, and why."""
-        prefix = state.key.rstrip("/") + "/"
-        for path in [p for p in self.sightings if p.startswith(prefix) and p not in present]:
-            self._forget_sighting(path)
-        now = time.monotonic()
-        looks: tuple[set[str], set[str]] | None = None
-        for path in present:
-            n = self.sightings[path] = self.sightings.get(path, 0) + 1
-            if n <= STUCK_SCANS:
-                continue
-            warned = self.stuck_warned.get(path)
-            if warned is None or now - warned >= HELD_OPEN_REPEAT:
-                self.stuck_warned[path] = now
-                looks = looks or self._looks(state)
-                log.warning("file.stuck", inbox=state.key, name=os.path.basename(path), scans=n,
-                            reason=self._why_stuck(state, path, *looks))
-
-    def _looks(self, state: InboxState) -> tuple[set[str], set[str]]:
-        """The inbox's paths held open and settling, gathered once for many `_why_stuck` (each
-        is a walk of every path the tracker knows: once per stuck file, a burst of 30,000 files
-        cost the loop minutes a second, the R6 reliability test)."""
-        return set(self.tracker.held_open(state.key)), set(self.tracker.paths_in(state.key))
-
-    def _why_stuck(self, state: InboxState, path: str, held_open: set[str], settling: set[str]) -> str:
-        if path in self.claim_errors:
-            return f"the claim (a rename into .inboxd/) fails: {self.claim_errors[path]}"
-        if path in held_open:
-            return "a producer still has it open for writing"
-        if path in state.ready:
-            return "ready, waiting for a free worker (or paused: the API rejects the key)"
-        if path in settling:
-            return "its size or mtime keeps changing (settling)"
-        return "not ready: neither settled nor claimable (see the log for the file)"
-
     def stuck(self, key: str) -> dict[str, str]:
         """The stuck files of an inbox and why, for status, metrics and health."""
         state = self.inboxes.get(key)
-        prefix = key.rstrip("/") + "/"
-        if state is None:
-            return {}
-        stuck = [p for p, n in self.sightings.items() if n > STUCK_SCANS and p.startswith(prefix)]
-        if not stuck:
-            return {}
-        looks = self._looks(state)
-        return {p: self._why_stuck(state, p, *looks) for p in stuck}
-
-    def _forget_sighting(self, path: str) -> None:
-        self.sightings.pop(path, None)
-        self.stuck_warned.pop(path, None)
-        self.claim_errors.pop(path, None)
+        return self.sightings.stuck(state) if state is not None else {}
 
     def look_again_due(self) -> None:
         """Paths whose settle time ran out (or that were held open): look at them again."""
@@ -248,8 +198,7 @@ class Claimer:
             return 0
         prefix = key.rstrip("/") + "/"
         paths = set(state.ready) | set(self.tracker.paths_in(key))
-        paths |= {p for p in self.sightings if p.startswith(prefix) and (p in self.claim_errors
-                                                                          or self.sightings[p] > STUCK_SCANS)}
+        paths |= self.sightings.unclaimed(prefix)
         return len(paths) + self.beyond.get(key, 0)
 
     def pending(self) -> bool:
@@ -292,11 +241,11 @@ class Claimer:
         try:
             dst = state.area.claim(Path(path))
         except OSError as exc:
-            if path not in self.claim_errors:
+            if path not in self.sightings.claim_errors:
                 log.error("file.claim_failed", inbox=state.key, name=os.path.basename(path), error=str(exc))
-            self.claim_errors[path] = exc.strerror or str(exc)
+            self.sightings.claim_errors[path] = exc.strerror or str(exc)
             return None
-        self._forget_sighting(path)
+        self.sightings.forget(path)
         return dst  # None: another daemon won it, or it went away
 
     def _journal_and_queue(self, taken: list[tuple[InboxState, Path, str]]) -> None:
