@@ -162,8 +162,8 @@ def _fetch(client: Any, store: BatchStore, rec: BatchRecord, kind: str, file_id:
             cuts.append(offset)
             emit("batch.download", claim=rec.claim, batch_id=rec.batch_id, kind=kind, file_id=file_id,
                  outcome="cut", bytes=offset, reason=why)
-            log.warning("batch.download_cut", claim=rec.claim, batch_id=rec.batch_id, kind=kind, file_id=file_id,
-                        at=offset, reason=why)
+            log.warning("batch.download_cut", claim=rec.claim, input=rec.input_path or rec.claim,
+                        batch_id=rec.batch_id, kind=kind, file_id=file_id, at=offset, reason=why)
 
         try:
             got = download(client, file_id, tmp, cancel=cancel, on_cut=on_cut)
@@ -175,8 +175,8 @@ def _fetch(client: Any, store: BatchStore, rec: BatchRecord, kind: str, file_id:
         outcome = "resumed" if (got.resumes or got.resumed_from) else "ok"
         emit("batch.download", claim=rec.claim, batch_id=rec.batch_id, kind=kind, file_id=file_id, outcome=outcome,
              bytes=got.bytes, seconds=round(got.seconds, 3), resumes=got.resumes, resumed_from=got.resumed_from)
-        log.info("batch.downloaded", claim=rec.claim, batch_id=rec.batch_id, kind=kind, file_id=file_id,
-                 bytes=got.bytes, sha256=got.sha256, lines=got.lines, resumes=got.resumes,
+        log.info("batch.downloaded", claim=rec.claim, input=rec.input_path or rec.claim, batch_id=rec.batch_id,
+                 kind=kind, file_id=file_id, bytes=got.bytes, sha256=got.sha256, lines=got.lines, resumes=got.resumes,
                  resumed_from=got.resumed_from, seconds=round(got.seconds, 3))
         meta = got.meta(final)
         rec = store.update(rec.claim, outputs={**rec.outputs, kind: meta})  # before the rename
@@ -228,8 +228,8 @@ def _deliver_locked(client: Any, store: BatchStore, rec: BatchRecord, cancel: th
     seconds = round(now - since, 3) if since else None
     emit("batch.delivered", claim=rec.claim, inbox=rec.inbox, batch_id=rec.batch_id, status=rec.status,
          seconds=seconds, path=str(sidecar), **counts.to_json())
-    log.info("batch.delivered", claim=rec.claim, inbox=rec.inbox, batch_id=rec.batch_id, status=rec.status,
-             seconds=seconds, sidecar=str(sidecar), **counts.to_json())
+    log.info("batch.delivered", claim=rec.claim, input=rec.input_path or rec.claim, inbox=rec.inbox,
+             batch_id=rec.batch_id, status=rec.status, seconds=seconds, sidecar=str(sidecar), **counts.to_json())
     return rec
 
 
