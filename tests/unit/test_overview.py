@@ -86,7 +86,7 @@ def test_the_overview_from_the_command_line_has_recent_files_and_failure_details
     assert failure["sidecar"] == str(sidecar)
     # from the command line: no daemon was asked, so no state, no health
     assert inbox["state"] is None and data["daemon"] is None and data["health"] is None
-    assert data["batches"] == [] and data["batches_error"] is None and data["ledger"] == []  # no ledger in the state dir
+    assert data["batches"] == [] and data["batches_error"] is None and data["ledger"] == []
     json.dumps(data)
 
 
