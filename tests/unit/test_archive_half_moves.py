@@ -6,6 +6,7 @@ is finished there (one name, one sidecar). A real journal and real folders under
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 from pathlib import Path
 
@@ -70,4 +71,32 @@ def test_keep_finishes_a_give_back_cut_after_its_link(tmp_path: Path) -> None:
     assert manifest == done / "x.jsonl.manifest.json"
     assert names(done) == ["x.jsonl.manifest.json"], "the data stays in the inbox, once"
     assert not claim.exists() and (inbox.path / "x.jsonl").stat().st_nlink == 1
+    journal.close()
+
+
+def test_the_same_upload_archived_by_an_owner_taken_for_dead_is_not_archived_twice(tmp_path: Path) -> None:
+    """The old owner was alive: it finished the move (its unlink failed on the taken folder)
+    and wrote the manifest; the taker holds the same inode. One name, one manifest."""
+    journal, inbox, claim = uploaded(tmp_path)
+    journal.update(str(claim), file_id="file-1")
+    done = inbox.path / "done"
+    done.mkdir()
+    os.link(claim, done / "x.jsonl")
+    (done / "x.jsonl.manifest.json").write_text(json.dumps({"file": {"id": "file-1"}}))
+    manifest = archive(journal, inbox, journal.get(str(claim)))  # type: ignore[arg-type]
+    assert manifest == done / "x.jsonl.manifest.json"
+    assert names(done) == ["x.jsonl", "x.jsonl.manifest.json"]
+    assert not claim.exists()
+    journal.close()
+
+
+def test_another_upload_archived_under_the_name_is_left_alone(tmp_path: Path) -> None:
+    journal, inbox, claim = uploaded(tmp_path)
+    journal.update(str(claim), file_id="file-1")
+    done = inbox.path / "done"
+    done.mkdir()
+    os.link(claim, done / "x.jsonl")  # the same bytes dropped twice, the other upload's manifest
+    (done / "x.jsonl.manifest.json").write_text(json.dumps({"file": {"id": "file-2"}}))
+    archive(journal, inbox, journal.get(str(claim)))  # type: ignore[arg-type]
+    assert names(done) == ["x.2.jsonl", "x.2.jsonl.manifest.json", "x.jsonl", "x.jsonl.manifest.json"]
     journal.close()

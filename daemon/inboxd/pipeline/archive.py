@@ -18,7 +18,7 @@ import structlog
 
 from ..config import InboxConfig
 from ..state import sidecars
-from ..state.fs import find_moved, free_name, fsync_dir, move_no_replace, place, same_data
+from ..state.fs import candidate_names, find_moved, free_name, fsync_dir, move_no_replace, place, same_data
 from ..state.journal import Journal, Row, Stage
 from ..state.sidecars import ERROR_SUFFIX, MANIFEST_SUFFIX
 from .claim import drop_state
@@ -118,13 +118,33 @@ def _move(journal: Journal, inbox: InboxConfig, row: Row, claim: Path, done: Pat
         target = done / free_name(done, row.name, MANIFEST_SUFFIX)
         reserve(target, None)
         return target
-    moved = find_moved(claim, done, row.name, MANIFEST_SUFFIX, row.sha256)
+    moved = find_moved(claim, done, row.name, MANIFEST_SUFFIX, row.sha256) or _archived_as(claim, done, row)
     if moved is not None:
-        # a dead owner linked it there and died before the unlink: that name is the one
+        # a dead owner linked it there and died before the unlink (or, taken for dead while it
+        # was not, finished that move and its manifest): that name is the one
         reserve(moved, moved)
         os.unlink(claim)
         return moved
     return place(claim, done, row.name, MANIFEST_SUFFIX, on_reserved=lambda d: reserve(d, d))
+
+
+def _archived_as(claim: Path, done: Path, row: Row) -> Path | None:
+    """The name in done/ under which this same upload (the manifest's file id) and these bytes
+    are archived already, with their manifest, by an owner that was taken for dead while it
+    was still finishing the move; None in the usual case (the first name is free)."""
+    if not row.file_id:
+        return None
+    for cand in candidate_names(row.name):
+        path, side = done / cand, done / (cand + MANIFEST_SUFFIX)
+        if not os.path.lexists(path) and not os.path.lexists(side):
+            return None
+        try:
+            file_id = json.loads(side.read_bytes()).get("file", {}).get("id")
+        except (OSError, ValueError, AttributeError):
+            continue
+        if file_id == row.file_id and same_data(claim, path, row.sha256):
+            return path
+    raise AssertionError("unreachable")
 
 
 def _give_back(claim: Path, original: Path, sha256: str | None) -> bool:
