@@ -15,7 +15,6 @@ the user money. So:
 from __future__ import annotations
 
 import json
-import random
 import threading
 import time
 from collections.abc import Callable
@@ -28,6 +27,7 @@ import structlog
 from ..api import ApiError, Cancelled, ProtocolError, TransientError
 from ..api._batches import BatchJob, BatchRejected
 from ..config import BatchConfig
+from ..retry import BATCH_CREATE
 from .client import BatchClient
 from .store import BatchRecord, BatchStore
 
@@ -159,8 +159,8 @@ def _adopt(client: BatchClient, store: BatchStore, rec: BatchRecord, listing: Li
 
 
 def _back_off(claim_key: str, attempt: int, tries: int, exc: ApiError, cancel: threading.Event | None) -> None:
-    """Log a failed try, and wait before the next one (if any): full-jitter exponential backoff."""
-    delay = random.uniform(0, min(30.0, 0.5 * 2 ** attempt))
+    """Log a failed try, and wait before the next one (if any): the batch create's backoff."""
+    delay = BATCH_CREATE.delay(attempt + 1)
     log.warning("batch.create_retry", claim=claim_key, attempt=attempt + 1, error=str(exc),
                 delay=round(delay, 3))
     if attempt + 1 < tries:

@@ -24,6 +24,7 @@ import requests
 import urllib3
 
 from ..api import Cancelled, ProtocolError, TransientError
+from ..retry import DOWNLOAD_CUT
 
 CHUNK = 1 << 20
 MAX_RESUMES = 5
@@ -180,7 +181,7 @@ def _fetch(client: Any, file_id: str, part: _Partial, cancel: threading.Event | 
 
 
 def _wait_after_cut(cuts: int, cancel: threading.Event | None) -> None:
-    delay = min(5.0, 0.1 * 2 ** cuts)
+    delay = DOWNLOAD_CUT.delay(cuts + 1)
     if cancel is not None:
         if cancel.wait(delay):
             raise Cancelled("cancelled during the download", route="content") from None

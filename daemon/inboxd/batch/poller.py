@@ -32,6 +32,7 @@ import structlog
 
 from ..api import ApiError, AuthError, Cancelled, ProtocolError, TransientError
 from ..config import InboxConfig
+from ..retry import BATCH_POLL, Backoff
 from .deliver import UNDELIVERABLE, Busy, deliver
 from .manifest import update_manifest
 from .orphans import ADOPTED, Watchers, adopt, lock_path, orphans
@@ -163,9 +164,8 @@ class Poller:
     def _backoff(self, claim: str, rec: BatchRecord | None, status: int | None = None) -> float:
         n = self._failures.get(claim, 0) + 1
         self._failures[claim] = n
-        base = rec.poll_seconds if rec is not None else 30.0
-        delay = min(self.max_backoff, base * 2 ** min(n, 16))
-        delay *= random.uniform(1 - JITTER, 1 + JITTER)
+        base = rec.poll_seconds if rec is not None else BATCH_POLL.base
+        delay = Backoff(base, self.max_backoff).delay(n + 1)
         if status == 429:
             with self._cond:
                 self._pause_until = max(self._pause_until, time.time() + delay)

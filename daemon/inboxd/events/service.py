@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import json
 import os
-import random
 import sqlite3
 import threading
 import time
@@ -34,6 +33,7 @@ import structlog
 
 from ..api import Network, resolve_network
 from ..config import Config, ConfigError, EventSinkConfig
+from ..retry import Backoff
 from ..state.db import Database
 from . import payload
 from .fleet import Intent, remove_event_file, remove_intent, take_over, write_event_file, write_intent
@@ -163,8 +163,7 @@ class Sender(threading.Thread):
                       attempts=row.attempts + 1, error=outcome.error,
                       hint="inboxd events --dead lists it; inboxd events retry sends it again")
             return
-        delay = min(cfg.max_backoff_seconds, cfg.backoff_seconds * 2 ** min(row.attempts, 30))
-        delay *= random.uniform(0.5, 1.0)
+        delay = Backoff(cfg.backoff_seconds, cfg.max_backoff_seconds).delay(row.attempts + 1)
         if outcome.retry_after is not None:
             delay = outcome.retry_after
         store.failed(row, next_at=now + delay, error=outcome.error, parked=outcome.parked)
