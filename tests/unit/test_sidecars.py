@@ -63,3 +63,33 @@ def test_a_sidecar_that_breaks_its_model_is_never_written(tmp_path: Path) -> Non
     with pytest.raises(ValueError):
         sidecars.write(tmp_path / "m.json", data)
     assert not list(tmp_path.iterdir())
+
+
+def test_the_shipped_batch_schemas_are_their_models() -> None:
+    from inboxd.batch import sidecar as batch_sidecar
+
+    folder = Path(sidecars.__file__).parent.parent / "schemas"
+    assert (folder / batch_sidecar.SCHEMA_FILE_V1).read_text() == sidecars.schema_text(batch_sidecar.SCHEMA_V1), \
+        "run: python -m inboxd.batch.sidecar"
+    assert (folder / batch_sidecar.SCHEMA_FILE).read_text() == batch_sidecar.schema_text()
+
+
+def test_a_batch_json_is_written_through_its_model(tmp_path: Path) -> None:
+    from inboxd.batch import sidecar as batch_sidecar
+
+    data = {"schema": "inboxd.batch/v1", "host": "h", "inboxd_version": "0",
+            "batch": {"id": "b-1", "status": "COMPLETED", "endpoint": "/v1/chat/completions", "input_file_id": "f-1",
+                      "output_file_id": "f-2", "error_file_id": None, "progress": 100.0, "error": None},
+            "input": {"manifest": None, "sha256": None, "requests": 1},
+            "outputs": {"output": {"path": "/o/x.output.jsonl", "bytes": 3, "sha256": SHA, "lines": 1},
+                        "errors": None, "results": None},
+            "counts": {"succeeded": 1, "failed": 0, "missing": 0},
+            "timing": {k: None for k in ("dropped_at", "uploaded_at", "created_at", "finished_at", "delivered_at")}}
+    heard: list[Path] = []
+    batch_sidecar.publish(tmp_path / "x.batch.json", data, lambda p, d: heard.append(p))
+    written = (tmp_path / "x.batch.json").read_bytes()
+    assert written == sidecars.encode(json.loads(written)) and heard == [tmp_path / "x.batch.json"]
+    jsonschema.validate(json.loads(written), load_schema("inboxd.batch/v1"))
+    data["counts"]["failed"] = -1
+    with pytest.raises(ValueError):
+        batch_sidecar.publish(tmp_path / "y.batch.json", data)

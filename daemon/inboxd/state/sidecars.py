@@ -152,6 +152,12 @@ MODELS: dict[str, type[BaseModel]] = {MANIFEST: Manifest, ERROR: ErrorSidecar}
 SCHEMA_FILES = {MANIFEST: "manifest.schema.json", ERROR: "error.schema.json"}
 
 
+def register(kind: str, model: type[BaseModel]) -> None:
+    """A sidecar kind whose model lives above this layer (batch.json): `write` encodes it
+    through that model too. Its owner generates its shipped schema (`json_schema(kind)`)."""
+    MODELS[kind] = model
+
+
 def encode(data: dict[str, Any]) -> bytes:
     """A sidecar's bytes, through the model its `schema` names: one format on every path."""
     model = MODELS[data["schema"]].model_validate(data)
