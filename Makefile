@@ -9,8 +9,10 @@ BIN := $(VENV)/bin
 run: $(VENV)/.installed
 	$(BIN)/python scripts/demo.py
 
+# four test processes, each taking whole modules (their module-scoped emulators and fixtures
+# stay in one process): most tests wait on real daemons and servers, not on the CPU
 test: $(VENV)/.installed lint docs
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q -n 4 --dist loadfile
 
 # ruff, mypy, the import contracts and the structure check; all run, and either failing fails the target; `make test` (and so CI) runs it first
 lint: $(VENV)/.installed
