@@ -34,7 +34,7 @@ def test_batch_cancel_command_says_batch_id(tmp_path: Path, capsys: pytest.Captu
     monkeypatch.setenv("TOGETHER_API_KEY", "k")
     cfg = tmp_path / "inboxd.toml"
     cfg.write_text(f'[api]\nbase_url = "{UNREACHABLE}"\nmax_retries = 0\n[daemon]\nstate_dir = "{tmp_path}"\n')
-    assert main(["batch", "cancel", "../../x", "--config", str(cfg)]) == 1
+    assert main(["batch", "cancel", "../../x", "--config", str(cfg)]) == 2  # a usage error: nothing sent
     err = capsys.readouterr().err
     assert "batch id" in err and "file id" not in err, err
 

@@ -110,9 +110,15 @@ def _render(outcome: BatchOutcome, *, as_json: bool) -> int:
 
 
 def _cancel(config: Config, key: SecretStr, batch_id: str, *, as_json: bool) -> int:
-    from ..api import ApiError
+    from ..api import SAFE_ID, ApiError
     from ..batch.command import cancel_batch
 
+    if not SAFE_ID.fullmatch(batch_id) or len(batch_id) > 256:  # a usage error: nothing is sent
+        message = f"{batch_id!r} is not a valid batch id (letters, digits, '.', '_' and '-')"
+        if as_json:
+            error_json("usage", message)
+        err(f"inboxd batch cancel: {message}")
+        return EXIT_USAGE
     try:
         job = cancel_batch(config, key, batch_id)
     except ApiError as exc:
