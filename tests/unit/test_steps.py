@@ -254,3 +254,19 @@ def test_a_batch_inbox_waits_for_processing_and_creates_its_job_once(tmp_path: P
 
 def test_every_step_is_in_the_table() -> None:
     assert set(steps.STEPS) == set(steps.Step)
+
+
+def test_a_claim_taken_over_after_its_target_was_reserved_is_not_archived_here(env: Env) -> None:
+    """A host taken for dead while its archiver had reserved done/x.jsonl: the survivor took the
+    claim folder and archives the file under a name of its own. The first host's worker finds
+    its claimed file gone and must not write a manifest for data that is not at its target."""
+    job = env.claim()
+    assert env.run(job) is Outcome.UPLOADED
+    row = env.row(job)
+    target = env.inbox_path / "done" / "x.jsonl"
+    target.parent.mkdir()
+    env.journal.update(row.claim, target=str(target), sidecar=json.dumps(manifest_from_row(row, job.inbox, target)))
+    job.claim.rename(env.inbox_path / "done" / "x.2.jsonl")  # the survivor's name for it
+    assert env.run(env.queue.get_archive(timeout=1)) is Outcome.LOST
+    assert not (env.inbox_path / "done" / "x.jsonl.manifest.json").exists()
+    assert env.row(job) is None

@@ -192,10 +192,17 @@ def fail(journal: Journal, inbox: InboxConfig, row: Row, failure: Failure, *, at
 def finish_orphan(journal: Journal, row: Row) -> str:
     """A row whose claimed file is gone: finish its sidecar if the move already happened.
 
-    Returns the stage the row ends in: "archived", "failed", or "lost" (row forgotten).
-    A reserved target with the claimed file gone means the move (or the delete) happened.
+    Returns the stage the row ends in: "archived", "failed", "lost" (row forgotten), or
+    "taken" (row forgotten: another host took the claim over and holds the file).
+    A reserved target with the claimed file gone means the move (or the delete) happened,
+    unless the data is not where the reserved sidecar says: then a host that took our claim
+    folder over (it found us dead) finishes the file, under a name of its own.
     """
     if row.target and row.sidecar:
+        data = json.loads(row.sidecar).get("source", {}).get("path")
+        if data is not None and not os.path.lexists(data):
+            journal.forget(row.claim)
+            return "taken"
         suffix = ERROR_SUFFIX if row.error else MANIFEST_SUFFIX
         sidecar_path = Path(row.target + suffix)
         if not sidecar_path.exists():

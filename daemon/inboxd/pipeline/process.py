@@ -95,6 +95,10 @@ def _vanished(ctx: Context, job: Job, exc: Any) -> Outcome:
     if row is None:
         return Outcome.LOST
     stage = finish_orphan(ctx.journal, row)
+    if stage == "taken":
+        log.warning("file.taken_over", inbox=str(job.inbox.path), name=job.name,
+                    reason="another host took this claim over and finishes the file; nothing is archived here")
+        return Outcome.LOST
     if stage == "lost":
         log.error("file.lost", **_fields(ctx, job), reason="the claimed file vanished")
         return Outcome.LOST
