@@ -85,7 +85,7 @@ class Server:
             for r in err))
 
 
-def setup(tmp_path: Path, n: int, *, per_job: int = 100, **cfg: Any) -> tuple[Server, Rounds]:
+def make_rounds(tmp_path: Path, n: int, *, per_job: int = 100, **cfg: Any) -> tuple[Server, Rounds]:
     tmp_path.mkdir(parents=True, exist_ok=True)
     src = tmp_path / "in.jsonl"
     src.write_text("".join(json.dumps({"custom_id": f"r{i}", "body": {"model": "m"}}) + "\n" for i in range(n)))
@@ -100,13 +100,13 @@ def setup(tmp_path: Path, n: int, *, per_job: int = 100, **cfg: Any) -> tuple[Se
 
 
 def test_a_lost_create_answer_is_adopted_and_another_drops_job_never(tmp_path):
-    server, rounds = setup(tmp_path, 5)
+    server, rounds = make_rounds(tmp_path, 5)
     rounds.step()  # uploads
     [job] = rounds.ledger.jobs
     fid = job.input_file_id
     assert fid is not None and job.stage == "created" and len(server.creates) == 1
     # again, from scratch: another drop of the same bytes had a job already, and our answer is lost
-    server2, rounds2 = setup(tmp_path / "2", 5)
+    server2, rounds2 = make_rounds(tmp_path / "2", 5)
     server2.files[fid] = server.files[fid]
     other = server2.add_job(fid)  # the first drop's job, made before this one's create
     rounds2.ledger.jobs[0].input_file_id, rounds2.ledger.jobs[0].stage = fid, "uploaded"
@@ -120,7 +120,7 @@ def test_a_lost_create_answer_is_adopted_and_another_drops_job_never(tmp_path):
 
 
 def test_jobs_wait_for_a_slot_of_max_jobs_in_flight(tmp_path):
-    server, rounds = setup(tmp_path, 25, per_job=10, max_jobs_in_flight=1)
+    server, rounds = make_rounds(tmp_path, 25, per_job=10, max_jobs_in_flight=1)
     rounds.step()
     assert [j.stage for j in rounds.ledger.jobs] == ["created", "planned", "planned"]
     server.finish(rounds, server.creates[0])
@@ -133,7 +133,7 @@ def test_jobs_wait_for_a_slot_of_max_jobs_in_flight(tmp_path):
 
 
 def test_an_expired_job_and_transient_errors_are_resent_byte_for_byte(tmp_path):
-    server, rounds = setup(tmp_path, 10)
+    server, rounds = make_rounds(tmp_path, 10)
     rounds.step()
     server.finish(rounds, server.creates[0], status="EXPIRED", answered=0.5, codes={"r1": 429, "r2": 400})
     rounds.step()
@@ -148,12 +148,12 @@ def test_an_expired_job_and_transient_errors_are_resent_byte_for_byte(tmp_path):
 
 
 def test_a_refused_create_is_final_and_an_operators_cancel_is_not_resent(tmp_path):
-    server, rounds = setup(tmp_path, 4)
+    server, rounds = make_rounds(tmp_path, 4)
     server.refuse_next = True
     assert rounds.step()
     [job] = rounds.ledger.jobs
     assert job.rejected and job.create_status == 400 and not server.creates
-    server, rounds = setup(tmp_path / "c", 4)
+    server, rounds = make_rounds(tmp_path / "c", 4)
     rounds.step()
     batch_id = server.creates[0]
     cancel_marker(rounds.path, batch_id).touch()
