@@ -50,7 +50,7 @@ log = structlog.get_logger("inboxd.daemon")
 TICK = 0.2
 # threads of the archive lane (`WorkQueue.get_archive`): the move to done/ and the manifest are
 # disk work (three fsyncs a file) that would otherwise hold an upload slot; two keep up with
-# the uploads of 32 workers on the README's benchmark machine
+# the uploads of 32 workers on the benchmark machine (docs/benchmarks.md)
 ARCHIVERS = 2
 PRUNE_EVERY = 86400.0
 
