@@ -200,7 +200,7 @@ class Service(Notify):
         for key, inbox in snap["inboxes"].items():
             m.set_queue_depth(key, inbox["waiting"] + inbox["queued"])
             m.set_watch_alive(key, bool(inbox["watch_alive"]) and not inbox["missing"])
-        m.set_in_flight(snap["busy"])
+            m.set_in_flight(key, inbox["in_flight"])
         if daemon.ctx.batches is not None:
             m.set_batch_jobs(daemon.ctx.batches.counts())
         m.set_paused(snap["paused"])

@@ -28,7 +28,7 @@ class Metrics:
         self.seconds = Histogram("inboxd_upload_seconds", "Seconds from upload start to the file object", ["inbox"],
                                  buckets=(0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 900, 3600), registry=r)
         self.queue = Gauge("inboxd_queue_depth", "Files waiting or queued, by inbox", ["inbox"], registry=r)
-        self.in_flight = Gauge("inboxd_in_flight", "Files being worked on", registry=r)
+        self.in_flight = Gauge("inboxd_in_flight", "Files being worked on, by inbox", ["inbox"], registry=r)
         self.api_errors = Counter("inboxd_api_errors", "API answers that were errors, by route and status",
                                   ["route", "status"], registry=r)
         self.retries = Counter("inboxd_retries", "Requests retried, by route", ["route"], registry=r)
@@ -72,8 +72,8 @@ class Metrics:
     def set_queue_depth(self, inbox: str, n: int) -> None:
         self.queue.labels(inbox).set(n)
 
-    def set_in_flight(self, n: int) -> None:
-        self.in_flight.set(n)
+    def set_in_flight(self, inbox: str, n: int) -> None:
+        self.in_flight.labels(inbox).set(n)
 
     def set_paused(self, paused: bool) -> None:
         self.paused.set(1 if paused else 0)
