@@ -3,8 +3,9 @@ used once (or "times" times). See `_batches` for what each entry does."""
 
 from __future__ import annotations
 
-import threading
 from typing import Any
+
+from ._oneshots import OneShots
 
 OUTCOMES = {"COMPLETED", "FAILED", "EXPIRED", "CANCELLED"}
 _KINDS = ("outcome", "create_status", "cut_download")
@@ -28,31 +29,7 @@ def bad_entries(entries: Any) -> list[Any]:
     return [e for e in entries if not _entry_ok(e)]
 
 
-class BatchScript:
-    def __init__(self) -> None:
-        self.lock = threading.Lock()
-        self._entries: list[dict[str, Any]] = []
-
-    def add(self, entries: list[dict[str, Any]]) -> None:
-        with self.lock:
-            for e in entries:
-                self._entries.append({**e, "times": int(e.get("times", 1))})
-
-    def snapshot(self) -> list[dict[str, Any]]:
-        with self.lock:
-            return [dict(e) for e in self._entries]
-
+class BatchScript(OneShots):
     def take(self, kind: str, match: Any = None) -> dict[str, Any] | None:
         """The first entry of this kind (for this file id, when it names one), used once."""
-        with self.lock:
-            for e in self._entries:
-                if kind in e and (match is None or e.get("file_id") in (None, match)):
-                    e["times"] -= 1
-                    if e["times"] <= 0:
-                        self._entries.remove(e)
-                    return dict(e)
-        return None
-
-    def clear(self) -> None:
-        with self.lock:
-            self._entries.clear()
+        return self.take_first(lambda e: kind in e and (match is None or e.get("file_id") in (None, match)))

@@ -9,11 +9,11 @@ bad file id, no ETag) are left in `handler.pending_hostile` for the route to app
 from __future__ import annotations
 
 import random
-import threading
 import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, NoReturn
 
+from ._oneshots import OneShots
 from ._wire import Done
 
 if TYPE_CHECKING:
@@ -32,35 +32,11 @@ def injected(h: Request, kind: str) -> None:
     h.store.counts.injected(kind)
 
 
-class Script:
+class Script(OneShots):
     """The scripted one-shot faults, consumed in order of matching."""
 
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._entries: list[dict[str, Any]] = []
-
-    def add(self, entries: list[dict[str, Any]]) -> None:
-        with self._lock:
-            for e in entries:
-                self._entries.append({**e, "times": int(e.get("times", 1))})
-
-    def snapshot(self) -> list[dict[str, Any]]:
-        with self._lock:
-            return [dict(e) for e in self._entries]
-
     def take(self, route: str, part_number: int | None) -> dict[str, Any] | None:
-        with self._lock:
-            for e in self._entries:
-                if e.get("route") == route and e.get("part_number") in (None, part_number):
-                    e["times"] -= 1
-                    if e["times"] <= 0:
-                        self._entries.remove(e)
-                    return dict(e)
-        return None
-
-    def clear(self) -> None:
-        with self._lock:
-            self._entries.clear()
+        return self.take_first(lambda e: e.get("route") == route and e.get("part_number") in (None, part_number))
 
 
 def bad_entries(entries: Any) -> list[Any]:
