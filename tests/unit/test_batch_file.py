@@ -6,7 +6,6 @@ a file that fails its check sends nothing; `inboxd batches` lists the ledger's j
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -26,7 +25,7 @@ from inboxd.batch.command import (
     state_dir_for,
 )
 from inboxd.config import parse_config
-from inboxd.emulator import Emulator, EmulatorSettings
+from inboxd.emulator import Emulator
 from inboxd.schemas import BATCH_V2, load_schema
 
 KEY = "unit-batch-key-0123"
@@ -37,14 +36,6 @@ LINE = '{"custom_id": "r%d", "body": {"model": "%s", "messages": [{"role": "user
 def _quiet() -> None:
     structlog.configure(processors=[structlog.processors.JSONRenderer()],
                         logger_factory=structlog.ReturnLoggerFactory())
-
-
-@pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Emulator]:
-    e = Emulator(EmulatorSettings(key=KEY, data_dir=tmp_path_factory.mktemp("emu"), dedupe=False,
-                                  processing_delay_seconds=0.0, batch_seconds=0.0)).start()
-    yield e
-    e.stop()
 
 
 def write_input(tmp: Path, n: int, unknown: tuple[int, ...] = ()) -> Path:

@@ -13,19 +13,11 @@ import pytest
 
 from inboxd.api import AuthError, FilesClient, RejectedError, _transport
 from inboxd.config import parse_config
-from inboxd.emulator import Emulator, EmulatorSettings
+from inboxd.emulator import Emulator
 from inboxd.retry import Backoff
 
 KEY = "unit-key"
 LINE = b'{"custom_id": "%d", "body": {"model": "m", "messages": [{"role": "user", "content": "hi"}]}}\n'
-
-
-@pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Emulator]:
-    e = Emulator(EmulatorSettings(key=KEY, data_dir=tmp_path_factory.mktemp("emu"), dedupe=False,
-                                  processing_delay_seconds=0.0, batch_seconds=0.0)).start()
-    yield e
-    e.stop()
 
 
 @pytest.fixture

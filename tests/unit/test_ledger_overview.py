@@ -9,10 +9,10 @@ from inboxd.batch.command import BatchCreated, BatchDelivered
 from inboxd.config import parse_config
 from inboxd.emulator import Emulator
 from inboxd.pipeline.overview import overview
-from tests.unit.test_batch_file import _quiet, batch, server, write_input  # noqa: F401 - fixtures
+from tests.unit.test_batch_file import KEY, _quiet, batch, write_input  # noqa: F401 - KEY: the server's, _quiet: a fixture
 
 
-def test_the_overview_shows_each_ledger_with_parts_rounds_and_final_requests(server: Emulator,  # noqa: F811
+def test_the_overview_shows_each_ledger_with_parts_rounds_and_final_requests(server: Emulator,
                                                                              tmp_path: Path) -> None:
     cfg = parse_config({"daemon": {"state_dir": str(tmp_path / "state")}, "inboxes": []})
     created = batch(server, tmp_path, write_input(tmp_path, 7), wait=False)

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import time
 import urllib.error
 import urllib.request
@@ -25,6 +24,7 @@ from inboxd.pipeline.hooks import NoService, Notify, Service
 from inboxd.pipeline.shutdown import shutdown
 from inboxd.service import Metrics, MetricsServer, Notifier
 from inboxd.service.status_page import page_access
+from tests.helpers.notify import NotifySocket
 from tests.unit.fakes import FakeClient
 from tests.unit.test_daemon_loop import GOOD, config, drop
 
@@ -37,29 +37,9 @@ def _quiet() -> None:
                         logger_factory=structlog.ReturnLoggerFactory())
 
 
-class Listener:
-    """systemd's end of $NOTIFY_SOCKET: a datagram socket bound at `address` (a path, or "@name")."""
-
-    def __init__(self, address: str) -> None:
-        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
-        self.sock.bind("\0" + address[1:] if address.startswith("@") else address)
-        self.sock.setblocking(False)
-
-    def messages(self) -> list[str]:
-        out = []
-        while True:
-            try:
-                out.append(self.sock.recv(65536).decode())
-            except BlockingIOError:
-                return out
-
-    def close(self) -> None:
-        self.sock.close()
-
-
 @pytest.fixture
-def listener(tmp_path: Path) -> Iterator[Listener]:
-    lst = Listener(str(tmp_path / "notify"))
+def listener(tmp_path: Path) -> Iterator[NotifySocket]:
+    lst = NotifySocket(str(tmp_path / "notify"))
     yield lst
     lst.close()
 
@@ -75,7 +55,7 @@ def get(url: str, headers: dict[str, str] | None = None) -> tuple[int, dict[str,
 # --- sd_notify ------------------------------------------------------------------------------
 
 
-def test_the_notifier_sends_each_message_as_one_datagram(tmp_path: Path, listener: Listener) -> None:
+def test_the_notifier_sends_each_message_as_one_datagram(tmp_path: Path, listener: NotifySocket) -> None:
     n = Notifier(str(tmp_path / "notify"))
     assert n.enabled and n.watchdog_interval is None
     assert n.ready() and n.status("2 inboxes\nwaiting 1") and n.watchdog_ping() and n.reloading() and n.stopping()
@@ -90,7 +70,7 @@ def test_the_notifier_sends_each_message_as_one_datagram(tmp_path: Path, listene
 
 def test_an_abstract_socket_name_is_reached(tmp_path: Path) -> None:
     name = f"@inboxd-unit-{os.getpid()}-{tmp_path.name}"
-    lst = Listener(name)
+    lst = NotifySocket(name)
     try:
         n = Notifier(name)
         assert n.ready() and lst.messages() == ["READY=1"]
@@ -145,7 +125,7 @@ def started(tmp_path: Path) -> Iterator[Daemon]:
 
 
 def test_the_watchdog_is_fed_while_the_daemon_is_alive_and_not_after(started: Daemon, tmp_path: Path,
-                                                                     listener: Listener) -> None:
+                                                                     listener: NotifySocket) -> None:
     n = Notify(Notifier(str(tmp_path / "notify"), watchdog_usec=2000))  # a ping due every millisecond
     n.ready(started)
     n.tick(started)

@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -19,12 +18,13 @@ import pytest
 import structlog
 
 from inboxd.config import load_config
-from inboxd.emulator import Emulator, EmulatorSettings
+from inboxd.emulator import Emulator
 from inboxd.pipeline import hooks
 from inboxd.pipeline.command import StartRefused, run_daemon
 from inboxd.pipeline.overview import overview
 from inboxd.schemas import BATCH, load_schema
 from inboxd.state.lock import lock_state_dir
+from tests.helpers.notify import NotifySocket
 
 KEY = "unit-run-key-0123"
 LINE = '{"custom_id": "r%d", "body": {"model": "%s", "messages": [{"role": "user", "content": "hi %d"}]}}\n'
@@ -39,14 +39,6 @@ def _quiet_and_signals_put_back() -> Iterator[None]:
     yield
     for s, handler in saved.items():
         signal.signal(s, handler)
-
-
-@pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Emulator]:
-    e = Emulator(EmulatorSettings(key=KEY, data_dir=tmp_path_factory.mktemp("emu"), dedupe=False,
-                                  processing_delay_seconds=0.0, batch_seconds=0.0)).start()
-    yield e
-    e.stop()
 
 
 def write_config(tmp: Path, base_url: str, *, metrics: str = "") -> Path:
@@ -87,27 +79,10 @@ def lines(n: int, unknown: tuple[int, ...] = (), start: int = 0) -> str:
     return "".join(LINE % (i, "unknown-model" if i in unknown else "m", i) for i in range(start, start + n))
 
 
-class Notified:
-    """A datagram socket bound in tmp_path where $NOTIFY_SOCKET points, as systemd's."""
-
-    def __init__(self, path: Path) -> None:
-        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
-        self.sock.bind(str(path))
-        self.sock.setblocking(False)
-
-    def messages(self) -> list[str]:
-        out = []
-        while True:
-            try:
-                out.append(self.sock.recv(65536).decode())
-            except BlockingIOError:
-                return out
-
-
 @pytest.fixture
 def run_env(tmp_path: Path, server: Emulator, monkeypatch: pytest.MonkeyPatch) -> dict[str, Any]:
     monkeypatch.setenv("UNIT_RUN_KEY", KEY)
-    notified = Notified(tmp_path / "notify")
+    notified = NotifySocket(str(tmp_path / "notify"))
     monkeypatch.setenv("NOTIFY_SOCKET", str(tmp_path / "notify"))
     monkeypatch.delenv("WATCHDOG_USEC", raising=False)
     services: list[hooks.Service] = []
@@ -119,7 +94,7 @@ def run_env(tmp_path: Path, server: Emulator, monkeypatch: pytest.MonkeyPatch) -
 
     monkeypatch.setattr(hooks, "make_service", capture)
     yield {"notified": notified, "services": services}
-    notified.sock.close()
+    notified.close()
 
 
 def test_a_batch_round_trip_delivers_each_input_into_its_outbox(tmp_path: Path, server: Emulator,
