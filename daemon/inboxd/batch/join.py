@@ -28,8 +28,8 @@ from pathlib import Path
 from typing import Any
 
 from ..api import Cancelled
+from .answers import ERRORS, OUTPUT, error_of, response_of
 
-OUTPUT, ERRORS = 0, 1
 _BATCH = 2000
 
 
@@ -88,23 +88,6 @@ def count_answers(path: Path | None, kind: int, cancel: threading.Event | None =
         else:
             c.succeeded += 1
     return c
-
-
-def _response_of(obj: dict[str, Any]) -> Any:
-    if "response" in obj:
-        return obj["response"]
-    return {k: v for k, v in obj.items() if k != "custom_id"}
-
-
-def _error_of(obj: dict[str, Any] | None, kind: int) -> Any:
-    if obj is None:
-        return {"message": "the answer line is not a JSON object"}
-    if kind == ERRORS:
-        return obj.get("error") if obj.get("error") is not None else {k: v for k, v in obj.items() if k != "custom_id"}
-    if obj.get("error"):
-        return obj["error"]
-    resp = obj.get("response")
-    return {"status_code": resp.get("status_code")} if isinstance(resp, dict) else None
 
 
 def _open_index(work_dir: Path) -> tuple[sqlite3.Connection, str]:
@@ -175,8 +158,8 @@ def _result_entry(db: sqlite3.Connection, fds: dict[int, int], raw: bytes, n: in
     else:
         counts.succeeded += 1
     entry.update(status="failed" if failed else "succeeded",
-                 response=_response_of(obj) if (obj is not None and kind == OUTPUT) else None,
-                 error=_error_of(obj, kind) if failed else None)
+                 response=response_of(obj) if (obj is not None and kind == OUTPUT) else None,
+                 error=error_of(obj, kind) if failed else None)
     return entry
 
 
