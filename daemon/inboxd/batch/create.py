@@ -28,6 +28,7 @@ from ..api import ApiError, Cancelled, ProtocolError, TransientError
 from ..api._batches import BatchJob, BatchRejected
 from ..config import BatchConfig
 from ..retry import BATCH_CREATE
+from ..state.sidecars import MANIFEST_SUFFIX
 from .client import BatchClient
 from .store import BatchRecord, BatchStore
 
@@ -87,7 +88,7 @@ class Listing:
 def named_in_manifests(folder: Path) -> set[str]:
     """The batch ids the manifests in `folder` (an inbox's done/) name."""
     out: set[str] = set()
-    for path in folder.glob("*.manifest.json") if folder.is_dir() else []:
+    for path in folder.glob("*" + MANIFEST_SUFFIX) if folder.is_dir() else []:
         try:
             section = json.loads(path.read_text(encoding="utf-8")).get("batch")
         except (OSError, ValueError, AttributeError):

@@ -35,6 +35,7 @@ from ..api import Network, resolve_network
 from ..config import Config, ConfigError, EventSinkConfig
 from ..retry import Backoff
 from ..state.db import Database
+from ..state.sidecars import ERROR_SUFFIX, MANIFEST_SUFFIX
 from . import payload
 from .fleet import Intent, remove_event_file, remove_intent, take_over, write_event_file, write_intent
 from .signing import read_secret
@@ -43,8 +44,6 @@ from .store import EventRow, EventStore, NewEvent, adopt, insert
 
 log = structlog.get_logger("inboxd.events")
 
-MANIFEST_SUFFIX = ".manifest.json"
-ERROR_SUFFIX = ".error.json"
 IDLE_POLL = 1.0  # a sender with nothing due looks again this often (retried events, `inboxd events retry`)
 # a record wakes its senders from inside the transaction, before the commit that makes it
 # visible (which may carry more rows and their event files): after a wake-up, a sender with

@@ -110,12 +110,18 @@ class FileRun:
 
     def fields(self, **extra: Any) -> dict[str, Any]:
         """The log fields of this file."""
-        out: dict[str, Any] = {"inbox": str(self.job.inbox.path), "name": self.job.name}
-        if self.row.sha256:
-            out["sha256"] = self.row.sha256
-        if self.row.bytes is not None:
-            out["bytes"] = self.row.bytes
-        if self.row.file_id:
-            out["file_id"] = self.row.file_id
-        out.update(extra)
-        return out
+        return log_fields(self.job, self.row, **extra)
+
+
+def log_fields(job: Job, row: Row | None, **extra: Any) -> dict[str, Any]:
+    """The log fields of a file: its inbox and name, and what its journal row knows."""
+    out: dict[str, Any] = {"inbox": str(job.inbox.path), "name": job.name}
+    if row is not None:
+        if row.sha256:
+            out["sha256"] = row.sha256
+        if row.bytes is not None:
+            out["bytes"] = row.bytes
+        if row.file_id:
+            out["file_id"] = row.file_id
+    out.update(extra)
+    return out

@@ -29,12 +29,11 @@ from pathlib import Path
 from typing import Any
 
 from ..config import Config
-from ..state.sidecars import iso
+from ..state.sidecars import ERROR_SUFFIX, iso
 from .status import journal_path, status_data
 
 RECENT = 10  # last files per inbox
 MAX_SIDECAR_BYTES = 1 << 20
-SIDECAR_SUFFIX = ".error.json"
 
 
 def overview(config: Config, live: dict[str, Any] | None = None, extra: dict[str, Any] | None = None,
@@ -119,7 +118,7 @@ def _failure_details(f: dict[str, Any]) -> dict[str, Any]:
                                "sidecar": None}
     target = f.get("path")
     if target:
-        sidecar = Path(str(target) + SIDECAR_SUFFIX)
+        sidecar = Path(str(target) + ERROR_SUFFIX)
         body = _read_json(sidecar)
         if body is not None:
             details["sidecar"] = str(sidecar)
@@ -191,7 +190,7 @@ def _batch_counts(row: dict[str, Any]) -> dict[str, int | None]:
 def sidecar_path(config: Config, requested: str) -> Path | None:
     """`requested` if it names an error sidecar directly inside a configured inbox's failed/
     folder (after resolving it: no `..`, no symlink out), else None."""
-    if not requested.endswith(SIDECAR_SUFFIX) or "\0" in requested or not os.path.isabs(requested):
+    if not requested.endswith(ERROR_SUFFIX) or "\0" in requested or not os.path.isabs(requested):
         return None
     path = Path(os.path.normpath(requested))
     try:

@@ -26,7 +26,7 @@ from ..batch import BatchRejected
 from ..retry import backoff
 from ..state.journal import Stage
 from .archive import fail, finish_orphan
-from .context import Context, FileRun, Outcome
+from .context import Context, FileRun, Outcome, log_fields
 from .failure import Failure
 from .steps import Step, drive
 from .upload import drop_orphan, report_json
@@ -160,12 +160,7 @@ def _failed(ctx: Context, job: Job, failure: Failure) -> Outcome:
 
 
 def _fields(ctx: Context, job: Job, **extra: Any) -> dict[str, Any]:
-    row = ctx.journal.get(str(job.claim))
-    out: dict[str, Any] = {"inbox": str(job.inbox.path), "name": job.name}
-    if row is not None:
-        out.update({k: v for k, v in (("sha256", row.sha256), ("bytes", row.bytes), ("file_id", row.file_id))
-                    if v is not None and v != ""})
-    return {**out, **extra}
+    return log_fields(job, ctx.journal.get(str(job.claim)), **extra)
 
 
 OnError = Callable[[Context, Job, Any], Outcome]
