@@ -18,6 +18,7 @@ import subprocess
 import sys
 import tempfile
 import textwrap
+import threading
 import time
 from pathlib import Path
 
@@ -256,8 +257,14 @@ def test_without_a_lease_a_file_written_in_place_waits_for_its_close(tmp_path):
         env.update(TOGETHER_API_KEY=emu.key, PYTHONUNBUFFERED="1")
         proc = subprocess.Popen([*nobody, "-m", "inboxd", "run", "--config", str(cfg)], cwd=REPO, env=env,
                                 stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        seen: list[str] = []
+        reader = threading.Thread(target=lambda: seen.extend(iter(proc.stdout.readline, "")), daemon=True)
+        reader.start()
         try:
-            time.sleep(2.0)  # started and watching (a nobody daemon's log is read at the end)
+            # A file already there when the daemon starts has no close-write to wait for, so the
+            # writer starts only once the inbox is watched (a loaded machine takes seconds).
+            wait_until(lambda: any('"inbox.watching"' in line for line in seen) or proc.poll() is not None,
+                       60, what="inbox.watching")
             all_lines = lines("nolease", 200)
             chunks = [b"".join(all_lines[:100]), b"".join(all_lines[100:])]
             w = run_writer(inbox / "n.jsonl", chunks, pause=3 * SETTLE)
@@ -266,7 +273,9 @@ def test_without_a_lease_a_file_written_in_place_waits_for_its_close(tmp_path):
                             30, what="the manifest")
         finally:
             proc.send_signal(signal.SIGTERM)
-            out, _ = proc.communicate(timeout=30)
+            proc.wait(timeout=30)
+            reader.join(timeout=10)
+            out = "".join(seen)
         assert ok and (inbox / "done" / "n.jsonl.manifest.json").exists(), out[-3000:]
         m = json.loads((inbox / "done" / "n.jsonl.manifest.json").read_text())
         full = b"".join(chunks)
