@@ -1,6 +1,7 @@
-"""The batch round trip in the daemon (issue 12): a batch-api inbox with [inboxes.batch] turns
-a folder into a batch inference service. The daemon runs as a real process against the
-emulator (its fake model answers every request line; `batch_seconds` is its job time)."""
+"""The batch round trip in the daemon: a batch-api inbox with [inboxes.batch] turns a folder
+into a batch inference service. Every input is followed through its ledger (done/<name>.ledger.json)
+and delivered as inboxd.batch/v2. The daemon runs as a real process against the emulator (its
+fake model answers every request line; `batch_seconds` is its job time)."""
 
 from __future__ import annotations
 
@@ -16,7 +17,7 @@ from pathlib import Path
 
 import jsonschema
 
-from inboxd.schemas import BATCH, load_schema
+from inboxd.schemas import BATCH_V2, load_schema
 from tests.helpers.daemon import start_daemon, wait_until, write_config
 from tests.helpers.emulator import start_emulator
 from tests.reliability.common import record, scale
@@ -43,13 +44,13 @@ def batch_sidecars(outbox: Path) -> dict[str, dict]:
 def check_outbox(outbox: Path, inputs: dict[str, bytes], emu) -> None:
     """Every input has its results: output lines name custom_ids of its input, results.jsonl is
     one line per input line in input order, the files are the emulator's bytes."""
-    schema = load_schema(BATCH)
+    schema = load_schema(BATCH_V2)
     jobs = {j["id"]: j for j in emu.batches()}
     for name, data in inputs.items():
         stem = name[:-len(".jsonl")]
         side = json.loads((outbox / f"{stem}.batch.json").read_text())
         jsonschema.validate(side, schema)
-        assert side["batch"]["status"] == "COMPLETED"
+        assert [j["status"] for j in side["jobs"]] == ["COMPLETED"] and side["counts"]["missing"] == 0
         ids = [json.loads(line)["custom_id"] for line in data.decode().splitlines()]
         out_ids = [json.loads(line)["custom_id"] for line in (outbox / f"{stem}.output.jsonl").read_text().splitlines()]
         err_ids = [json.loads(line)["custom_id"] for line in (outbox / f"{stem}.errors.jsonl").read_text().splitlines()]
@@ -57,7 +58,7 @@ def check_outbox(outbox: Path, inputs: dict[str, bytes], emu) -> None:
         assert out_ids != [i for i in ids if i in set(out_ids)], "the server's order differs from the input's"
         results = [json.loads(line) for line in (outbox / f"{stem}.results.jsonl").read_text().splitlines()]
         assert [r["custom_id"] for r in results] == ids, "results.jsonl is in input order"
-        job = jobs[side["batch"]["id"]]
+        job = jobs[side["jobs"][0]["id"]]
         for kind, key in (("output", "output_file_id"), ("errors", "error_file_id")):
             got = (outbox / f"{stem}.{kind}.jsonl").read_bytes()
             assert hashlib.sha256(got).hexdigest() == side["outputs"][kind]["sha256"]
@@ -81,7 +82,11 @@ def test_twenty_batch_files_become_twenty_outboxes(tmp_path):
             seconds = time.monotonic() - t0
             assert not d.events("file.failed")
             manifest = json.loads((inbox / "done" / "b00.jsonl.manifest.json").read_text())
-            assert manifest["batch"]["status"] == "COMPLETED"
+            wait_until(lambda: json.loads((inbox / "done" / "b00.jsonl.manifest.json").read_text())["batch"]
+                       .get("sidecar"), 10, what="the manifest names the batch.json")
+            manifest = json.loads((inbox / "done" / "b00.jsonl.manifest.json").read_text())
+            assert manifest["batch"]["status"] == "COMPLETED" and len(manifest["batch"]["jobs"]) == 1
+            assert manifest["batch"]["ledger"] == str(inbox / "done" / "b00.jsonl.ledger.json")
         assert emu.batch_creates() == 20
         check_outbox(outbox, inputs, emu)
         record("batch round trip", files=20, seconds=round(seconds, 1))
@@ -123,18 +128,25 @@ def test_kill9_across_upload_create_poll_and_download_makes_one_job_per_input(tm
         emu.stop()
 
 
-def test_a_refused_create_sends_the_input_to_failed(tmp_path):
+def test_a_refused_create_is_delivered_with_the_reason_and_never_sent_again(tmp_path):
+    """The server refuses the job (a 400: an endpoint it does not serve): the input was checked
+    and uploaded, so it stays in done/; its batch.json says why no request was answered, and
+    nothing is created or resent."""
     emu = start_emulator(tmp_path / "emu", no_dedupe=True, batch_seconds=0.2, processing_delay=0.05)
     try:
-        inbox = tmp_path / "inbox"
+        inbox, outbox = tmp_path / "inbox", tmp_path / "inbox" / "outbox"
         inbox.mkdir()
         cfg = write_config(tmp_path, base_url=emu.base_url, inboxes=[{
-            "path": str(inbox), "purpose": "batch-api", "batch": {"endpoint": "/v1/no-such-endpoint"}}])
+            "path": str(inbox), "purpose": "batch-api", "batch": {"endpoint": "/v1/no-such-endpoint",
+                                                                  "poll_seconds": 0.1}}])
         with start_daemon(cfg, key=emu.key) as d:
             drop(inbox, "r.jsonl", batch_input("r", 3))
-            d.wait_event("file.failed", name="r.jsonl", timeout=30)
-        side = json.loads((inbox / "failed" / "r.jsonl.error.json").read_text())
-        assert side["stage"] == "batch" and side["error"]["kind"] == "batch_rejected" and side["error"]["status"] == 400
+            d.wait_for(lambda: "r.batch.json" in batch_sidecars(outbox), 30, what="the refusal delivered")
+        side = batch_sidecars(outbox)["r.batch.json"]
+        [job] = side["jobs"]
+        assert job["id"] is None and job["status"] == "FAILED" and "refused" in job["error"]
+        assert side["counts"] == {"succeeded": 0, "failed": 0, "missing": 3} and side["rounds"] == 1
+        assert (inbox / "done" / "r.jsonl.manifest.json").exists() and not list(inbox.glob("failed/*"))
         assert emu.batch_creates() == 0
     finally:
         emu.stop()
@@ -154,29 +166,26 @@ def test_sighup_removing_the_batch_table_still_follows_created_jobs(tmp_path):
             d.signal(signal.SIGHUP)
             d.wait_event("config.reloaded")
             wait_until(lambda: "h.batch.json" in batch_sidecars(outbox), 30, what="the results after the reload")
-        assert batch_sidecars(outbox)["h.batch.json"]["batch"]["status"] == "COMPLETED"
+        assert batch_sidecars(outbox)["h.batch.json"]["jobs"][0]["status"] == "COMPLETED"
     finally:
         emu.stop()
 
 
 def test_killed_while_the_create_is_in_flight_the_restart_adopts_the_job(tmp_path):
-    """The daemon dies after journaling `creating`, while the server (slowed) is still making the
-    job: the restart finds the job by its input file id and adopts it; no second job."""
-    import sqlite3
-
+    """The daemon dies after its ledger says `creating`, while the server (slowed) is still
+    making the job: the restart finds the job by its input file id and adopts it; no second job."""
     emu = start_emulator(tmp_path / "emu", no_dedupe=True, batch_seconds=0.3, processing_delay=0.05)
     try:
         inbox, outbox = tmp_path / "inbox", tmp_path / "outbox"
         inbox.mkdir()
         cfg = write_config(tmp_path, base_url=emu.base_url, inboxes=[{
             "path": str(inbox), "purpose": "batch-api", "batch": {"poll_seconds": 0.2, "outbox": str(outbox)}}])
-        journal = tmp_path / "state" / "journal.sqlite3"
+        ledger = inbox / "done" / "c.jsonl.ledger.json"
 
         def creating() -> bool:
             try:
-                with sqlite3.connect(journal, timeout=1) as db:
-                    return bool(db.execute("SELECT 1 FROM batches WHERE stage = 'creating'").fetchall())
-            except sqlite3.Error:
+                return json.loads(ledger.read_text())["jobs"][0]["stage"] == "creating"
+            except (OSError, ValueError):
                 return False
 
         d = start_daemon(cfg, key=emu.key)
@@ -184,7 +193,7 @@ def test_killed_while_the_create_is_in_flight_the_restart_adopts_the_job(tmp_pat
             # every answer 1.5 s late: the create too (the job is made anyway, after the daemon died)
             emu.set_faults(slow_seconds=1.5)
             drop(inbox, "c.jsonl", batch_input("c", 6))
-            wait_until(creating, 40, interval=0.01, what="the create journaled")
+            wait_until(creating, 40, interval=0.01, what="the create in the ledger")
             # and received: the server counts a request before its 1.5 s wait (killed before the
             # POST left, the server would never make the job: another case, not this one)
             wait_until(lambda: emu.stats()["requests"].get("batch_create", 0) >= 1, 10, interval=0.005,
@@ -202,47 +211,55 @@ def test_killed_while_the_create_is_in_flight_the_restart_adopts_the_job(tmp_pat
         emu.stop()
 
 
-def test_a_file_taken_over_from_a_dead_host_adopts_the_job_that_host_created(tmp_path):
-    """A host uploaded an input, created its batch job and died for good before archiving it;
-    its claim folder holds the file id, its journal (with the job's id) is gone with it. The
-    survivor takes the file over, adopts the upload and, before creating anything, asks the
-    server for a job of that input: it adopts the dead host's job, no second one."""
+def test_a_dead_hosts_ledger_left_at_creating_is_followed_on_and_its_job_adopted(tmp_path):
+    """A host archived an input, saved in its ledger what the server listed for the input file
+    id, sent the create and died for good before the answer was saved (its journal gone with
+    it). A host with a fresh state dir finds the ledger in done/ (its follow lock free), and
+    before creating anything asks the server: the job that is not among the listed ones and
+    that no other ledger names is adopted; no second job."""
     from inboxd.api import FilesClient
+    from inboxd.batch.ledger import Ledger, Limits, ledger_path
+    from inboxd.batch.manifest import ledger_section
+    from inboxd.batch.split import plan_parts
     from inboxd.config import ApiConfig, UploadConfig
+    from inboxd.state import sidecars
 
     emu = start_emulator(tmp_path / "emu", no_dedupe=True, batch_seconds=0.3, processing_delay=0.05)
     try:
         inbox, outbox = tmp_path / "inbox", tmp_path / "outbox"
+        done = inbox / "done"
+        done.mkdir(parents=True)
         data = batch_input("t", 6)
-        # the dead host's work: the upload and the job, made here through the same client
-        (tmp_path / "t.jsonl").write_bytes(data)
+        sha = hashlib.sha256(data).hexdigest()
+        (done / "t.jsonl").write_bytes(data)
+        # the dead host's work: the upload, the archive with its manifest and ledger, the create
         client = FilesClient(ApiConfig(base_url=emu.base_url), UploadConfig(), emu.key)
-        up = client.upload(tmp_path / "t.jsonl", "batch-api", sha256=hashlib.sha256(data).hexdigest())
+        up = client.upload(done / "t.jsonl", "batch-api", sha256=sha)
         client.wait_for_processing(up.file.id, timeout=30)
-        client.create_batch(up.file.id, "/v1/chat/completions")
-        assert emu.batch_creates() == 1
-        # ... and its claim folder: an old heartbeat, the claimed file with its state
-        dead = inbox / ".inboxd" / "deadhost-4242-0badf00d"
-        dead.mkdir(parents=True)
-        (dead / ".owner").write_text(json.dumps({"claimer": "deadhost-4242-0badf00d", "host": "deadhost",
-                                                 "boot_id": "gone", "pid": 4242, "started": 0, "flock": False}))
-        os.utime(dead / ".owner", (time.time() - 3600, time.time() - 3600))
-        claimed = dead / "1.t.jsonl"
-        os.rename(tmp_path / "t.jsonl", claimed)
-        st = claimed.stat()
-        validation = {"mode": "basic", "passed": True, "records": 6, "format": "batch"}
-        os.setxattr(claimed, "user.inboxd.state", json.dumps({
-            "file_id": up.file.id, "sha256": hashlib.sha256(data).hexdigest(), "bytes": st.st_size,
-            "mtime_ns": st.st_mtime_ns, "validation": json.dumps(validation), "method": "single",
-            "purpose": "batch-api", "batch_listed_before": []}).encode())  # listed (nothing) before its create
+        lfile = ledger_path(done / "t.jsonl")
+        ledger = Ledger.plan(done / "t.jsonl", plan_parts(done / "t.jsonl", 50_000, 10**8),
+                             Limits(max_requests_per_job=50_000, max_bytes_per_job=10**8, resubmit_rounds=3,
+                                    resubmit_codes=[429, 500, 502, 503, 504]), sha256=sha)
+        job = ledger.jobs[0]
+        job.input_file_id, job.stage, job.listed_before = up.file.id, "creating", []
+        ledger.save(lfile)
+        manifest = sidecars.manifest(
+            file_object=up.file.manifest_dict(), inbox=inbox, name="t.jsonl", path=done / "t.jsonl", size=len(data),
+            sha256=sha, mtime_ns=(done / "t.jsonl").stat().st_mtime_ns,
+            validation={"mode": "basic", "passed": True, "records": 6}, method="single", parts=1, attempts=1,
+            timing=(time.time(), time.time()))
+        manifest["batch"] = ledger_section(lfile)
+        sidecars.write(done / "t.jsonl.manifest.json", manifest)
+        made, _ = client.create_batch(up.file.id, "/v1/chat/completions")  # the answer the dead host never saved
         cfg = write_config(tmp_path, base_url=emu.base_url, inboxes=[{
             "path": str(inbox), "purpose": "batch-api", "batch": {"poll_seconds": 0.2, "outbox": str(outbox)}}])
         with start_daemon(cfg, key=emu.key) as d:
             d.wait_for(lambda: "t.batch.json" in batch_sidecars(outbox), 30, what="the results")
-            assert d.events("file.adopted", name="t.jsonl"), d.tail(30)
+            assert d.events("batch.taken_over"), d.tail(30)
             assert d.events("batch.adopted"), d.tail(30)
         assert emu.batch_creates() == 1
-        assert len(emu.creates_by_sha256()) == 1 and sum(emu.creates_by_sha256().values()) == 1
+        assert [j["id"] for j in batch_sidecars(outbox)["t.batch.json"]["jobs"]] == [made.id]
+        assert json.loads((done / "t.jsonl.manifest.json").read_text())["batch"]["jobs"] == [made.id]
     finally:
         emu.stop()
 
@@ -292,7 +309,7 @@ def test_the_same_bytes_dropped_twice_across_a_takeover_make_two_jobs(tmp_path):
             assert d.events("file.adopted", name="s.jsonl"), d.tail(30)
             assert not d.events("batch.adopted"), d.tail(30)
         side = batch_sidecars(outbox)["s.batch.json"]
-        assert side["batch"]["id"] != first.id and side["batch"]["status"] == "COMPLETED"
+        assert side["jobs"][0]["id"] != first.id and side["jobs"][0]["status"] == "COMPLETED"
         assert emu.batch_creates_by_input() == {up.file.id: 2}
         results = [json.loads(x) for x in (outbox / "s.results.jsonl").read_text().splitlines()]
         assert len(results) == 6 and all(r["status"] != "missing" for r in results)

@@ -343,6 +343,11 @@ class InboxConfig(_Section):
     def _batch_outbox(self) -> InboxConfig:
         """The batch outbox defaults to <path>/outbox (resolved like a configured one: a symlink
         named outbox is compared by where it leads)."""
+        if self.batch is not None and self.on_success == "delete":
+            # the ledger reads the input until its results are delivered: the parts, the
+            # requests it sends again, and the join all copy its lines
+            raise ValueError('on_success = "delete" cannot go with [inboxes.batch]: the batch ledger reads the '
+                             'input until its results are delivered (use "move" or "keep")')
         if self.batch is not None and self.batch.outbox is None:
             outbox = resolved_absolute(self.path / "outbox")
             object.__setattr__(self, "batch", self.batch.model_copy(update={"outbox": outbox}))

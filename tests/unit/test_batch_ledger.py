@@ -164,16 +164,16 @@ def test_a_split_input_is_checked_per_part_with_the_inputs_line_numbers(tmp_path
 
     src = write_input(tmp_path / "in.jsonl", 10)
     parts = plan_parts(src, 4, 10**6)
-    ok_ = check_input(src, parts, max_line_bytes=2**20, max_errors=20, work_dir=tmp_path)
+    ok_ = check_input(src, parts, max_line_bytes=2**20, max_errors=20)
     assert not ok_.errors and ok_.records == 10 and ok_.bytes == src.stat().st_size
     rows = src.read_bytes().splitlines(keepends=True)
     rows[8] = request(1) + b"\n"  # line 9 repeats line 2's custom_id: another part
     rows[5] = b'{"body": {}}\n'  # line 6: no custom_id
     src.write_bytes(b"".join(rows))
-    bad = check_input(src, plan_parts(src, 4, 10**6), max_line_bytes=2**20, max_errors=20, work_dir=tmp_path)
+    bad = check_input(src, plan_parts(src, 4, 10**6), max_line_bytes=2**20, max_errors=20)
     assert [(e.line, e.rule) for e in bad.errors] == [(6, "batch.custom_id.missing")]
     rows[5] = request(5) + b"\n"
     src.write_bytes(b"".join(rows))
-    dup = check_input(src, plan_parts(src, 4, 10**6), max_line_bytes=2**20, max_errors=20, work_dir=tmp_path)
+    dup = check_input(src, plan_parts(src, 4, 10**6), max_line_bytes=2**20, max_errors=20)
     assert [(e.line, e.rule) for e in dup.errors] == [(9, "batch.custom_id.duplicate")]
     assert "first on line 2" in dup.errors[0].message

@@ -131,7 +131,7 @@ def _stage(state_dir, claim: str) -> str:
 def test_owners_migrate_on_their_own_and_a_newer_owner_is_refused(tmp_path):
     j = Journal(tmp_path)
     BatchStore(j)
-    assert j.db.version("batches") == 1
+    assert j.db.version("batches") == 2
     j.db.register("events", ["CREATE TABLE t (x INTEGER);", "ALTER TABLE t ADD COLUMN y INTEGER;"])
     assert j.db.version("events") == 2
     j.db.execute("INSERT INTO t (x, y) VALUES (1, 2)")

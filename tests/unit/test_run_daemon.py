@@ -22,7 +22,7 @@ from inboxd.emulator import Emulator
 from inboxd.pipeline import hooks
 from inboxd.pipeline.command import StartRefused, run_daemon
 from inboxd.pipeline.overview import overview
-from inboxd.schemas import BATCH, load_schema
+from inboxd.schemas import BATCH_V2, load_schema
 from inboxd.state.lock import lock_state_dir
 from tests.helpers.notify import NotifySocket
 
@@ -110,8 +110,8 @@ def test_a_batch_round_trip_delivers_each_input_into_its_outbox(tmp_path: Path, 
 
     joined = tmp_path / "joined" / "outbox"
     sidecar = json.loads((joined / "in.batch.json").read_text())
-    jsonschema.validate(sidecar, load_schema(BATCH))
-    assert sidecar["batch"]["status"] == "COMPLETED" and sidecar["input"]["requests"] == 8
+    jsonschema.validate(sidecar, load_schema(BATCH_V2))
+    assert sidecar["jobs"][0]["status"] == "COMPLETED" and sidecar["input"]["requests"] == 8
     assert sidecar["counts"] == {"succeeded": 6, "failed": 2, "missing": 0}
     results = [json.loads(x) for x in (joined / "in.results.jsonl").read_text().splitlines()]
     assert [r["custom_id"] for r in results] == [f"r{i}" for i in range(8)]  # input order
@@ -123,14 +123,15 @@ def test_a_batch_round_trip_delivers_each_input_into_its_outbox(tmp_path: Path, 
     plain = tmp_path / "plain" / "outbox"
     assert (plain / "in.batch.json").read_text() == "{}"  # left as it was
     assert len((plain / "in.2.output.jsonl").read_text().splitlines()) == 3  # the next free stem
-    assert json.loads((plain / "in.2.batch.json").read_text())["batch"]["status"] == "COMPLETED"
+    assert json.loads((plain / "in.2.batch.json").read_text())["jobs"][0]["status"] == "COMPLETED"
     assert not (plain / "in.2.results.jsonl").exists() and not (plain / "in.2.errors.jsonl").exists()
     # the input's manifest in done/ follows its job to the end and names the outbox's sidecar
     for inbox, stem in (("joined", "in"), ("plain", "in.2")):
         manifest = json.loads((tmp_path / inbox / "done" / "in.jsonl.manifest.json").read_text())
         delivered = json.loads((tmp_path / inbox / "outbox" / f"{stem}.batch.json").read_text())
-        assert manifest["file"]["id"] == delivered["batch"]["input_file_id"]
-        assert manifest["batch"]["id"] == delivered["batch"]["id"] and manifest["batch"]["status"] == "COMPLETED"
+        assert manifest["file"]["id"] == delivered["jobs"][0]["input_file_id"]
+        assert manifest["batch"]["id"] == delivered["jobs"][0]["id"] and manifest["batch"]["status"] == "COMPLETED"
+        assert manifest["batch"]["jobs"] == [delivered["jobs"][0]["id"]]
         assert manifest["batch"]["sidecar"] == str(tmp_path / inbox / "outbox" / f"{stem}.batch.json")
 
     # what the operations layer saw: sd_notify, the metrics, a healthy verdict

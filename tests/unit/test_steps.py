@@ -240,16 +240,35 @@ def test_shutdown_during_a_transient_failure_leaves_the_file_claimed(env: Env) -
     assert job.claim.exists() and not env.queue._delayed
 
 
-def test_a_batch_inbox_waits_for_processing_and_creates_its_job_once(tmp_path: Path) -> None:
+def test_a_batch_inbox_waits_for_processing_and_hands_the_archived_input_to_its_ledger(tmp_path: Path) -> None:
+    """No job is created before the input is archived: its manifest names its ledger, and the
+    journal's row (the poller's index) points at both."""
     env = Env(tmp_path, batch={"endpoint": "/v1/chat/completions", "outbox": str(tmp_path / "outbox")})
     env.client.processing = "PENDING"
     job = env.claim()
     assert env.through(job) is Outcome.ARCHIVED
-    assert env.client.count("wait_for_processing") == 1 and env.client.count("create_batch") == 1
+    assert env.client.count("wait_for_processing") == 1 and env.client.count("create_batch") == 0
     assert env.ctx.batches is not None
     rec = env.ctx.batches.get(str(job.claim))
-    assert rec is not None and rec.batch_id and rec.stage == "following"
-    assert rec.manifest == str(env.inbox_path / "done" / "x.jsonl.manifest.json")
+    done = env.inbox_path / "done"
+    assert rec is not None and rec.batch_id is None and rec.stage == "following"
+    assert rec.manifest == str(done / "x.jsonl.manifest.json") and rec.ledger == str(done / "x.jsonl.ledger.json")
+    manifest = json.loads((done / "x.jsonl.manifest.json").read_text())
+    assert manifest["batch"]["ledger"] == rec.ledger and manifest["batch"]["jobs"] == []
+    assert manifest["file"]["id"] and manifest["upload"]["method"] == "single"
+
+
+def test_a_batch_input_over_the_per_job_limit_is_archived_unsent_for_its_ledger_to_split(tmp_path: Path) -> None:
+    """Above max_requests_per_job the input is checked part by part and not uploaded whole:
+    its manifest's file is null and upload.method says split (the ledger uploads the parts)."""
+    env = Env(tmp_path, batch={"endpoint": "/v1/chat/completions", "outbox": str(tmp_path / "outbox"),
+                               "max_requests_per_job": 2})
+    job = env.claim(data=b"".join(GOOD.replace(b'"a"', f'"r{i}"'.encode()) for i in range(5)))
+    assert env.through(job) is Outcome.ARCHIVED
+    assert env.client.count("upload") == 0
+    manifest = json.loads((env.inbox_path / "done" / "x.jsonl.manifest.json").read_text())
+    assert manifest["file"] is None and manifest["upload"]["method"] == "split" and manifest["upload"]["parts"] >= 2
+    assert manifest["validation"]["passed"] is True
 
 
 def test_every_step_is_in_the_table() -> None:

@@ -198,7 +198,7 @@ class _Run:
             parts = plan_parts(self.path, bcfg.max_requests_per_job, int(bcfg.max_bytes_per_job))
             work_dir.mkdir(parents=True, exist_ok=True)
             checked = check_input(self.path, parts, max_line_bytes=config.check.max_line_bytes,
-                                  max_errors=config.check.max_errors, work_dir=work_dir)
+                                  max_errors=config.check.max_errors)
         except OSError as exc:
             return self.fail("unreadable", f"cannot read it: {exc.strerror}")
         if checked.errors:

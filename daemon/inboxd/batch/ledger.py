@@ -70,8 +70,9 @@ class LedgerJob(BaseModel):
 
     @property
     def open(self) -> bool:
-        """Started and not yet terminal: it takes a slot of max_jobs_in_flight."""
-        return self.stage in ("uploaded", "creating", "created")
+        """Sent to the server and not yet terminal: it takes a slot of max_jobs_in_flight (an
+        uploaded input waiting for a slot does not)."""
+        return self.stage in ("creating", "created")
 
 
 class LedgerInput(BaseModel):

@@ -85,9 +85,13 @@ def orphans(inboxes: Iterable[InboxConfig], store: BatchStore) -> Iterator[tuple
             except (OSError, ValueError):
                 continue
             section = data.get("batch") if isinstance(data, dict) else None
-            if not isinstance(section, dict) or not section.get("id") or section.get("sidecar"):
+            if not isinstance(section, dict) or section.get("sidecar"):
                 continue
-            if store.by_batch_id(str(section["id"])) is None:
+            ledger = section.get("ledger")
+            if isinstance(ledger, str):  # followed through its ledger (from before its first job)
+                if store.by_ledger(ledger) is None:
+                    yield inbox, manifest, data
+            elif section.get("id") and store.by_batch_id(str(section["id"])) is None:
                 yield inbox, manifest, data
 
 
@@ -106,3 +110,26 @@ def adopt(store: BatchStore, inbox: InboxConfig, manifest: Path, data: dict[str,
     rec = store.update(key, stage="following", batch_id=str(section["id"]), status=section.get("status"))
     log.info("batch.taken_over", manifest=str(manifest), batch_id=rec.batch_id, inbox=str(inbox.path))
     return rec
+
+
+def adopt_ledger(store: BatchStore, inbox: InboxConfig, manifest: Path, data: dict[str, Any]) -> BatchRecord:
+    """Journal an input found in done/ whose ledger nobody follows, at `following`: this host
+    follows it on from what its ledger says (or plans it, if its owner died before that)."""
+    assert inbox.batch is not None
+    key = f"{ADOPTED}{manifest}"
+    rec = store.begin(key, **record_fields(inbox, manifest, data))
+    log.info("batch.taken_over", manifest=str(manifest), ledger=rec.ledger, inbox=str(inbox.path))
+    return rec
+
+
+def record_fields(inbox: InboxConfig, manifest: Path, data: dict[str, Any]) -> dict[str, Any]:
+    """The journal row of an archived input followed through its ledger."""
+    assert inbox.batch is not None
+    cfg, source = inbox.batch, data.get("source") or {}
+    box = cfg.outbox if cfg.outbox is not None else inbox.path / "outbox"
+    return {"inbox": str(inbox.path), "input_file_id": str((data.get("file") or {}).get("id") or ""),
+            "endpoint": cfg.endpoint, "poll_seconds": cfg.poll_seconds, "completion_window": cfg.completion_window,
+            "model_id": cfg.model_id, "priority": cfg.priority, "join": cfg.join, "outbox": str(box),
+            "manifest": str(manifest), "input_path": source.get("path"), "input_sha256": source.get("sha256"),
+            "requests": (data.get("validation") or {}).get("records"), "stage": "following",
+            "ledger": data["batch"]["ledger"]}

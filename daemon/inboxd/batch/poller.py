@@ -34,8 +34,9 @@ from ..api import ApiError, AuthError, Cancelled, ProtocolError, TransientError
 from ..config import InboxConfig
 from ..retry import BATCH_POLL, Backoff
 from .deliver import UNDELIVERABLE, Busy, deliver
+from .following import LedgerFollower
 from .manifest import update_manifest
-from .orphans import ADOPTED, Watchers, adopt, lock_path, orphans
+from .orphans import ADOPTED, Watchers, adopt, adopt_ledger, lock_path, orphans
 from .store import FINISHED_STAGES, BatchRecord, BatchStore
 
 log = structlog.get_logger("inboxd.batch")
@@ -50,7 +51,7 @@ LOST_AFTER = 3  # consecutive 404s on GET /batches/{id} before a job is given up
 class Poller:
     def __init__(self, get_client: Callable[[], Any], store: BatchStore,
                  on_event: Callable[..., None] | None = None, *, max_backoff: float = 600.0,
-                 inboxes: Callable[[], Iterable[InboxConfig]] | None = None) -> None:
+                 inboxes: Callable[[], Iterable[InboxConfig]] | None = None, work_root: Path | None = None) -> None:
         self.get_client = get_client
         self.inboxes = inboxes  # the batch inboxes whose done/ is looked through for orphaned jobs
         self.followers = Watchers()
@@ -67,6 +68,10 @@ class Poller:
         self._pause_until = 0.0
         self._busy_claim: str | None = None
         self._trouble: dict[str, str] = {}  # claim -> why its outbox cannot be written
+        # inputs followed through their ledger in done/ (following.py); their part inputs and
+        # answers are downloaded under work_root
+        self.ledgers = LedgerFollower(get_client, store, self.followers, self._stop,
+                                      work_root or Path(".inboxd-batch-work"), inboxes, self._emit)
 
     # --- control -------------------------------------------------------------------------------
 
@@ -178,6 +183,8 @@ class Poller:
             self._failures.pop(claim, None)
             self.followers.release(claim)
             return None
+        if rec.ledger:
+            return self._follow_ledger(claim, rec)
         if rec.batch_id is None or rec.stage in ("creating", "created"):
             return time.time() + self._interval(rec)  # not created / not attached yet: look later
         if not followed_here(self.followers, self.store, rec):  # another host follows it (or delivered it)
@@ -214,19 +221,28 @@ class Poller:
                             status=exc.status, error=str(exc))
                 return when
             self._failures.pop(claim, None)
-            rec = self._observe(rec, job)
+            rec = observe(self.store, rec, job, self._emit)
             if not rec.terminal:
                 return time.time() + self._interval(rec)
         # terminal (or already delivering after a restart): the outbox
         return self._deliver(client, claim, rec)
 
     def _deliver(self, client: Any, claim: str, rec: BatchRecord) -> float | None:
-        """Deliver a terminal job; None when done, else when to try again. An outbox that cannot
-        be written (permissions, a full disk) is trouble the operator must see: `problems()`
-        (/healthz), the record's error (`inboxd batches`), a download counted with outcome error."""
+        def work() -> None:
+            deliver(client, self.store, rec, cancel=self._stop, emit=self._emit)
+        return self._guarded(claim, rec, work)
+
+    def _follow_ledger(self, claim: str, rec: BatchRecord) -> float | None:
+        return self._guarded(claim, rec, lambda: self.ledgers.step(rec))
+
+    def _guarded(self, claim: str, rec: BatchRecord, work: Callable[[], float | None]) -> float | None:
+        """Run `work` (a delivery, or a look at a ledger); None when done, else when to look again.
+        An outbox or a ledger that cannot be written (permissions, a full disk) is trouble the
+        operator must see: `problems()` (/healthz), the record's error (`inboxd batches`), a
+        download counted with outcome error."""
         try:
             self._busy_claim = claim
-            deliver(client, self.store, rec, cancel=self._stop, emit=self._emit)
+            again = work()
         except Cancelled:
             return None
         except Busy:
@@ -236,16 +252,20 @@ class Poller:
             if isinstance(exc, OSError):
                 self._undeliverable(claim, rec, exc)
             log.error("batch.delivery_error", claim=claim, input=rec.input_path or claim, batch_id=rec.batch_id,
-                      error=str(exc),
-                      kind=getattr(exc, "kind", type(exc).__name__), retry_in=round(when - time.time(), 1))
+                      error=str(exc), kind=getattr(exc, "kind", type(exc).__name__),
+                      retry_in=round(when - time.time(), 1))
             return when
         finally:
             self._busy_claim = None
         self._failures.pop(claim, None)
-        self.followers.release(claim)
+        if again is None:
+            self.followers.release(claim)
         with self._cond:
-            self._trouble.pop(claim, None)
-        return None
+            trouble = self._trouble.pop(claim, None)
+        fresh = self.store.get(claim) if trouble is not None and again is not None else None
+        if fresh is not None and fresh.error and fresh.error.startswith(UNDELIVERABLE):
+            self.store.update(claim, error=None)
+        return again
 
     def _undeliverable(self, claim: str, rec: BatchRecord, exc: OSError) -> None:
         reason = f"{exc.strerror or exc}: {exc.filename}" if exc.filename else str(exc.strerror or exc)
@@ -263,23 +283,6 @@ class Poller:
         with self._cond:
             return [self._trouble[c] for c in sorted(self._trouble)]
 
-    def _observe(self, rec: BatchRecord, job: Any) -> BatchRecord:
-        """Journal what changed; rewrite the manifest and tell on_event when status/progress did."""
-        changes = _changes(rec, job)
-        if not changes:
-            return rec
-        previous = rec.status
-        rec = self.store.update(rec.claim, **changes)
-        if "status" in changes or "progress" in changes:
-            update_manifest(rec)
-        if "status" in changes:
-            self._emit("batch.status", claim=rec.claim, inbox=rec.inbox, batch_id=rec.batch_id, status=job.status,
-                       previous=previous, progress=rec.progress)
-            log.info("batch.status", claim=rec.claim, input=rec.input_path or rec.claim, inbox=rec.inbox,
-                     batch_id=rec.batch_id, status=job.status,
-                     previous=previous, progress=rec.progress)
-        return rec
-
     # --- jobs whose follower died (orphans.py) --------------------------------------------------
 
     def _scan(self) -> float:
@@ -287,9 +290,29 @@ class Poller:
         inboxes = list(self.inboxes()) if self.inboxes is not None else []
         for inbox, manifest, data in orphans(inboxes, self.store):
             if self.followers.take(f"{ADOPTED}{manifest}", lock_path(manifest)):
-                self.follow(adopt(self.store, inbox, manifest, data))
+                if isinstance(data["batch"].get("ledger"), str):
+                    self.follow(adopt_ledger(self.store, inbox, manifest, data))
+                else:
+                    self.follow(adopt(self.store, inbox, manifest, data))
         polls = [i.batch.poll_seconds for i in inboxes if i.batch is not None]
         return time.time() + max(1.0, min([SCAN_SECONDS, *(5 * p for p in polls)]))
+
+
+def observe(store: BatchStore, rec: BatchRecord, job: Any, emit: Callable[..., None]) -> BatchRecord:
+    """Journal what changed; rewrite the manifest and tell `emit` when status/progress did."""
+    changes = _changes(rec, job)
+    if not changes:
+        return rec
+    previous = rec.status
+    rec = store.update(rec.claim, **changes)
+    if "status" in changes or "progress" in changes:
+        update_manifest(rec)
+    if "status" in changes:
+        emit("batch.status", claim=rec.claim, inbox=rec.inbox, batch_id=rec.batch_id, status=job.status,
+             previous=previous, progress=rec.progress)
+        log.info("batch.status", claim=rec.claim, input=rec.input_path or rec.claim, inbox=rec.inbox,
+                 batch_id=rec.batch_id, status=job.status, previous=previous, progress=rec.progress)
+    return rec
 
 
 def _changes(rec: BatchRecord, job: Any) -> dict[str, Any]:

@@ -33,11 +33,11 @@ class Checked:
     errors: tuple[CheckIssue, ...] = ()
 
 
-def _part_issues(path: Path, part: Span, max_line_bytes: int, max_errors: int) -> list[CheckIssue]:
+def _part_issues(path: Path, part: Span, max_line_bytes: int, max_errors: int, mode: str) -> list[CheckIssue]:
     from ..check import check_file
 
     with RangeReader(path, part.start, part.end) as src:
-        report = check_file(cast(BinaryIO, src), "batch-api", "basic", name=path.name,
+        report = check_file(cast(BinaryIO, src), "batch-api", mode, name=path.name,
                             max_line_bytes=max_line_bytes, max_errors=max_errors)
     return [dataclasses.replace(e, line=e.line + part.line - 1) if e.line is not None else e
             for e in report.errors if e.rule not in SPLIT_RULES]
@@ -81,21 +81,22 @@ def _duplicate(path: Path) -> CheckIssue | None:
     return None  # only hashes collided
 
 
-def check_input(path: Path, parts: list[Span], *, max_line_bytes: int, max_errors: int, work_dir: Path) -> Checked:
-    """The basic check of the input at `path`, cut into `parts`."""
+def check_input(path: Path, parts: list[Span], *, max_line_bytes: int, max_errors: int,
+                mode: str = "basic") -> Checked:
+    """The check (`mode`: basic, strict; off hashes only) of the input at `path`, cut into `parts`."""
     from ..check import check_file
 
     if len(parts) == 1:
-        report = check_file(path, "batch-api", "basic", name=path.name, max_line_bytes=max_line_bytes,
+        report = check_file(path, "batch-api", mode, name=path.name, max_line_bytes=max_line_bytes,
                             max_errors=max_errors)
         return Checked(report.sha256, report.bytes, report.records,
                        tuple(e for e in report.errors if e.rule not in SPLIT_RULES))
     errors: list[CheckIssue] = []
     for part in parts:
-        errors += _part_issues(path, part, max_line_bytes, max_errors)
+        errors += _part_issues(path, part, max_line_bytes, max_errors, mode)
         if len(errors) >= max_errors:
             break
-    if not errors:
+    if not errors and mode != "off":
         dup = _duplicate(path)
         errors += [dup] if dup is not None else []
     with open(path, "rb") as f:

@@ -5,8 +5,9 @@ calls it again after `poll_seconds` (the one-shot command in a loop; the daemon'
 stage is saved in the ledger before the step it enables (`ledger.py` has the stages):
 
 - planned -> uploaded: the job's input (the input itself for a single part, else its byte
-  ranges copied into the work folder) is uploaded and processed. Waits for a slot when
-  `max_jobs_in_flight` jobs are open (`may_start`).
+  ranges copied into the work folder) is uploaded and processed. This and the create wait for
+  a slot when `max_jobs_in_flight` jobs are open (`may_start`; the daemon counts every ledger
+  of the inbox it follows).
 - uploaded -> creating: the ids of the jobs the server lists for this input_file_id are saved
   (`listed_before`), then the one ``POST /batches``.
 - creating without an id (the POST failed, was cut, or the process died): ``GET /batches``;
@@ -61,6 +62,7 @@ class Rounds:
     may_start: Callable[[Ledger], bool] | None = None
     on_job: Callable[[Ledger, LedgerJob], None] | None = None  # a job id exists, or its status moved
     cancel: threading.Event | None = None
+    on_download: Callable[[LedgerJob, str, int], None] | None = None  # (job, output | errors, bytes) once downloaded
     events: list[str] = field(default_factory=list)
 
     @property
@@ -85,7 +87,7 @@ class Rounds:
     def _advance(self, job: LedgerJob) -> None:
         if job.stage == "planned" and self._admitted():
             self._upload(job)
-        fresh = job.stage == "uploaded"
+        fresh = job.stage == "uploaded" and self._admitted()
         if fresh:
             self._begin_create(job)
         if job.stage == "creating":
@@ -209,8 +211,10 @@ class Rounds:
             final = self.answer_path(job, kind)
             if not final.exists():
                 tmp = final.with_name(f".{final.name}.part")
-                download(self.client, fid, tmp, cancel=self.cancel)
+                got = download(self.client, fid, tmp, cancel=self.cancel)
                 move_no_replace(tmp, final)
+                if self.on_download is not None:
+                    self.on_download(job, KIND_NAMES[kind], got.bytes)
             out[kind] = final
         return out
 

@@ -67,7 +67,10 @@ CREATE TABLE IF NOT EXISTS batches (
 );
 CREATE INDEX IF NOT EXISTS batches_by_stage ON batches (stage);
 CREATE INDEX IF NOT EXISTS batches_by_batch_id ON batches (batch_id);
-""",)
+""", """
+ALTER TABLE batches ADD COLUMN ledger TEXT;
+CREATE INDEX IF NOT EXISTS batches_by_ledger ON batches (ledger);
+""")
 
 # record field -> column (the rest have the same name)
 _COLUMN = {"join": "join_results", "job": "job_json", "outputs": "outputs_json"}
@@ -76,7 +79,7 @@ _UPDATABLE = frozenset({
     "input_sha256", "manifest", "input_path", "stem", "outbox", "endpoint", "completion_window", "model_id",
     "priority", "poll_seconds", "join", "requests", "stage", "batch_id", "status", "progress", "output_file_id",
     "error_file_id", "job", "outputs", "error", "dropped_at", "uploaded_at", "creating_at", "created_at",
-    "finished_at", "delivered_at",
+    "finished_at", "delivered_at", "ledger",
 })
 
 
@@ -115,6 +118,7 @@ class BatchRecord:
     finished_at: float | None = None
     delivered_at: float | None = None
     updated_at: float = 0.0
+    ledger: str | None = None  # <done>/<name>.ledger.json: the input's jobs, parts and rounds (SPEC §10)
 
     @property
     def terminal(self) -> bool:
@@ -165,6 +169,10 @@ class BatchStore:
         rows = self.db.query("SELECT * FROM batches WHERE claim = ?", (claim,))
         return self._record(rows[0]) if rows else None
 
+    def by_ledger(self, ledger: str) -> BatchRecord | None:
+        rows = self.db.query("SELECT * FROM batches WHERE ledger = ?", (ledger,))
+        return self._record(rows[0]) if rows else None
+
     def by_batch_id(self, batch_id: str) -> BatchRecord | None:
         rows = self.db.query("SELECT * FROM batches WHERE batch_id = ?", (batch_id,))
         return self._record(rows[0]) if rows else None
@@ -179,8 +187,8 @@ class BatchStore:
 
     def open_records(self) -> list[BatchRecord]:
         """Jobs the poller follows: created and attached (following) or being delivered."""
-        rows = self.db.query("SELECT * FROM batches WHERE stage IN (?, ?) AND batch_id IS NOT NULL "
-                                  "ORDER BY updated_at", OPEN_STAGES)
+        rows = self.db.query("SELECT * FROM batches WHERE stage IN (?, ?) AND (batch_id IS NOT NULL OR ledger IS NOT "
+                             "NULL) ORDER BY updated_at", OPEN_STAGES)
         return [self._record(r) for r in rows]
 
     def unfinished_creates(self) -> list[BatchRecord]:

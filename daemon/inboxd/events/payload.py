@@ -169,6 +169,10 @@ def batch_delivered(sidecar_path: str, sidecar: dict[str, Any], *, inbox: str, w
     batch, inp = sidecar.get("batch") or {}, sidecar.get("input") or {}
     input_path = inp.get("path") or ""
     counts = {k: v for k, v in (sidecar.get("counts") or {}).items() if isinstance(v, int) or v is None}
+    jobs = [j for j in sidecar.get("jobs") or [] if isinstance(j, dict) and j.get("id")]
+    if jobs:  # inboxd.batch/v2: the input's jobs; its status is COMPLETED once no request is missing
+        batch = {"id": jobs[-1]["id"], "input_file_id": jobs[0].get("input_file_id"),
+                 "status": "COMPLETED" if not counts.get("missing") else jobs[-1].get("status")}
     return {"type": "batch.delivered", "timestamp": rfc3339(when), "data": {
         "batch": sidecar_path, "inbox": inbox, "name": input_path.rsplit("/", 1)[-1] if input_path else "",
         "host": sidecar.get("host") or socket.gethostname(), "batch_id": batch.get("id"),

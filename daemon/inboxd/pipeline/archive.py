@@ -16,6 +16,8 @@ from typing import Any
 
 import structlog
 
+from ..batch.ledger import ledger_path
+from ..batch.manifest import ledger_section
 from ..config import InboxConfig
 from ..state import sidecars
 from ..state.fs import candidate_names, find_moved, free_name, fsync_dir, move_no_replace, place, same_data
@@ -30,7 +32,7 @@ log = structlog.get_logger("inboxd.pipeline")
 
 def manifest_from_row(row: Row, inbox: InboxConfig, path: Path | None) -> dict[str, Any]:
     return sidecars.manifest(
-        file_object=row.file_object or {},
+        file_object=None if row.method == "split" else row.file_object or {},
         inbox=inbox.path,
         name=row.name,
         path=path,
@@ -96,6 +98,8 @@ def _data_path(row: Row) -> Path | None:
 def _move(journal: Journal, inbox: InboxConfig, row: Row, claim: Path, done: Path) -> Path:
     def reserve(target: Path, data_path: Path | None) -> None:
         sidecar = manifest_from_row(row, inbox, data_path)
+        if inbox.batch is not None:  # the poller follows the input's ledger, beside the manifest (SPEC §10)
+            sidecar["batch"] = ledger_section(ledger_path(target))
         text = json.dumps(sidecar)
         journal.update(row.claim, target=str(target), sidecar=text)
         if inbox.on_success == "move":

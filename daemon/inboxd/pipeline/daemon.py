@@ -95,7 +95,8 @@ class Daemon:
         # the batch round trip: one poller follows every job, whichever inbox made it
         self.ctx.batches = BatchStore(self.journal)
         self.ctx.poller = Poller(lambda: self.ctx.client, self.ctx.batches, self._batch_event,
-                                 inboxes=lambda: self.config.inboxes)  # done/: jobs whose follower died
+                                 inboxes=lambda: self.config.inboxes,  # done/: jobs whose follower died
+                                 work_root=config.daemon.state_dir / "batch-work")
         self.events = Events.attach(config, self.journal, self.ctx.batches, self.inboxes.claimer)  # SPEC §11
         self.recovery = Recovery(self.journal, self.ctx.batches, self.ctx.poller, self.queue, self.events,
                                  self.liveness)

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import json
 import os
-import sqlite3
 import time
 from collections.abc import Callable
 from enum import StrEnum
@@ -25,14 +24,11 @@ from pathlib import Path
 
 import structlog
 
-from ..batch import BatchInput, create_once, stem_of
-from ..batch.create import named_in_manifests
+from ..batch.orphans import record_fields
 from ..state.journal import Stage
-from ..state.sidecars import MANIFEST_SUFFIX
 from ..watch.scan import file_kind
 from . import upload
 from .archive import archive as archive_file
-from .claim import read_state, write_state
 from .context import Context, FileRun, Outcome
 from .failure import Failure
 
@@ -93,7 +89,10 @@ def check(run: FileRun, ctx: Context) -> Step:
 
 def send(run: FileRun, ctx: Context) -> Step:
     assert run.f is not None and run.st is not None
-    upload.upload(run, run.f, run.st)
+    if upload.split_in_parts(run):
+        upload.record_split(run, run.f, run.st)  # its ledger uploads the parts, after the archive
+    else:
+        upload.upload(run, run.f, run.st)
     run.files.close()
     run.fresh = True
     _bug_hook(ctx, Step.UPLOAD)
@@ -101,27 +100,9 @@ def send(run: FileRun, ctx: Context) -> Step:
 
 
 def create_batch(run: FileRun, ctx: Context) -> Step:
-    """For an inbox with [inboxes.batch]: the job for this input, created exactly once (the
-    store says `creating` before the POST; a retry or a restart adopts what the server has)."""
-    job, row = run.job, run.row
-    if job.inbox.batch is not None and ctx.batches is not None:
-        run.hb.beat("batch")
-        if not row.file_id:
-            raise sqlite3.OperationalError(f"no file id journaled for {job.claim}")  # transient: retried
-        validation = json.loads(row.validation) if row.validation else {}
-        listed = (read_state(job.claim) or {}).get("batch_listed_before")
-
-        def on_listed(ids: list[str]) -> None:  # in the claim's state: it travels with a takeover
-            write_state(job.claim, {**(read_state(job.claim) or {}), "batch_listed_before": ids})
-
-        create_once(run.client, ctx.batches,
-                    BatchInput(row.claim, row.file_id, job.inbox.batch, inbox=job.inbox.path, sha256=row.sha256,
-                               dropped_at=job.seen_at, uploaded_at=row.finished_at,
-                               requests=validation.get("records"),
-                               listed_before=tuple(listed) if isinstance(listed, list) else None),
-                    cancel=run.cancel, attempts=run.config.api.max_retries + 1, look_first=job.recovered,
-                    on_listed=on_listed, named_elsewhere=lambda: named_in_manifests(job.inbox.done))
-    return Step.HANDOFF if run.fresh and not job.archive else Step.ARCHIVE
+    """Nothing is created before the input is archived: for an inbox with [inboxes.batch], the
+    poller follows the input's ledger from done/ (`_follow_batch`) and creates its jobs."""
+    return Step.HANDOFF if run.fresh and not run.job.archive else Step.ARCHIVE
 
 
 def handoff(run: FileRun, ctx: Context) -> Outcome:
@@ -140,7 +121,7 @@ def archive(run: FileRun, ctx: Context) -> Outcome:
     # finishes it from the journal (`finish_orphan`), never under a second name
     os.lstat(job.claim)
     manifest_path = archive_file(run.journal, job.inbox, row)
-    _follow_batch(run, ctx)
+    _follow_batch(run, ctx, manifest_path)
     # the one info line of a file that went well (the stage lines are at debug): all of it here
     validation = json.loads(row.validation) if row.validation else {}
     log.info("file.archived", **run.fields(manifest=str(manifest_path), recovered=job.recovered,
@@ -150,15 +131,17 @@ def archive(run: FileRun, ctx: Context) -> Outcome:
     return Outcome.ARCHIVED
 
 
-def _follow_batch(run: FileRun, ctx: Context) -> None:
-    """The input is archived: the poller follows its job and delivers into the outbox."""
-    job, row = run.job, run.refresh()
-    if job.inbox.batch is None or ctx.batches is None or ctx.batches.get(row.claim) is None:
+def _follow_batch(run: FileRun, ctx: Context, manifest: Path) -> None:
+    """The input is archived: the poller follows its ledger (beside the manifest) to the outbox."""
+    inbox = run.job.inbox
+    if inbox.batch is None or ctx.batches is None:
         return
-    manifest = Path(row.target + MANIFEST_SUFFIX) if row.target else None
-    data = {"move": row.target, "keep": str(job.inbox.path / row.name)}.get(job.inbox.on_success)
-    stem = stem_of(Path(row.target).name) if row.target else None
-    rec = ctx.batches.attach(row.claim, manifest=manifest, input_path=data, stem=stem)
+    data = json.loads(manifest.read_text(encoding="utf-8"))
+    if not isinstance(data.get("batch"), dict) or not data["batch"].get("ledger"):
+        return  # archived before the inbox had [inboxes.batch] (a recovery after a SIGHUP)
+    fields = record_fields(inbox, manifest, data)
+    rec = ctx.batches.begin(run.row.claim, dropped_at=run.job.seen_at, uploaded_at=run.row.finished_at,
+                            **{k: v for k, v in fields.items()})
     if ctx.poller is not None:
         ctx.poller.follow(rec)
 

@@ -13,6 +13,7 @@ import json
 import os
 import time
 from concurrent.futures import Executor, Future
+from pathlib import Path
 from typing import Any, BinaryIO
 
 import structlog
@@ -20,7 +21,9 @@ import structlog
 from .._constants import PROCESSING_FAILED
 from ..api import ApiError, SourceChangedError
 from ..api._models import FileObject
-from ..check import check_file
+from ..batch.precheck import check_input
+from ..batch.split import Span, plan_parts
+from ..check import CheckReport, check_file
 from ..state.journal import Row, Stage
 from ..watch.lease import Writers, open_for_writing
 from .claim import read_state, sync_state, write_state
@@ -85,11 +88,17 @@ def check(run: FileRun, f: BinaryIO, st: os.stat_result) -> dict[str, Any]:
     run.hb.beat("check")
     t0 = time.monotonic()
     mode, job = run.job.inbox.validate_mode, run.job
-    report = check_file(f, job.inbox.purpose, mode, name=job.name,
-                        max_line_bytes=run.config.check.max_line_bytes, max_errors=run.config.check.max_errors)
+    parts = _parts(run)
+    if len(parts) > 1:
+        report = _check_parts(run, parts, mode)
+    else:
+        report = check_file(f, job.inbox.purpose, mode, name=job.name,
+                            max_line_bytes=run.config.check.max_line_bytes, max_errors=run.config.check.max_errors)
     if signature(os.fstat(f.fileno())) != signature(st) or report.bytes != st.st_size:
         raise SourceChangedError("the file changed while it was checked")
     validation = {"mode": mode, "passed": bool(report.passed), "records": report.records, "format": report.format}
+    if len(parts) > 1:
+        validation["parts"] = len(parts)
     checked = {"bytes": report.bytes, "mtime_ns": st.st_mtime_ns, "ino": st.st_ino, "sha256": report.sha256,
                "validation": json.dumps(validation)}
     log.debug("file.checked", inbox=str(job.inbox.path), name=job.name, sha256=report.sha256, bytes=report.bytes,
@@ -100,6 +109,40 @@ def check(run: FileRun, f: BinaryIO, st: os.stat_result) -> dict[str, Any]:
     first = report.errors[0] if report.errors else None
     raise Failure("validate", first.rule if first else "invalid", first.message if first else "validation failed",
                   line=first.line if first else None, validation=report_json(report))
+
+
+def _parts(run: FileRun) -> list[Span]:
+    """The parts a batch input is cut into by its inbox's per-job limits (one part elsewhere)."""
+    cfg = run.job.inbox.batch
+    if cfg is None:
+        return []
+    return plan_parts(Path(run.job.claim), cfg.max_requests_per_job, int(cfg.max_bytes_per_job))
+
+
+def _check_parts(run: FileRun, parts: list[Span], mode: str) -> CheckReport:
+    """The check of an input split in parts: each part on its own (the per-job limits apply
+    per part), custom_ids unique across them."""
+    job = run.job
+    got = check_input(Path(job.claim), parts, mode=mode, max_line_bytes=run.config.check.max_line_bytes,
+                      max_errors=run.config.check.max_errors)
+    return CheckReport(job.name, job.inbox.purpose, mode, bytes=got.bytes, sha256=got.sha256,
+                       lines=parts[-1].line - 1 + parts[-1].requests, records=got.records, errors=list(got.errors))
+
+
+def split_in_parts(run: FileRun) -> bool:
+    validation = run.checked.get("validation") or run.row.validation or "{}"
+    return int(json.loads(validation).get("parts") or 1) > 1
+
+
+def record_split(run: FileRun, f: BinaryIO, st: os.stat_result) -> None:
+    """A batch input split in parts is not uploaded whole: its ledger uploads each part once it
+    is archived. Journaled `uploaded` with no file id (its manifest's `file` is null)."""
+    now = time.time()
+    unchanged_since_check(run, f, st, None)
+    parts = int(json.loads(run.checked.get("validation") or run.row.validation or "{}").get("parts") or 1)
+    run.update(stage=Stage.UPLOADED, method="split", parts=parts, attempts=max(1, run.row.attempts),
+               started_at=run.row.started_at or now, finished_at=now, file_id=None, **run.checked)
+    log.debug("file.split", inbox=str(run.job.inbox.path), name=run.job.name, parts=parts)
 
 
 class UploadRecorder:

@@ -92,10 +92,13 @@ class BatchSection(BaseModel):
     updated_at: str = Field(json_schema_extra=_TIME)
     error: Any = None
     sidecar: str | None = Field(default=None, description="<outbox>/<stem>.batch.json, once delivered")
+    ledger: str | None = Field(default=None, description="<done>/<archived name>.ledger.json: parts, rounds, jobs")
+    jobs: list[str] = Field(default_factory=list, description="every job id of the input, from the moment it exists")
 
 
 class Upload(_Closed):
-    method: Literal["single", "multipart", "existing"]
+    method: Literal["single", "multipart", "existing", "split"] = Field(
+        description="split: a batch input cut into parts, each uploaded by its ledger (file is null)")
     parts: int = Field(ge=0)
     attempts: int = Field(ge=1)
     started_at: str = Field(json_schema_extra=_TIME)
@@ -109,7 +112,7 @@ class Manifest(_Closed):
     """inboxd.manifest/v1: a file uploaded and recorded."""
 
     schema_: Literal["inboxd.manifest/v1"] = Field(alias="schema")
-    file: FileObjectModel
+    file: FileObjectModel | None = Field(description="null for a batch input split in parts (upload.method split)")
     source: ManifestSource
     validation: Validation
     batch: BatchSection | None = None
@@ -169,7 +172,7 @@ def write(path: Path, data: dict[str, Any], *, sync_folder: bool = True) -> None
     write_atomic(path, encode(data), sync_folder=sync_folder)
 
 
-def manifest(*, file_object: dict[str, Any], inbox: Path, name: str, path: Path | None, size: int, sha256: str,
+def manifest(*, file_object: dict[str, Any] | None, inbox: Path, name: str, path: Path | None, size: int, sha256: str,
              mtime_ns: int, validation: dict[str, Any], timing: tuple[float, float], method: str, parts: int,
              attempts: int) -> dict[str, Any]:
     started_at, finished_at = timing

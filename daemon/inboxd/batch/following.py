@@ -1,0 +1,217 @@
+"""The daemon's side of a ledger (SPEC §10): an archived batch input followed to its outbox.
+
+The input is archived into done/ before any job exists; its manifest names its ledger,
+``done/<archived name>.ledger.json``. The host that follows it holds the follow lock
+(``done/.<name>.batch.lock``, `orphans.Watchers`), and only that host writes the ledger: it
+plans it when it is not there yet (the parts from the archived input; a single part's job is
+the upload the manifest names), then each look is one `Rounds.step()` (upload the parts,
+create each job once, poll, settle, resend), and once every job is settled `deliver_ledger`
+writes the outbox. A host that dies lets go of the lock; another host's scan of done/ finds the
+ledger and follows it on from what it says (`Poller._scan`).
+
+The journal's `batches` row of the input (its `ledger` column) is this host's index of what
+it follows: `inboxd batches`, the metrics and the `batch.delivered` event read it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import random
+import threading
+import time
+from collections.abc import Callable, Iterable
+from pathlib import Path
+from typing import Any
+
+import structlog
+
+from ..config import BatchConfig, InboxConfig
+from ..state.sidecars import MANIFEST_SUFFIX
+from .ledger import SUFFIX, Ledger, LedgerJob, Limits
+from .manifest import update_from_ledger
+from .orphans import Watchers, lock_path
+from .outbox import deliver_ledger
+from .rounds import Rounds, remove_work
+from .split import plan_parts
+from .store import BatchRecord, BatchStore
+
+log = structlog.get_logger("inboxd.batch")
+
+JITTER = 0.1
+
+
+class LedgerFollower:
+    def __init__(self, get_client: Callable[[], Any], store: BatchStore, followers: Watchers,
+                 stop: threading.Event, work_root: Path, inboxes: Callable[[], Iterable[InboxConfig]] | None,
+                 emit: Callable[..., None]) -> None:
+        self.get_client = get_client
+        self.store = store
+        self.followers = followers
+        self.stop = stop
+        self.work_root = work_root
+        self.inboxes = inboxes
+        self.emit = emit
+        self._open: dict[str, tuple[str, int]] = {}  # ledger file -> (inbox, jobs sent and not ended)
+
+    # --- one look --------------------------------------------------------------------------
+
+    def step(self, rec: BatchRecord) -> float | None:
+        """One look at the input of `rec`; the time of the next, or None when it is delivered."""
+        assert rec.ledger and rec.manifest
+        lfile, manifest = Path(rec.ledger), Path(rec.manifest)
+        if not self.followers.take(rec.claim, lock_path(manifest)):
+            return self._elsewhere(rec, lfile)  # another host follows it: look now and then
+        ledger = Ledger.load(lfile) if lfile.exists() else self._plan(rec, lfile, manifest)
+        sidecar = Path(rec.outbox or "") / f"{ledger.stem}.batch.json" if ledger.stem else None
+        if ledger.delivered_at is not None and sidecar is not None and sidecar.exists():
+            self._delivered(rec, lfile, ledger, sidecar, json.loads(sidecar.read_text(encoding="utf-8")))
+            return None
+        rounds = Rounds(self.get_client(), ledger, lfile, self._work(lfile), self._config(rec, ledger),
+                        named_elsewhere=lambda: self.named_elsewhere(lfile), may_start=self._admission(rec),
+                        on_job=lambda led, job: self._moved(rec, lfile, manifest, led, job), cancel=self.stop,
+                        on_download=lambda job, kind, n: self.emit(
+                            "batch.download", claim=rec.claim, batch_id=job.id, kind=kind, outcome="ok", bytes=n))
+        done = rounds.step()
+        self._open[str(lfile)] = (rec.inbox, ledger.in_flight())
+        if not done:
+            update_from_ledger(manifest, lfile, ledger)
+            return time.time() + rec.poll_seconds * random.uniform(1 - JITTER, 1 + JITTER)
+        if rec.stage != "downloading":
+            rec = self.store.update(rec.claim, stage="downloading", finished_at=ledger.finished_at)
+        sidecar, data = deliver_ledger(rounds, Path(rec.outbox or ""), join=rec.join, cancel=self.stop)
+        remove_work(rounds.work)
+        self._delivered(rec, lfile, ledger, sidecar, data)
+        return None
+
+    def _elsewhere(self, rec: BatchRecord, lfile: Path) -> float | None:
+        try:
+            ledger = Ledger.load(lfile)
+        except (OSError, ValueError):
+            ledger = None
+        if ledger is not None and ledger.delivered_at is not None:
+            self.store.update(rec.claim, stage="delivered", delivered_at=ledger.delivered_at, stem=ledger.stem)
+            return None
+        return time.time() + max(rec.poll_seconds, 5.0)
+
+    def _delivered(self, rec: BatchRecord, lfile: Path, ledger: Ledger, sidecar: Path,
+                   data: dict[str, Any]) -> None:
+        counts = data.get("counts") or {}
+        ids = ledger.job_ids()
+        outputs = {k: v for k, v in (data.get("outputs") or {}).items() if v}
+        outputs["results"] = {**outputs.get("results", {}), "counts": counts}  # what `batches` and status count
+        rec = self.store.update(rec.claim, stage="delivered", stem=ledger.stem, outbox=ledger.outbox or rec.outbox,
+                                delivered_at=ledger.delivered_at or time.time(), batch_id=ids[0] if ids else None,
+                                status=_status(data), outputs=outputs)
+        update_from_ledger(Path(rec.manifest or ""), lfile, ledger, delivered=str(sidecar))
+        self._open.pop(str(lfile), None)
+        self.followers.release(rec.claim, lock_path(Path(rec.manifest or "")))
+        since = ledger.dropped_at or ledger.uploaded_at
+        seconds = round(time.time() - since, 3) if since else None
+        self.emit("batch.delivered", claim=rec.claim, inbox=rec.inbox, batch_id=rec.batch_id, status=rec.status,
+                  seconds=seconds, path=str(sidecar), **counts)
+        log.info("batch.delivered", input=ledger.input.path, inbox=rec.inbox, jobs=len(ids), rounds=ledger.rounds,
+                 status=rec.status, seconds=seconds, sidecar=str(sidecar), **counts)
+
+    # --- the ledger's making and its callbacks -----------------------------------------------
+
+    def _plan(self, rec: BatchRecord, lfile: Path, manifest: Path) -> Ledger:
+        """The ledger of an input archived without one yet: its parts by the inbox's limits; a
+        single part's job is the file the manifest names (uploaded whole before the archive)."""
+        data = json.loads(manifest.read_text(encoding="utf-8"))
+        source = data.get("source") or {}
+        input_path = Path(rec.input_path or source.get("path") or "")
+        cfg = self._inbox_config(rec.inbox)
+        limits = Limits(max_requests_per_job=cfg.max_requests_per_job, max_bytes_per_job=int(cfg.max_bytes_per_job),
+                        resubmit_rounds=cfg.resubmit_rounds, resubmit_codes=list(cfg.resubmit_codes))
+        parts = plan_parts(input_path, limits.max_requests_per_job, limits.max_bytes_per_job)
+        ledger = Ledger.plan(input_path, parts, limits, sha256=source.get("sha256"), dropped_at=rec.dropped_at)
+        ledger.manifest, ledger.uploaded_at = str(manifest), rec.uploaded_at
+        file_id = (data.get("file") or {}).get("id")
+        if len(parts) == 1 and file_id:
+            ledger.jobs[0].input_file_id, ledger.jobs[0].stage = str(file_id), "uploaded"
+        ledger.save(lfile)
+        log.info("batch.planned", input=str(input_path), parts=len(parts), requests=ledger.input.requests,
+                 ledger=str(lfile))
+        return ledger
+
+    def _moved(self, rec: BatchRecord, lfile: Path, manifest: Path, ledger: Ledger, job: LedgerJob) -> None:
+        """A job was created or its status moved: the manifest names it, the journal's row says it."""
+        update_from_ledger(manifest, lfile, ledger)
+        ids = ledger.job_ids()
+        self.store.update(rec.claim, batch_id=ids[0] if ids else None, status=job.status, progress=job.progress)
+        self.emit("batch.status", claim=rec.claim, inbox=rec.inbox, batch_id=job.id, status=job.status,
+                  previous=None, progress=job.progress)
+        log.info("batch.status", input=ledger.input.path, inbox=rec.inbox, batch_id=job.id, part=job.part,
+                 round=job.round, status=job.status, progress=job.progress)
+
+    def _inbox_config(self, inbox: str) -> BatchConfig:
+        for cfg in self.inboxes() if self.inboxes is not None else ():
+            if str(cfg.path) == inbox and cfg.batch is not None:
+                return cfg.batch
+        return BatchConfig()  # the table was removed since: the defaults
+
+    def _config(self, rec: BatchRecord, ledger: Ledger) -> BatchConfig:
+        return rec.config().model_copy(update={
+            "resubmit_rounds": ledger.limits.resubmit_rounds, "resubmit_codes": ledger.limits.resubmit_codes,
+            "max_jobs_in_flight": self._inbox_config(rec.inbox).max_jobs_in_flight})
+
+    def _admission(self, rec: BatchRecord) -> Callable[[Ledger], bool]:
+        """max_jobs_in_flight of the inbox, counted over every ledger of it this host follows."""
+        limit = self._inbox_config(rec.inbox).max_jobs_in_flight
+        mine = rec.ledger or ""
+
+        def may_start(ledger: Ledger) -> bool:
+            others = sum(n for path, (inbox, n) in self._open.items() if inbox == rec.inbox and path != mine)
+            return limit == 0 or others + ledger.in_flight() < limit
+        return may_start
+
+    def _work(self, lfile: Path) -> Path:
+        """Part inputs and downloaded answers: local to this host (a host that takes the ledger
+        over downloads the answers again)."""
+        return self.work_root / hashlib.sha256(str(lfile).encode()).hexdigest()[:24]
+
+    def named_elsewhere(self, lfile: Path) -> set[str]:
+        """Every job id another input names: the ledgers and the manifests in the batch inboxes'
+        done/ folders (two drops of the same bytes share one input file id)."""
+        out: set[str] = set()
+        folders = {cfg.done for cfg in (self.inboxes() if self.inboxes is not None else ()) if cfg.batch}
+        folders.add(lfile.parent)
+        for folder in folders:
+            if not folder.is_dir():
+                continue
+            for path in folder.glob(f"*{SUFFIX}"):
+                if path != lfile:
+                    try:
+                        out.update(Ledger.load(path).job_ids())
+                    except (OSError, ValueError):
+                        continue
+            for path in folder.glob(f"*{MANIFEST_SUFFIX}"):
+                if path.name[: -len(MANIFEST_SUFFIX)] + SUFFIX == lfile.name:
+                    continue
+                out.update(_manifest_ids(path))
+        return out
+
+    def open_jobs(self) -> int:
+        return sum(n for _, n in self._open.values())
+
+
+def _manifest_ids(path: Path) -> set[str]:
+    try:
+        section = json.loads(path.read_text(encoding="utf-8")).get("batch")
+    except (OSError, ValueError, AttributeError):
+        return set()
+    if not isinstance(section, dict):
+        return set()
+    ids = {section["id"]} if isinstance(section.get("id"), str) else set()
+    jobs = section.get("jobs")
+    return ids | {j for j in jobs if isinstance(j, str)} if isinstance(jobs, list) else ids
+
+
+def _status(data: dict[str, Any]) -> str:
+    """The input's status in batch.json terms: COMPLETED when no request is missing, else the
+    last job's status."""
+    counts, jobs = data.get("counts") or {}, data.get("jobs") or []
+    if not counts.get("missing"):
+        return "COMPLETED"
+    return str(jobs[-1].get("status") or "FAILED") if jobs else "FAILED"
