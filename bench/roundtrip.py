@@ -17,11 +17,16 @@ with the job time set to 0 (`--batch-seconds 0`) and no processing delay:
      Needs the daemon to be wired to inboxd.batch; says so when no batch.json ever shows.
 
     .venv/bin/python bench/roundtrip.py [--files 1000] [--mode library|cli|daemon] [--skip-join]
-           [--skip-files] [--join-lines 50000] [--join-mb 100] [--ledger-lines 1000000]
+           [--skip-files] [--join-lines 50000] [--join-mb 100] [--ledger-lines 1000000 [--ledger-daemon]]
 
 1b. with --ledger-lines N: `inboxd batch --join` of one input of N requests (~100 bytes each),
    split into parts of 50,000 by the ledger, every part's job, the merge into one results file;
    wall time and the command's own peak RSS (wait4).
+   With --ledger-daemon as well: `inboxd run` with one batch-api inbox ([inboxes.batch] join =
+   true, outbox in the work folder) and the same input renamed into it, wall time from the rename
+   to the appearance of `<stem>.batch.json`, then SIGTERM and the daemon's peak RSS (wait4); then
+   the same for a 50,000-request input (one job). All three lines are printed side by side, each
+   with a check that results.jsonl has one line per request and batch.json counts none missing.
 
 Shared machine, 2 cores: the emulator, the client and this script compete for them.
 """
@@ -41,6 +46,7 @@ import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Any
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
@@ -168,29 +174,204 @@ def _run_measured(args: list[str], env: dict[str, str]) -> tuple[int, str, str, 
     return proc.returncode, out, "".join(err), time.monotonic() - t0, usage.ru_maxrss / 1024
 
 
-def bench_ledger(work: Path, lines: int, line_bytes: int, poll: float) -> None:
+def _count_lines(path: Path) -> int:
+    n = 0
+    with path.open("rb") as f:
+        while chunk := f.read(1 << 20):
+            n += chunk.count(b"\n")
+    return n
+
+
+def _delivery_check(results: Path, sidecar: Path, lines: int) -> tuple[bool, str]:
+    """(complete, words): the delivered results file has one line per request and batch.json
+    counts no request missing."""
+    n = _count_lines(results) if results.exists() else 0
+    counts = (json.loads(sidecar.read_text(encoding="utf-8")).get("counts") or {}) if sidecar.exists() else {}
+    missing = counts.get("missing")
+    ok = n == lines and missing == 0
+    return ok, (f"{'complete' if ok else 'INCOMPLETE'}: results.jsonl {n}/{lines} lines, "
+                f"batch.json counts.missing = {missing}")
+
+
+def bench_ledger(work: Path, src: Path, lines: int, poll: float) -> dict[str, Any] | None:
     """`inboxd batch --join` of one input of `lines` requests (split into parts of 50,000):
     wall time from the start of the command to its exit, and the command's peak RSS."""
     emu, url = start_emulator(work / "emu-ledger")
     try:
-        src = work / "ledger" / "huge.jsonl"
-        src.parent.mkdir(parents=True)
-        write_batch(src, "huge", lines, line_bytes)
-        print(f"ledger: input {src.name}: {lines} requests, {mb(src.stat().st_size)}")
         code, out, err, seconds, peak = _run_measured(
             [PY, "-m", "inboxd", "batch", str(src), "--endpoint", ENDPOINT, "--join", "--json",
              "--poll-seconds", str(poll)], env_for(url, work / "state-ledger"))
         if code != 0:
             print(f"ledger: inboxd batch failed ({code}): {err[-2000:]}")
-            return
+            return None
         answer = json.loads(out)
         outputs = answer["outputs"]
+        stem = src.name[: -len(".jsonl")]
+        ok, words = _delivery_check(src.parent / "outbox" / f"{stem}.results.jsonl",
+                                    src.parent / "outbox" / f"{stem}.batch.json", lines)
         print(f"ledger: inboxd batch --join: {seconds:.1f} s end to end, peak RSS {peak:.1f} MiB; "
               f"{len(answer['jobs'])} jobs in {answer['rounds']} round(s); output {mb(outputs['output']['bytes'])}, "
-              f"results {mb(outputs['results']['bytes'])}, counts {answer['counts']}")
+              f"results {mb(outputs['results']['bytes'])}, counts {answer['counts']}; {words}", flush=True)
+        return {"seconds": seconds, "peak": peak, "jobs": len(answer["jobs"]), "ok": ok}
     finally:
         emu.terminate()
         emu.wait(10)
+
+
+def _vm_kib(pid: int) -> tuple[int, int]:
+    """(VmRSS, VmHWM) of a live process in KiB, (0, 0) once it is gone."""
+    rss = hwm = 0
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            for line in f:
+                if line.startswith("VmRSS:"):
+                    rss = int(line.split()[1])
+                elif line.startswith("VmHWM:"):
+                    hwm = int(line.split()[1])
+    except OSError:
+        pass
+    return rss, hwm
+
+
+def bench_ledger_daemon(work: Path, src: Path, lines: int, poll: float, timeout: float,
+                        tag: str) -> dict[str, Any] | None:
+    """`inboxd run` with one batch-api inbox ([inboxes.batch] join = true) and one input of
+    `lines` requests renamed into it: wall time from the rename to the appearance of
+    `<stem>.batch.json` in the outbox, then SIGTERM and the daemon's peak RSS from wait4.
+    While it runs, its RSS is sampled from /proc so the report can say when the peak came
+    (after which logged event)."""
+    base = work / f"daemon-{tag}"
+    inbox, outbox, state = base / "inbox", base / "outbox", base / "state"
+    for d in (inbox, outbox, state, base / "staging"):
+        d.mkdir(parents=True)
+    emu, url = start_emulator(base / "emu")
+    config = base / "inboxd.toml"
+    config.write_text(f"""[api]
+base_url = "{url}"
+[daemon]
+state_dir = "{state}"
+log_format = "json"
+metrics_address = ""
+[[inboxes]]
+path = "{inbox}"
+purpose = "batch-api"
+[inboxes.batch]
+join = true
+poll_seconds = {poll}
+outbox = "{outbox}"
+""")
+    staged = base / "staging" / src.name
+    shutil.copyfile(src, staged)
+    t_start = time.monotonic()
+    d = subprocess.Popen([PY, "-m", "inboxd", "run", "--config", str(config)], env=env_for(url, base / "xdg"),
+                         cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    events: list[tuple[float, str]] = []
+    watching = threading.Event()
+    err: list[str] = []
+
+    def read_log() -> None:
+        assert d.stdout is not None
+        for line in d.stdout:
+            try:
+                event = str(json.loads(line).get("event"))
+            except ValueError:
+                event = line.strip()[:200]
+            events.append((time.monotonic(), event))
+            if event == "inbox.watching":
+                watching.set()
+
+    readers = [threading.Thread(target=read_log, daemon=True),
+               threading.Thread(target=lambda: err.append(d.stderr.read() if d.stderr else ""), daemon=True)]
+    for r in readers:
+        r.start()
+    samples: list[tuple[float, int]] = []
+    sampling = threading.Event()
+
+    def sample() -> None:
+        while not sampling.wait(0.25):
+            rss, _ = _vm_kib(d.pid)
+            if rss:
+                samples.append((time.monotonic(), rss))
+
+    sampler = threading.Thread(target=sample, daemon=True)
+    sampler.start()
+    stem = src.name[: -len(".jsonl")]
+    sidecar = outbox / f"{stem}.batch.json"
+    result: dict[str, Any] | None = None
+    try:
+        if not watching.wait(60) or d.poll() is not None:
+            print(f"ledger daemon: did not start: {''.join(err)[-1500:]}")
+            return None
+        t0 = time.monotonic()
+        os.rename(staged, inbox / src.name)
+        deadline = t0 + timeout
+        while time.monotonic() < deadline and not sidecar.exists() and d.poll() is None:
+            time.sleep(0.1)
+        seconds = time.monotonic() - t0
+        if not sidecar.exists():
+            print(f"ledger daemon: no {sidecar.name} after {seconds:.0f} s (daemon exit {d.poll()}); "
+                  f"last events {[e for _, e in events[-10:]]}")
+        else:
+            result = {"seconds": seconds}
+    finally:
+        sampling.set()
+        sampler.join()
+        if d.poll() is None:
+            d.terminate()
+        _, status, usage = os.wait4(d.pid, 0)
+        d.returncode = os.waitstatus_to_exitcode(status)
+        for r in readers:
+            r.join(10)
+        emu.terminate()
+        emu.wait(10)
+    if result is None:
+        return None
+    peak = usage.ru_maxrss / 1024
+    ok, words = _delivery_check(outbox / f"{stem}.results.jsonl", sidecar, lines)
+    data = json.loads(sidecar.read_text(encoding="utf-8"))
+    idle = [kib for t, kib in samples if t < t0]
+    when = ""
+    if samples:
+        t_peak, kib = max(samples, key=lambda s: s[1])
+        before = [e for t, e in events if t <= t_peak]
+        when = (f"; sampled RSS {idle[-1] / 1024 if idle else 0:.1f} MiB idle before the rename, highest "
+                f"{kib / 1024:.1f} MiB at {t_peak - t0:.1f} s after it (last event before: "
+                f"{before[-1] if before else '-'})")
+    print(f"ledger daemon ({tag}): inboxd run, rename -> {sidecar.name}: {seconds:.1f} s, peak RSS {peak:.1f} MiB "
+          f"(wait4 after SIGTERM, exit {d.returncode}); {len(data.get('jobs') or [])} jobs; "
+          f"counts {data.get('counts')}; {words}{when}", flush=True)
+    result.update(peak=peak, jobs=len(data.get("jobs") or []), ok=ok, start_to_rename=t0 - t_start)
+    return result
+
+
+def bench_ledgers(work: Path, lines: int, line_bytes: int, poll: float, daemon: bool, timeout: float) -> None:
+    """The one-shot command on one input of `lines` requests; with `daemon` also `inboxd run`
+    on the same bytes and on 50,000 requests (one job), printed side by side."""
+    src = work / "ledger" / "huge.jsonl"
+    src.parent.mkdir(parents=True)
+    write_batch(src, "huge", lines, line_bytes)
+    print(f"ledger: input {src.name}: {lines} requests, {mb(src.stat().st_size)}; load average "
+          f"{' '.join(Path('/proc/loadavg').read_text().split()[:3])}", flush=True)
+    rows: list[tuple[str, int, dict[str, Any] | None]] = [("inboxd batch --join", lines,
+                                                           bench_ledger(work, src, lines, poll))]
+    if not daemon:
+        return
+    rows.append(("inboxd run (join = true)", lines, bench_ledger_daemon(work, src, lines, poll, timeout, "n")))
+    small_lines = 50_000
+    small = work / "ledger-50k" / "fifty.jsonl"
+    small.parent.mkdir(parents=True)
+    write_batch(small, "fifty", small_lines, line_bytes)
+    rows.append(("inboxd run (join = true)", small_lines,
+                 bench_ledger_daemon(work, small, small_lines, poll, timeout, "50k")))
+    load = Path("/proc/loadavg").read_text().split()[:3]
+    print(f"\nledger, side by side (poll {poll} s, {os.cpu_count()} cores, load average {' '.join(load)} now):")
+    print(f"  {'process':<26} {'requests':>10} {'jobs':>5} {'wall s':>8} {'peak RSS MiB':>13}  delivery")
+    for label, n, r in rows:
+        if r is None:
+            print(f"  {label:<26} {n:>10,} {'-':>5} {'failed':>8} {'-':>13}  -")
+        else:
+            print(f"  {label:<26} {n:>10,} {r['jobs']:>5} {r['seconds']:>8.1f} {r['peak']:>13.1f}  "
+                  f"{'complete' if r['ok'] else 'INCOMPLETE'}")
 
 
 # --- 2. drop to results ----------------------------------------------------------------------------
@@ -377,6 +558,9 @@ def main() -> None:
     ap.add_argument("--ledger-lines", type=int, default=0,
                     help="also one input of this many requests through the ledger (e.g. 1000000)")
     ap.add_argument("--ledger-line-bytes", type=int, default=100)
+    ap.add_argument("--ledger-daemon", action="store_true",
+                    help="with --ledger-lines: also `inboxd run` on the same input and on 50,000 requests")
+    ap.add_argument("--ledger-timeout", type=float, default=3600, help="--ledger-daemon: seconds to wait per input")
     ap.add_argument("--skip-files", action="store_true")
     ap.add_argument("--keep", action="store_true", help="keep the work folder")
     args = ap.parse_args()
@@ -385,7 +569,8 @@ def main() -> None:
         if not args.skip_join:
             bench_join(work, args.join_lines, args.join_mb)
         if args.ledger_lines:
-            bench_ledger(work, args.ledger_lines, args.ledger_line_bytes, args.poll)
+            bench_ledgers(work, args.ledger_lines, args.ledger_line_bytes, args.poll, args.ledger_daemon,
+                          args.ledger_timeout)
         if not args.skip_files:
             files = make_small(work / "small", args.files, args.lines)
             if args.mode == "library":
