@@ -22,7 +22,7 @@ import hashlib
 import os
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -296,24 +296,52 @@ def ledger_records(folder: Path) -> list[BatchRecord]:
     rows: list[BatchRecord] = []
     for lfile in sorted(folder.glob(f"*{SUFFIX}")) if folder.is_dir() else []:
         try:
-            ledger = Ledger.load(lfile)
+            rows += job_rows(lfile, Ledger.load(lfile))
         except (OSError, ValueError):
             continue
-        for j in ledger.jobs:
-            stage = "delivered" if ledger.delivered_at else _LEDGER_STAGE[j.stage]
-            rows.append(BatchRecord(
-                claim=f"{lfile}#p{j.part}r{j.round}", inbox="", input_file_id=j.input_file_id or "", endpoint="",
-                poll_seconds=0, stage=stage, input_path=ledger.input.path, manifest=ledger.manifest,
-                outbox=ledger.outbox, stem=ledger.stem, requests=j.requests, batch_id=j.id, status=j.status,
-                progress=j.progress, error=j.error, updated_at=ledger.updated_at))
     return rows
 
 
-def ledger_summaries(folder: Path) -> list[dict[str, Any]]:
-    """One line per ledger in `folder` for the status page: its input, parts, rounds, jobs and
-    how many requests have their final answer."""
+def job_rows(lfile: Path, ledger: Ledger, rec: BatchRecord | None = None) -> list[BatchRecord]:
+    """One row per job of a ledger (`rec`: the daemon's row of the input, whose stage, outbox
+    and trouble the rows carry)."""
+    rows = []
+    # what the outbox counts is the input's: a job's row carries it when the input is that one job
+    outputs = rec.outputs if rec is not None and len(ledger.jobs) == 1 else {}
+    for j in ledger.jobs:
+        stage = "delivered" if ledger.delivered_at else _LEDGER_STAGE[j.stage]
+        if rec is not None and rec.stage in ("downloading", "failed") and not ledger.delivered_at:
+            stage = rec.stage
+        rows.append(BatchRecord(
+            claim=f"{lfile}#p{j.part}r{j.round}", inbox=rec.inbox if rec else "", input_file_id=j.input_file_id or "",
+            endpoint=rec.endpoint if rec else "", poll_seconds=rec.poll_seconds if rec else 0, stage=stage,
+            input_path=ledger.input.path, manifest=ledger.manifest or (rec.manifest if rec else None),
+            outbox=ledger.outbox or (rec.outbox if rec else None), stem=ledger.stem, requests=j.requests,
+            batch_id=j.id, status=j.status, progress=j.progress,
+            error=(rec.error if rec is not None and rec.error else None) or j.error, updated_at=ledger.updated_at,
+            ledger=str(lfile), outputs=outputs))
+    return rows
+
+
+def _expand(records: list[BatchRecord]) -> list[BatchRecord]:
+    """The daemon's rows, an input followed through its ledger shown job by job."""
+    out: list[BatchRecord] = []
+    for rec in records:
+        if not rec.ledger:
+            out.append(rec)
+            continue
+        try:
+            out += job_rows(Path(rec.ledger), Ledger.load(Path(rec.ledger)), rec)
+        except (OSError, ValueError):
+            out.append(rec)  # not planned yet (or unreadable): the input's row
+    return out
+
+
+def ledger_summaries(files: Iterable[Path]) -> list[dict[str, Any]]:
+    """One line per ledger file for the status page: its input, parts, rounds, jobs and how many
+    requests have their final answer."""
     out: list[dict[str, Any]] = []
-    for lfile in sorted(folder.glob(f"*{SUFFIX}")) if folder.is_dir() else []:
+    for lfile in files:
         try:
             ledger = Ledger.load(lfile)
         except (OSError, ValueError):
@@ -338,7 +366,7 @@ def list_batches(state_dir: Path) -> tuple[Path, list[BatchRecord]]:
         raise NoJournal(f"no journal at {path}: no batch job has been made with this state_dir")
     journal = Journal(state_dir)
     try:
-        return path, ledgers + BatchStore(journal).all()
+        return path, ledgers + _expand(BatchStore(journal).all())
     finally:
         journal.close()
 

@@ -62,7 +62,7 @@ def overview(config: Config, live: dict[str, Any] | None = None, extra: dict[str
         data["daemon"] = {"running": True, "pid": os.getpid(), "started_at": iso(live.get("started")),
                           "paused": bool(snap and snap["paused"])}
         data["health"] = {"healthy": ok, "problems": list(body.get("problems", []))}
-    data["ledger"] = _ledgers(config)
+    data["ledger"] = _ledgers(config, data["batches"])
     for name in ("ledger", "events"):
         data[name] = (extra or {}).get(name, data.get(name))  # status_data has the events' backlog
     return data
@@ -140,12 +140,16 @@ def _read_json(path: Path) -> dict[str, Any] | None:
     return body if isinstance(body, dict) else None
 
 
-def _ledgers(config: Config) -> list[dict[str, Any]]:
-    """The batch ledgers (`inboxd batch FILE`'s, kept in the state dir): parts, rounds, progress."""
+def _ledgers(config: Config, batches: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The batch ledgers: `inboxd batch FILE`'s (kept in the state dir) and those of the inputs
+    the daemon follows (beside their manifests in done/): parts, rounds, progress."""
     from ..batch.command import ledger_summaries
 
+    folder = config.daemon.state_dir / "ledgers"
+    named = [str(p) for p in sorted(folder.glob("*.ledger.json"))] if folder.is_dir() else []
+    files = [Path(p) for p in dict.fromkeys([*named, *(r.get("ledger") for r in batches)]) if p]
     try:
-        return ledger_summaries(config.daemon.state_dir / "ledgers")
+        return ledger_summaries(files)
     except Exception:  # noqa: BLE001 - one section that cannot be read does not hide the others
         return []
 
