@@ -194,3 +194,21 @@ def test_a_version_1_events_table_is_migrated_with_its_rows(tmp_path: Path) -> N
     row = store.head("a", time.time())
     assert row is not None and row.id == "msg_1" and row.key == "/in/done/x.manifest.json"
     assert {r[1] for r in db.query("PRAGMA index_list(events)")} >= {"events_by_sink_state", "events_by_id"}
+
+
+def test_batch_delivered_of_a_ledger_names_its_last_job_and_completes_when_nothing_is_missing() -> None:
+    """An inboxd.batch/v2 batch.json (many jobs): the event names the last job, the first part's
+    input file, and says COMPLETED only when no request is missing."""
+    jobs = [{"id": "batch-1", "part": 1, "round": 1, "status": "EXPIRED", "input_file_id": "file-1"},
+            {"id": "batch-2", "part": 1, "round": 2, "status": "COMPLETED", "input_file_id": "file-2"}]
+    v2 = {"schema": "inboxd.batch/v2", "jobs": jobs, "input": {"path": "/in/done/x.jsonl"},
+          "counts": {"succeeded": 9, "failed": 1, "missing": 0}, "host": "h"}
+    body = payload.batch_delivered("/out/x.batch.json", v2, inbox="/in", when=time.time())
+    jsonschema.validate(body, payload.json_schema())
+    data = body["data"]
+    assert (data["batch_id"], data["input_file_id"], data["status"], data["name"]) == \
+        ("batch-2", "file-1", "COMPLETED", "x.jsonl")
+    v2["counts"]["missing"] = 3
+    v2["jobs"][-1]["status"] = "EXPIRED"
+    assert payload.batch_delivered("/out/x.batch.json", v2, inbox="/in", when=time.time())["data"]["status"] \
+        == "EXPIRED"

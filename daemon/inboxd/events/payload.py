@@ -60,12 +60,14 @@ class BatchCounts(BaseModel):
 
 
 class BatchDeliveredData(_Data):
-    batch: str = Field(description="Absolute path of the published `<stem>.batch.json` (`inboxd.batch/v1`).")
-    batch_id: str | None = Field(description="The batch job's id (the last job's, for an input split in parts).")
-    status: str | None = Field(description="The job's terminal status: COMPLETED, FAILED, EXPIRED, CANCELLED.")
+    batch: str = Field(description="Absolute path of the published `<stem>.batch.json` (`inboxd.batch/v2`; "
+                                   "v1 for a job followed since before the ledger).")
+    batch_id: str | None = Field(description="The last job's id (of its last part and round).")
+    status: str | None = Field(description="COMPLETED when every request has its final answer (counts.missing 0), "
+                                           "else the last job's status: FAILED, EXPIRED, CANCELLED.")
     counts: BatchCounts = Field(description="The answers in the outbox, as batch.json counts them.")
     outbox: str | None = Field(description="The outbox folder holding the results.")
-    input_file_id: str | None = Field(description="The Together file id of the input.")
+    input_file_id: str | None = Field(description="The Together file id of the input (of its first part).")
 
 
 class PingData(BaseModel):
