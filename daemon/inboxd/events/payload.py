@@ -38,7 +38,8 @@ class FileArchivedData(_Data):
     bytes: int | None = Field(description="Size of the uploaded file in bytes.")
     path: str | None = Field(description="Where the data file lies now (done/, or in place with on_success = "
                                          "\"keep\"); null when it was deleted (on_success = \"delete\").")
-    method: str | None = Field(description="single, multipart, or existing (the server already had the content).")
+    method: str | None = Field(description="single, multipart, existing (the server already had the content), or "
+                                          "split (a batch input uploaded part by part by its ledger; file_id null).")
 
 
 class FileFailedData(_Data):
@@ -153,7 +154,8 @@ def file_archived(sidecar_path: str, sidecar: dict[str, Any], *, inbox: str, nam
     return {"type": "file.archived", "timestamp": rfc3339(when), "data": {
         "manifest": sidecar_path, "inbox": inbox, "name": name,
         "host": upload.get("host") or socket.gethostname(),
-        "file_id": file.get("id"), "sha256": source.get("sha256"), "purpose": file.get("purpose"),
+        "file_id": file.get("id"), "sha256": source.get("sha256"),
+        "purpose": file.get("purpose") or ("batch-api" if upload.get("method") == "split" else None),
         "bytes": source.get("bytes"), "path": source.get("path"), "method": upload.get("method"),
     }}
 
