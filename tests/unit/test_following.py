@@ -388,10 +388,8 @@ def test_a_ledger_whose_lock_is_held_elsewhere_is_not_stepped_here_until_it_says
         host.close()
 
 
-# --- found while writing these: what following.py does not do yet (strict xfail: a fix turns them red) ---
+# --- three defects found while writing these, fixed since ---
 
-@pytest.mark.xfail(strict=True, reason="named_elsewhere skips a manifest as the input's own by its file name "
-                                       "alone, so another batch inbox's done/<same name>.manifest.json is skipped")
 def test_a_manifest_of_the_same_name_in_another_inbox_is_not_the_inputs_own(tmp_path: Path,
                                                                             emulator: Emulator) -> None:
     inbox, second = inbox_config(tmp_path), inbox_config(tmp_path, "second")
@@ -406,8 +404,6 @@ def test_a_manifest_of_the_same_name_in_another_inbox_is_not_the_inputs_own(tmp_
         host.close()
 
 
-@pytest.mark.xfail(strict=True, reason="after a restart the follower counts only the ledgers it has looked at "
-                                       "since, so the first one looked at may start a job beyond max_jobs_in_flight")
 def test_after_a_restart_a_job_open_in_a_ledger_not_looked_at_yet_takes_its_slot(tmp_path: Path,
                                                                                   emulator: Emulator) -> None:
     inbox = inbox_config(tmp_path, max_jobs_in_flight=1)
@@ -425,8 +421,6 @@ def test_after_a_restart_a_job_open_in_a_ledger_not_looked_at_yet_takes_its_slot
         host.close()
 
 
-@pytest.mark.xfail(strict=True, reason="step() looks for the delivered batch.json under the journal row's outbox, "
-                                       "not the ledger's: a host with another outbox delivers the input again")
 def test_a_host_with_another_outbox_does_not_deliver_a_delivered_ledger_again(tmp_path: Path,
                                                                              emulator: Emulator) -> None:
     inbox = inbox_config(tmp_path)

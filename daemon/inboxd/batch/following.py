@@ -44,7 +44,8 @@ JITTER = 0.1
 class LedgerFollower:
     def __init__(self, get_client: Callable[[], Any], store: BatchStore, followers: Watchers,
                  stop: threading.Event, work_root: Path, inboxes: Callable[[], Iterable[InboxConfig]] | None,
-                 emit: Callable[..., None]) -> None:
+                 emit: Callable[..., None], me: str | None = None,
+                 alive: Callable[[str, str], bool] | None = None) -> None:
         self.get_client = get_client
         self.store = store
         self.followers = followers
@@ -52,7 +53,10 @@ class LedgerFollower:
         self.work_root = work_root
         self.inboxes = inboxes
         self.emit = emit
+        self.me = me  # this daemon's claimer id
+        self.alive = alive  # (inbox, claimer) -> whether that daemon's heartbeat is fresh
         self._open: dict[str, tuple[str, int]] = {}  # ledger file -> (inbox, jobs sent and not ended)
+        self._counted: set[str] = set()  # inboxes whose followed ledgers are all in _open
 
     # --- one look --------------------------------------------------------------------------
 
@@ -63,7 +67,11 @@ class LedgerFollower:
         if not self.followers.take(rec.claim, lock_path(manifest)):
             return self._elsewhere(rec, lfile)  # another host follows it: look now and then
         ledger = Ledger.load(lfile) if lfile.exists() else self._plan(rec, lfile, manifest)
-        sidecar = Path(rec.outbox or "") / f"{ledger.stem}.batch.json" if ledger.stem else None
+        if not self._mine(rec, lfile, ledger):
+            self.followers.release(rec.claim)
+            return self._elsewhere(rec, lfile)
+        outbox = Path(ledger.outbox or rec.outbox or "")  # once a stem is chosen, the ledger's outbox
+        sidecar = outbox / f"{ledger.stem}.batch.json" if ledger.stem else None
         if ledger.delivered_at is not None and sidecar is not None and sidecar.exists():
             self._delivered(rec, lfile, ledger, sidecar, json.loads(sidecar.read_text(encoding="utf-8")))
             return None
@@ -79,10 +87,25 @@ class LedgerFollower:
             return time.time() + rec.poll_seconds * random.uniform(1 - JITTER, 1 + JITTER)
         if rec.stage != "downloading":
             rec = self.store.update(rec.claim, stage="downloading", finished_at=ledger.finished_at)
-        sidecar, data = deliver_ledger(rounds, Path(rec.outbox or ""), join=rec.join, cancel=self.stop)
+        sidecar, data = deliver_ledger(rounds, outbox, join=rec.join, cancel=self.stop)
         remove_work(rounds.work)
         self._delivered(rec, lfile, ledger, sidecar, data)
         return None
+
+    def _mine(self, rec: BatchRecord, lfile: Path, ledger: Ledger) -> bool:
+        """Whether this daemon follows the ledger: the lock is ours (on a local filesystem that
+        alone says it), and the follower it names is us, or none, or a daemon whose heartbeat
+        stopped (a network filesystem, where each host sees only its own locks). Taken over, it
+        names us before anything else is done."""
+        if self.me is None or ledger.follower == self.me:
+            return True
+        if ledger.follower is not None and self.alive is not None and self.alive(rec.inbox, ledger.follower):
+            return False
+        if ledger.follower is not None:
+            log.info("batch.follower_gone", input=ledger.input.path, follower=ledger.follower, ledger=str(lfile))
+        ledger.follower = self.me
+        ledger.save(lfile)
+        return True
 
     def _elsewhere(self, rec: BatchRecord, lfile: Path) -> float | None:
         try:
@@ -126,7 +149,7 @@ class LedgerFollower:
                         resubmit_rounds=cfg.resubmit_rounds, resubmit_codes=list(cfg.resubmit_codes))
         parts = plan_parts(input_path, limits.max_requests_per_job, limits.max_bytes_per_job)
         ledger = Ledger.plan(input_path, parts, limits, sha256=source.get("sha256"), dropped_at=rec.dropped_at)
-        ledger.manifest, ledger.uploaded_at = str(manifest), rec.uploaded_at
+        ledger.manifest, ledger.uploaded_at, ledger.follower = str(manifest), rec.uploaded_at, self.me
         file_id = (data.get("file") or {}).get("id")
         if len(parts) == 1 and file_id:
             ledger.jobs[0].input_file_id, ledger.jobs[0].stage = str(file_id), "uploaded"
@@ -157,9 +180,18 @@ class LedgerFollower:
             "max_jobs_in_flight": self._inbox_config(rec.inbox).max_jobs_in_flight})
 
     def _admission(self, rec: BatchRecord) -> Callable[[Ledger], bool]:
-        """max_jobs_in_flight of the inbox, counted over every ledger of it this host follows."""
+        """max_jobs_in_flight of the inbox, counted over every ledger of it this host follows
+        (after a restart, those not looked at yet too)."""
         limit = self._inbox_config(rec.inbox).max_jobs_in_flight
         mine = rec.ledger or ""
+        if limit and rec.inbox not in self._counted:
+            self._counted.add(rec.inbox)
+            for other in self.store.open_records():
+                if other.inbox == rec.inbox and other.ledger and other.ledger not in self._open:
+                    try:
+                        self._open[other.ledger] = (rec.inbox, Ledger.load(Path(other.ledger)).in_flight())
+                    except (OSError, ValueError):
+                        continue
 
         def may_start(ledger: Ledger) -> bool:
             others = sum(n for path, (inbox, n) in self._open.items() if inbox == rec.inbox and path != mine)
@@ -186,8 +218,9 @@ class LedgerFollower:
                         out.update(Ledger.load(path).job_ids())
                     except (OSError, ValueError):
                         continue
+            own = lfile.with_name(lfile.name[: -len(SUFFIX)] + MANIFEST_SUFFIX)
             for path in folder.glob(f"*{MANIFEST_SUFFIX}"):
-                if path.name[: -len(MANIFEST_SUFFIX)] + SUFFIX == lfile.name:
+                if path == own:
                     continue
                 out.update(_manifest_ids(path))
         return out

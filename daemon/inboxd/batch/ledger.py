@@ -96,6 +96,8 @@ class Ledger(BaseModel):
     parts: list[Span]
     jobs: list[LedgerJob]
     host: str = Field(default_factory=socket.gethostname)
+    follower: str | None = None  # the claimer (daemon) following it: on a network filesystem, where
+    # another host cannot see its follow lock, its heartbeat says whether it is alive
     stem: str | None = None  # <outbox>/<stem>.*: chosen (and saved) before the first outbox file
     outbox: str | None = None
     manifest: str | None = None  # the input's manifest in done/, once archived

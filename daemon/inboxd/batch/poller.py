@@ -51,7 +51,8 @@ LOST_AFTER = 3  # consecutive 404s on GET /batches/{id} before a job is given up
 class Poller:
     def __init__(self, get_client: Callable[[], Any], store: BatchStore,
                  on_event: Callable[..., None] | None = None, *, max_backoff: float = 600.0,
-                 inboxes: Callable[[], Iterable[InboxConfig]] | None = None, work_root: Path | None = None) -> None:
+                 inboxes: Callable[[], Iterable[InboxConfig]] | None = None, work_root: Path | None = None,
+                 me: str | None = None, alive: Callable[[str, str], bool] | None = None) -> None:
         self.get_client = get_client
         self.inboxes = inboxes  # the batch inboxes whose done/ is looked through for orphaned jobs
         self.followers = Watchers()
@@ -71,7 +72,7 @@ class Poller:
         # inputs followed through their ledger in done/ (following.py); their part inputs and
         # answers are downloaded under work_root
         self.ledgers = LedgerFollower(get_client, store, self.followers, self._stop,
-                                      work_root or Path(".inboxd-batch-work"), inboxes, self._emit)
+                                      work_root or Path(".inboxd-batch-work"), inboxes, self._emit, me, alive)
 
     # --- control -------------------------------------------------------------------------------
 

@@ -33,7 +33,7 @@ from ..log import register_secret
 from ..state.journal import Journal
 from ..watch.lease import ignore_lease_breaks
 from ..watch.queue import PathQueue
-from .claim import Liveness, new_claimer
+from .claim import Liveness, claimer_alive, new_claimer
 from .claimer import Claimer
 from .context import Context
 from .fingerprint import SettingsGate
@@ -96,7 +96,9 @@ class Daemon:
         self.ctx.batches = BatchStore(self.journal)
         self.ctx.poller = Poller(lambda: self.ctx.client, self.ctx.batches, self._batch_event,
                                  inboxes=lambda: self.config.inboxes,  # done/: jobs whose follower died
-                                 work_root=config.daemon.state_dir / "batch-work")
+                                 work_root=config.daemon.state_dir / "batch-work", me=self.inboxes.claimer,
+                                 alive=lambda inbox, claimer: claimer_alive(Path(inbox) / ".inboxd" / claimer,
+                                                                            self.liveness))
         self.events = Events.attach(config, self.journal, self.ctx.batches, self.inboxes.claimer)  # SPEC §11
         self.recovery = Recovery(self.journal, self.ctx.batches, self.ctx.poller, self.queue, self.events,
                                  self.liveness)
