@@ -208,3 +208,73 @@ def test_a_move_cut_after_the_link_on_sshfs_is_finished_by_the_daemon_taking_ove
         assert once_on_server(emu.stats(), digests, resends) == []
     finally:
         emu.stop()
+
+
+@pytest.mark.skipif(not can_unshare(), reason="needs unshare --uts (this project's CI has it)")
+def test_two_hosts_follow_batch_ledgers_on_sshfs_and_one_dies_for_good(tmp_path, export):
+    """Two hosts, each through its own sshfs mount of one batch inbox, where neither sees the
+    other's follow locks. While both live, a ledger is followed by the host its `follower`
+    names (the other sees a fresh heartbeat and keeps off: no job is made twice); once that host
+    is killed -9 for good, the other takes its ledgers over when its heartbeat is stale, and
+    every input is delivered once, each job created once."""
+    import json
+
+    from tests.test_fleet import TIMEOUT, as_host
+
+    views = {h: export.mount(f"batch-{h}") for h in "ab"}
+    inbox, outbox = export.root / "inbox", export.root / "outbox"
+    inbox.mkdir()
+    staging = export.root / "staging"
+    staging.mkdir()
+    emu = start_emulator(tmp_path / "emu", no_dedupe=True, batch_seconds=30.0, processing_delay=0.05)
+    daemons: dict[str, DaemonProc] = {}
+
+    def start(h: str) -> DaemonProc:
+        (tmp_path / h).mkdir()
+        cfg = write_config(tmp_path / h, base_url=emu.base_url, inboxes=[{
+            "path": str(views[h] / "inbox"), "purpose": "batch-api", "observer": "polling",
+            "batch": {"poll_seconds": 0.3, "outbox": str(views[h] / "outbox"), "join": True}}],
+            daemon={"settle_seconds": 0.2, "rescan_seconds": 1, "claim_liveness": "heartbeat",
+                    "claim_timeout_seconds": TIMEOUT})
+        daemons[h] = DaemonProc(cfg, key=emu.key, prefix=as_host(f"batch-host-{h}"))
+        daemons[h].wait_event("daemon.started", timeout=30)
+        return daemons[h]
+
+    try:
+        start("a")  # a archives every input; b joins while their jobs run
+        inputs = {f"b{i:02d}.jsonl": batch_file(f"ssh-b{i}", 6) for i in range(8)}
+        for name, data in inputs.items():  # on the server side, the Maildir way
+            (staging / name).write_bytes(data)
+            os.rename(staging / name, inbox / name)
+
+        def named() -> int:
+            found = 0
+            for p in (inbox / "done").glob("*.manifest.json") if (inbox / "done").exists() else []:
+                try:
+                    found += bool(json.loads(p.read_text())["batch"]["jobs"])
+                except (ValueError, KeyError, TypeError):
+                    pass
+            return found
+
+        wait_until(lambda: named() == len(inputs) and emu.batch_creates() >= len(inputs), 90, interval=0.3,
+                   what="every input's job created and named")
+        start("b").wait_event("batch.taken_over", timeout=30)  # b's scan found a's ledgers ...
+        time.sleep(2.0)
+        assert not daemons["b"].events("batch.follower_gone"), "... and kept off while a lives"
+        assert emu.batch_creates() == len(inputs) and not list(outbox.glob("*.batch.json"))
+        daemons["a"].kill9()
+        wait_until(lambda: len(list(outbox.glob("*.batch.json"))) >= len(inputs), 120, interval=0.5,
+                   what="every input delivered by the survivor")
+        gone = sorted(Path(e["input"]).name for e in daemons["b"].events("batch.follower_gone"))
+        assert gone == sorted(inputs), (gone, daemons["b"].tail(400))
+        by_input = emu.batch_creates_by_input()
+        assert sorted(by_input.values()) == [1] * len(inputs), by_input
+        for name in inputs:
+            stem = name[: -len(".jsonl")]
+            side = json.loads((outbox / f"{stem}.batch.json").read_text())
+            assert side["counts"] == {"succeeded": 6, "failed": 0, "missing": 0}, side
+        assert sorted(p.name for p in outbox.glob("*.batch.json")) == sorted(f"{n[:-6]}.batch.json" for n in inputs)
+    finally:
+        for d in daemons.values():
+            d.stop()
+        emu.stop()
