@@ -388,5 +388,6 @@ def test_the_manifest_follows_the_job_as_it_moves(world: World) -> None:
     b = section()
     assert b["id"] == rec.batch_id and 0 < b["progress"] < 100
     assert "sidecar" not in b and not rec.path("batch.json").exists()
-    world.delivered("mf")
+    world.delivered("mf")  # the stage is journaled just before the manifest names the batch.json
+    wait_until(lambda: section().get("sidecar"), 10, what="the manifest names the batch.json")
     assert section()["status"] == "COMPLETED" and section()["sidecar"] == str(rec.path("batch.json"))
