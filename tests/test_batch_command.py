@@ -90,6 +90,8 @@ def test_one_shot_round_trip_end_to_end(emu: EmulatorProc, tmp_path: Path) -> No
     assert job["batch_id"] == answer["jobs"][0]["id"] and job["stage"] == "delivered" and job["status"] == "COMPLETED"
     text = inboxd(emu, tmp_path, "batches")
     assert answer["jobs"][0]["id"] in text.stdout and "delivered" in text.stdout
+    [row] = [line.split() for line in text.stdout.splitlines() if answer["jobs"][0]["id"] in line]
+    assert row[1:3] == ["p1r1", "30"]  # the job's part and round, its requests
 
 
 def test_no_wait_then_a_second_run_follows_the_same_job(emu: EmulatorProc, tmp_path: Path) -> None:

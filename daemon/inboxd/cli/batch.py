@@ -161,13 +161,15 @@ def cmd_batches(args: argparse.Namespace) -> int:
     if not records:
         out(f"no batch jobs in {path}")
         return EXIT_OK
-    out(f"{'BATCH':<32} {'STATUS':<11} {'PROGRESS':>8}  {'STAGE':<11} {'UPDATED':<20}  INPUT -> OUTBOX")
+    out(f"{'BATCH':<32} {'JOB':<6} {'REQUESTS':>8} {'STATUS':<11} {'PROGRESS':>8}  {'STAGE':<11} {'UPDATED':<20}  "
+        "INPUT -> OUTBOX")
     for r in records:
         progress = f"{r.progress:.1f}%" if r.progress is not None else "-"
         where = r.input_path or r.manifest or r.claim
         target = r.path("batch.json") if (r.outbox and r.stem) else r.outbox
-        out(f"{r.batch_id or '-':<32} {r.status or '-':<11} {progress:>8}  {r.stage:<11} "
-              f"{iso(r.updated_at) or '-':<20}  {where} -> {target}")
+        job = r.claim.rsplit("#", 1)[1] if r.ledger and "#" in r.claim else "-"  # p<part>r<round> of a ledger
+        out(f"{r.batch_id or '-':<32} {job:<6} {r.requests if r.requests is not None else '-':>8} "
+            f"{r.status or '-':<11} {progress:>8}  {r.stage:<11} {iso(r.updated_at) or '-':<20}  {where} -> {target}")
         if r.error and (r.status not in ("COMPLETED",) or r.stage != "delivered"):  # also: an unwritable outbox
             out(f"{'':<32} {r.error}")
     return EXIT_OK
