@@ -242,8 +242,8 @@ def bench_ledger_daemon(work: Path, src: Path, lines: int, poll: float, timeout:
     (after which logged event)."""
     base = work / f"daemon-{tag}"
     inbox, outbox, state = base / "inbox", base / "outbox", base / "state"
-    for d in (inbox, outbox, state, base / "staging"):
-        d.mkdir(parents=True)
+    for folder in (inbox, outbox, state, base / "staging"):
+        folder.mkdir(parents=True)
     emu, url = start_emulator(base / "emu")
     config = base / "inboxd.toml"
     config.write_text(f"""[api]
