@@ -67,6 +67,7 @@ def world(tmp_path_factory: pytest.TempPathFactory):
         drop(uploads, "bad.jsonl", batch_lines("b", 1) + b"{not json\n")
         drop(uploads, HOSTILE_FAILED, b"{not json either\n")
         wait_until(lambda: (outbox / "job.batch.json").exists(), 60, what="the batch job's results")
+        d.wait_event("batch.delivered")  # journaled once the merge is over and the poller looks again
         d.wait_event("file.failed", count=2)
         d.wait_event("file.archived", count=3)
         yield {"base": f"http://{listening['address']}", "cfg": cfg, "daemon": d, "tmp": tmp_path,

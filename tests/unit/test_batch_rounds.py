@@ -165,3 +165,19 @@ def test_lines_of_a_range(tmp_path):
     p = tmp_path / "x"
     p.write_bytes(b"a\nbb\nccc\n")
     assert list(lines(p, [(2, 9)])) == [(2, b"bb\n"), (5, b"ccc\n")]
+
+
+def test_a_budget_bounds_the_slow_actions_of_one_step(tmp_path):
+    """The daemon steps every input it follows on one thread: a step with a budget does at most
+    that many uploads, creates and settles, says it was cut, and the next step goes on."""
+    server, rounds = make_rounds(tmp_path, 25, per_job=5)  # 5 parts
+    assert not rounds.step(budget=2) and rounds.cut
+    assert [j.stage for j in rounds.ledger.jobs] == ["created"] + ["planned"] * 4  # an upload and a create
+    assert len(server.creates) == 1
+    steps = 1
+    while rounds.cut or not all(j.stage == "created" for j in rounds.ledger.jobs):
+        rounds.step(budget=2)
+        steps += 1
+    assert steps == 5 and len(server.creates) == 5 and not rounds.cut
+    rounds.step()  # no budget: everything it can
+    assert len(server.creates) == 5

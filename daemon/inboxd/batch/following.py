@@ -26,6 +26,7 @@ from typing import Any
 
 import structlog
 
+from ..api import Cancelled
 from ..config import BatchConfig, InboxConfig
 from ..state.sidecars import MANIFEST_SUFFIX
 from .ledger import SUFFIX, Ledger, LedgerJob, Limits
@@ -39,13 +40,47 @@ from .store import BatchRecord, BatchStore
 log = structlog.get_logger("inboxd.batch")
 
 JITTER = 0.1
+STEP_BUDGET = 2  # uploads, creates and settles per look at one input: then the others' turn
+DELIVERY_LOOK = 0.5  # seconds between looks at a running merge
+
+
+class Delivery:
+    """`deliver_ledger` on a daemon thread of its own; its result or its exception, once finished."""
+
+    def __init__(self, rounds: Rounds, work: Callable[[], tuple[Path, dict[str, Any]]],
+                 on_done: Callable[[], None] | None = None) -> None:
+        self.rounds = rounds  # the ledger it delivers (its own copy: saved by the merge)
+        self._work, self._on_done = work, on_done
+        self._result: tuple[Path, dict[str, Any]] | None = None
+        self._error: BaseException | None = None
+        self._done = threading.Event()
+        threading.Thread(target=self._run, name="inboxd-batch-deliver", daemon=True).start()
+
+    def _run(self) -> None:
+        try:
+            self._result = self._work()
+        except BaseException as exc:  # noqa: BLE001 - handed to the poller, which knows what it means
+            self._error = exc
+        self._done.set()
+        if self._on_done is not None:
+            self._on_done()
+
+    def finished(self) -> bool:
+        return self._done.is_set()
+
+    def result(self) -> tuple[Path, dict[str, Any]]:
+        if self._error is not None:
+            raise self._error
+        assert self._result is not None
+        return self._result
 
 
 class LedgerFollower:
     def __init__(self, get_client: Callable[[], Any], store: BatchStore, followers: Watchers,
                  stop: threading.Event, work_root: Path, inboxes: Callable[[], Iterable[InboxConfig]] | None,
                  emit: Callable[..., None], me: str | None = None,
-                 alive: Callable[[str, str], bool] | None = None) -> None:
+                 alive: Callable[[str, str], bool] | None = None,
+                 wake: Callable[[str], None] | None = None) -> None:
         self.get_client = get_client
         self.store = store
         self.followers = followers
@@ -55,8 +90,10 @@ class LedgerFollower:
         self.emit = emit
         self.me = me  # this daemon's claimer id
         self.alive = alive  # (inbox, claimer) -> whether that daemon's heartbeat is fresh
+        self.wake = wake  # (claim) -> look at that input now: its merge is over
         self._open: dict[str, tuple[str, int]] = {}  # ledger file -> (inbox, jobs sent and not ended)
         self._counted: set[str] = set()  # inboxes whose followed ledgers are all in _open
+        self._deliveries: dict[str, Delivery] = {}  # ledger file -> its merge into the outbox, running
 
     # --- one look --------------------------------------------------------------------------
 
@@ -70,6 +107,8 @@ class LedgerFollower:
         if not self._mine(rec, lfile, ledger):
             self.followers.release(rec.claim)
             return self._elsewhere(rec, lfile)
+        if str(lfile) in self._deliveries:
+            return self._delivering(rec, lfile)
         outbox = Path(ledger.outbox or rec.outbox or "")  # once a stem is chosen, the ledger's outbox
         sidecar = outbox / f"{ledger.stem}.batch.json" if ledger.stem else None
         if ledger.delivered_at is not None and sidecar is not None and sidecar.exists():
@@ -80,16 +119,44 @@ class LedgerFollower:
                         on_job=lambda led, job: self._moved(rec, lfile, manifest, led, job), cancel=self.stop,
                         on_download=lambda job, kind, n: self.emit(
                             "batch.download", claim=rec.claim, batch_id=job.id, kind=kind, outcome="ok", bytes=n))
-        done = rounds.step()
+        done = rounds.step(budget=STEP_BUDGET)
         self._open[str(lfile)] = (rec.inbox, ledger.in_flight())
         if not done:
             update_from_ledger(manifest, lfile, ledger)
+            if rounds.cut:
+                return time.time()  # more to do now: after the others due meanwhile
             return time.time() + rec.poll_seconds * random.uniform(1 - JITTER, 1 + JITTER)
         if rec.stage != "downloading":
             rec = self.store.update(rec.claim, stage="downloading", finished_at=ledger.finished_at)
-        sidecar, data = deliver_ledger(rounds, outbox, join=rec.join, cancel=self.stop)
-        remove_work(rounds.work)
-        self._delivered(rec, lfile, ledger, sidecar, data)
+        return self._deliver(rec, lfile, rounds, outbox)
+
+    def _deliver(self, rec: BatchRecord, lfile: Path, rounds: Rounds, outbox: Path) -> float | None:
+        """The merge into the outbox runs on a thread of its own (minutes for a million requests),
+        one at a time, while the poller goes on with the other inputs."""
+        if self._deliveries:
+            return time.time() + DELIVERY_LOOK  # another input's merge runs: after it
+        wake = self.wake
+        self._deliveries[str(lfile)] = Delivery(
+            rounds, lambda: deliver_ledger(rounds, outbox, join=rec.join, cancel=self.stop),
+            on_done=(lambda: wake(rec.claim)) if wake is not None else None)
+        return time.time() + DELIVERY_LOOK
+
+    def _delivering(self, rec: BatchRecord, lfile: Path) -> float | None:
+        """A look at a running merge; once it is over, its failure is raised here, as if it had
+        happened in the step (an OSError is the outbox's trouble: `Poller._guarded`)."""
+        running = self._deliveries[str(lfile)]
+        if not running.finished():
+            return time.time() + DELIVERY_LOOK
+        del self._deliveries[str(lfile)]
+        try:
+            sidecar, data = running.result()
+        except Cancelled:
+            if self.stop.is_set():
+                raise
+            return time.time()  # cut by a stop the poller has since come back from: again
+
+        remove_work(running.rounds.work)
+        self._delivered(rec, lfile, running.rounds.ledger, sidecar, data)
         return None
 
     def _mine(self, rec: BatchRecord, lfile: Path, ledger: Ledger) -> bool:
@@ -125,7 +192,7 @@ class LedgerFollower:
         outputs["results"] = {**outputs.get("results", {}), "counts": counts}  # what `batches` and status count
         rec = self.store.update(rec.claim, stage="delivered", stem=ledger.stem, outbox=ledger.outbox or rec.outbox,
                                 delivered_at=ledger.delivered_at or time.time(), batch_id=ids[0] if ids else None,
-                                status=_status(data), outputs=outputs)
+                                status=_status(data), outputs=outputs, error=None)
         update_from_ledger(Path(rec.manifest or ""), lfile, ledger, delivered=str(sidecar))
         self._open.pop(str(lfile), None)
         self.followers.release(rec.claim, lock_path(Path(rec.manifest or "")))

@@ -72,7 +72,8 @@ class Poller:
         # inputs followed through their ledger in done/ (following.py); their part inputs and
         # answers are downloaded under work_root
         self.ledgers = LedgerFollower(get_client, store, self.followers, self._stop,
-                                      work_root or Path(".inboxd-batch-work"), inboxes, self._emit, me, alive)
+                                      work_root or Path(".inboxd-batch-work"), inboxes, self._emit, me, alive,
+                                      self.follow)
 
     # --- control -------------------------------------------------------------------------------
 
@@ -259,14 +260,12 @@ class Poller:
         finally:
             self._busy_claim = None
         self._failures.pop(claim, None)
-        if again is None:
-            self.followers.release(claim)
+        if again is not None:
+            return again  # trouble stays said until the results are delivered (a merge may still fail)
+        self.followers.release(claim)
         with self._cond:
-            trouble = self._trouble.pop(claim, None)
-        fresh = self.store.get(claim) if trouble is not None and again is not None else None
-        if fresh is not None and fresh.error and fresh.error.startswith(UNDELIVERABLE):
-            self.store.update(claim, error=None)
-        return again
+            self._trouble.pop(claim, None)
+        return None
 
     def _undeliverable(self, claim: str, rec: BatchRecord, exc: OSError) -> None:
         reason = f"{exc.strerror or exc}: {exc.filename}" if exc.filename else str(exc.strerror or exc)

@@ -64,6 +64,8 @@ class Rounds:
     cancel: threading.Event | None = None
     on_download: Callable[[LedgerJob, str, int], None] | None = None  # (job, output | errors, bytes) once downloaded
     events: list[str] = field(default_factory=list)
+    cut: bool = field(default=False, init=False)  # the last step left slow actions for the next one
+    _left: int | None = field(default=None, init=False, repr=False)
 
     @property
     def input(self) -> Path:
@@ -72,9 +74,13 @@ class Rounds:
     def save(self) -> None:
         self.ledger.save(self.path)
 
-    def step(self) -> bool:
-        """Move every job as far as it goes now; True when all are settled."""
+    def step(self, budget: int | None = None) -> bool:
+        """Move every job as far as it goes now; True when all are settled. With a `budget`, at
+        most that many uploads, creates and settles (the slow actions) are done, and `cut` says
+        whether some were left for the next step: one big input does not hold up the others a
+        daemon follows on the same thread."""
         self.work.mkdir(parents=True, exist_ok=True)
+        self._left, self.cut = budget, False
         i = 0
         while i < len(self.ledger.jobs):  # a job a settle adds (the next round) starts in this step too
             self._advance(self.ledger.jobs[i])
@@ -85,17 +91,27 @@ class Rounds:
         return self.ledger.done
 
     def _advance(self, job: LedgerJob) -> None:
-        if job.stage == "planned" and self._admitted():
+        if job.stage == "planned" and self._admitted() and self._spend():
             self._upload(job)
-        fresh = job.stage == "uploaded" and self._admitted()
+        fresh = job.stage == "uploaded" and self._admitted() and self._spend()
         if fresh:
             self._begin_create(job)
         if job.stage == "creating":
             self._create(job, look_first=not fresh)
         if job.stage == "created":
             self._poll(job)
-        if job.stage == "ended":
+        if job.stage == "ended" and self._spend():
             self._settle(job)
+
+    def _spend(self) -> bool:
+        """One slow action out of this step's budget; False (and `cut`) when none is left."""
+        if self._left is None:
+            return True
+        if self._left <= 0:
+            self.cut = True
+            return False
+        self._left -= 1
+        return True
 
     def _admitted(self) -> bool:
         if self.may_start is not None:
