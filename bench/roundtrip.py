@@ -18,6 +18,7 @@ with the job time set to 0 (`--batch-seconds 0`) and no processing delay:
 
     .venv/bin/python bench/roundtrip.py [--files 1000] [--mode library|cli|daemon] [--skip-join]
            [--skip-files] [--join-lines 50000] [--join-mb 100] [--ledger-lines 1000000 [--ledger-daemon]]
+           [--ledger-late-lines 100] [--ledger-late-delay 5] [--ledger-log-dir DIR [--ledger-log-level debug]]
 
 1b. with --ledger-lines N: `inboxd batch --join` of one input of N requests (~100 bytes each),
    split into parts of 50,000 by the ledger, every part's job, the merge into one results file;
@@ -27,6 +28,11 @@ with the job time set to 0 (`--batch-seconds 0`) and no processing delay:
    to the appearance of `<stem>.batch.json`, then SIGTERM and the daemon's peak RSS (wait4); then
    the same for a 50,000-request input (one job). All three lines are printed side by side, each
    with a check that results.jsonl has one line per request and batch.json counts none missing.
+   Fairness: in the N-request daemon run a small input (`--ledger-late-lines`, default 100) is
+   renamed into the same inbox `--ledger-late-delay` s (default 5) after the big one; its
+   rename-to-batch.json time is printed beside the same small input's time in a daemon on its
+   own (a fourth daemon run), with the times of its logged events. `--ledger-log-dir` keeps
+   each daemon's JSON log (`--ledger-log-level debug` for more).
 
 Shared machine, 2 cores: the emulator, the client and this script compete for them.
 """
@@ -233,13 +239,29 @@ def _vm_kib(pid: int) -> tuple[int, int]:
     return rss, hwm
 
 
+def _input_events(events: list[tuple[float, dict[str, Any]]], stem: str) -> list[tuple[float, dict[str, Any]]]:
+    """The logged events that name the input `stem` (its file, archived name, ledger or part)."""
+    out = []
+    for t, e in events:
+        names = " ".join(str(e.get(k) or "") for k in ("name", "input", "path", "file", "ledger", "archived"))
+        if f"/{stem}." in names or names.startswith(f"{stem}.") or f" {stem}." in names:
+            out.append((t, e))
+    return out
+
+
 def bench_ledger_daemon(work: Path, src: Path, lines: int, poll: float, timeout: float,
-                        tag: str) -> dict[str, Any] | None:
+                        tag: str, late: tuple[Path, int, float] | None = None, log_dir: Path | None = None,
+                        log_level: str = "info") -> dict[str, Any] | None:
     """`inboxd run` with one batch-api inbox ([inboxes.batch] join = true) and one input of
     `lines` requests renamed into it: wall time from the rename to the appearance of
     `<stem>.batch.json` in the outbox, then SIGTERM and the daemon's peak RSS from wait4.
     While it runs, its RSS is sampled from /proc so the report can say when the peak came
-    (after which logged event)."""
+    (after which logged event).
+
+    With `late` = (path, requests, delay): that second input is renamed into the same inbox
+    `delay` seconds after the first, and its own rename-to-batch.json time is reported (is a
+    small input held up by a big one in the same daemon?), with its logged events' times.
+    With `log_dir`: the daemon's JSON log is written there as daemon-<tag>.log."""
     base = work / f"daemon-{tag}"
     inbox, outbox, state = base / "inbox", base / "outbox", base / "state"
     for folder in (inbox, outbox, state, base / "staging"):
@@ -251,6 +273,7 @@ base_url = "{url}"
 [daemon]
 state_dir = "{state}"
 log_format = "json"
+log_level = "{log_level}"
 metrics_address = ""
 [[inboxes]]
 path = "{inbox}"
@@ -262,22 +285,30 @@ outbox = "{outbox}"
 """)
     staged = base / "staging" / src.name
     shutil.copyfile(src, staged)
+    if late is not None:
+        late_staged = base / "staging" / late[0].name
+        shutil.copyfile(late[0], late_staged)
     t_start = time.monotonic()
     d = subprocess.Popen([PY, "-m", "inboxd", "run", "--config", str(config)], env=env_for(url, base / "xdg"),
                          cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    events: list[tuple[float, str]] = []
+    events: list[tuple[float, dict[str, Any]]] = []
     watching = threading.Event()
     err: list[str] = []
+    log_file = open(log_dir / f"daemon-{tag}.log", "w") if log_dir is not None else None  # noqa: SIM115
 
     def read_log() -> None:
         assert d.stdout is not None
         for line in d.stdout:
+            if log_file is not None:
+                log_file.write(line)
             try:
-                event = str(json.loads(line).get("event"))
+                record = json.loads(line)
+                if not isinstance(record, dict):
+                    raise ValueError
             except ValueError:
-                event = line.strip()[:200]
-            events.append((time.monotonic(), event))
-            if event == "inbox.watching":
+                record = {"event": line.strip()[:200]}
+            events.append((time.monotonic(), record))
+            if record.get("event") == "inbox.watching":
                 watching.set()
 
     readers = [threading.Thread(target=read_log, daemon=True),
@@ -305,14 +336,29 @@ outbox = "{outbox}"
         t0 = time.monotonic()
         os.rename(staged, inbox / src.name)
         deadline = t0 + timeout
-        while time.monotonic() < deadline and not sidecar.exists() and d.poll() is None:
-            time.sleep(0.1)
-        seconds = time.monotonic() - t0
-        if not sidecar.exists():
-            print(f"ledger daemon: no {sidecar.name} after {seconds:.0f} s (daemon exit {d.poll()}); "
-                  f"last events {[e for _, e in events[-10:]]}")
+        seen: dict[str, float] = {}
+        waiting = {sidecar.name: sidecar}
+        t_late = 0.0
+        if late is not None:
+            late_stem = late[0].name[: -len(".jsonl")]
+            waiting[f"{late_stem}.batch.json"] = outbox / f"{late_stem}.batch.json"
+        while time.monotonic() < deadline and len(seen) < len(waiting) and d.poll() is None:
+            if late is not None and not t_late and time.monotonic() >= t0 + late[2]:
+                t_late = time.monotonic()
+                os.rename(late_staged, inbox / late[0].name)
+            for name, path in waiting.items():
+                if name not in seen and path.exists():
+                    seen[name] = time.monotonic()
+            time.sleep(0.05)
+        seconds = seen.get(sidecar.name, time.monotonic()) - t0
+        if len(seen) < len(waiting):
+            print(f"ledger daemon: no {sorted(set(waiting) - set(seen))} after {time.monotonic() - t0:.0f} s "
+                  f"(daemon exit {d.poll()}); last events {[e.get('event') for _, e in events[-10:]]}")
         else:
             result = {"seconds": seconds}
+            if late is not None:
+                result["late_seconds"] = seen[f"{late_stem}.batch.json"] - t_late
+                result["late_before"] = seen[f"{late_stem}.batch.json"] < seen[sidecar.name]
     finally:
         sampling.set()
         sampler.join()
@@ -322,6 +368,8 @@ outbox = "{outbox}"
         d.returncode = os.waitstatus_to_exitcode(status)
         for r in readers:
             r.join(10)
+        if log_file is not None:
+            log_file.close()
         emu.terminate()
         emu.wait(10)
     if result is None:
@@ -333,7 +381,7 @@ outbox = "{outbox}"
     when = ""
     if samples:
         t_peak, kib = max(samples, key=lambda s: s[1])
-        before = [e for t, e in events if t <= t_peak]
+        before = [e.get("event") for t, e in events if t <= t_peak]
         when = (f"; sampled RSS {idle[-1] / 1024 if idle else 0:.1f} MiB idle before the rename, highest "
                 f"{kib / 1024:.1f} MiB at {t_peak - t0:.1f} s after it (last event before: "
                 f"{before[-1] if before else '-'})")
@@ -341,12 +389,27 @@ outbox = "{outbox}"
           f"(wait4 after SIGTERM, exit {d.returncode}); {len(data.get('jobs') or [])} jobs; "
           f"counts {data.get('counts')}; {words}{when}", flush=True)
     result.update(peak=peak, jobs=len(data.get("jobs") or []), ok=ok, start_to_rename=t0 - t_start)
+    if late is not None:
+        late_ok, late_words = _delivery_check(outbox / f"{late_stem}.results.jsonl",
+                                              outbox / f"{late_stem}.batch.json", late[1])
+        result["late_ok"] = late_ok
+        print(f"ledger daemon ({tag}): {late[0].name} ({late[1]:,} requests) renamed {t_late - t0:.1f} s after "
+              f"{src.name}: rename -> {late_stem}.batch.json {result['late_seconds']:.1f} s, delivered "
+              f"{'before' if result['late_before'] else 'after'} {src.name}; {late_words}", flush=True)
+        print(f"  {late_stem}'s logged events, seconds after its rename (the {src.name} run's batch.* "
+              f"events in between are in the daemon's log):", flush=True)
+        for t, e in _input_events(events, late_stem):
+            print(f"    {t - t_late:7.2f} s  {e.get('event')}", flush=True)
     return result
 
 
-def bench_ledgers(work: Path, lines: int, line_bytes: int, poll: float, daemon: bool, timeout: float) -> None:
+def bench_ledgers(work: Path, lines: int, line_bytes: int, poll: float, daemon: bool, timeout: float,
+                  late_lines: int = 100, late_delay: float = 5.0, log_dir: Path | None = None,
+                  log_level: str = "info") -> None:
     """The one-shot command on one input of `lines` requests; with `daemon` also `inboxd run`
-    on the same bytes and on 50,000 requests (one job), printed side by side."""
+    on the same bytes, with a small input (`late_lines` requests) renamed into the same inbox
+    `late_delay` seconds later, on 50,000 requests (one job), and on the small input alone in a
+    daemon of its own; printed side by side."""
     src = work / "ledger" / "huge.jsonl"
     src.parent.mkdir(parents=True)
     write_batch(src, "huge", lines, line_bytes)
@@ -356,13 +419,22 @@ def bench_ledgers(work: Path, lines: int, line_bytes: int, poll: float, daemon: 
                                                            bench_ledger(work, src, lines, poll))]
     if not daemon:
         return
-    rows.append(("inboxd run (join = true)", lines, bench_ledger_daemon(work, src, lines, poll, timeout, "n")))
+    tiny = work / "ledger-small" / "small.jsonl"
+    tiny.parent.mkdir(parents=True)
+    write_batch(tiny, "small", late_lines, line_bytes)
+    with_big = bench_ledger_daemon(work, src, lines, poll, timeout, "n", late=(tiny, late_lines, late_delay),
+                                   log_dir=log_dir, log_level=log_level)
+    rows.append(("inboxd run (join = true)", lines, with_big))
     small_lines = 50_000
     small = work / "ledger-50k" / "fifty.jsonl"
     small.parent.mkdir(parents=True)
     write_batch(small, "fifty", small_lines, line_bytes)
     rows.append(("inboxd run (join = true)", small_lines,
-                 bench_ledger_daemon(work, small, small_lines, poll, timeout, "50k")))
+                 bench_ledger_daemon(work, small, small_lines, poll, timeout, "50k", log_dir=log_dir,
+                                     log_level=log_level)))
+    alone = bench_ledger_daemon(work, tiny, late_lines, poll, timeout, "small-alone", log_dir=log_dir,
+                                log_level=log_level)
+    rows.append(("inboxd run (join = true)", late_lines, alone))
     load = Path("/proc/loadavg").read_text().split()[:3]
     print(f"\nledger, side by side (poll {poll} s, {os.cpu_count()} cores, load average {' '.join(load)} now):")
     print(f"  {'process':<26} {'requests':>10} {'jobs':>5} {'wall s':>8} {'peak RSS MiB':>13}  delivery")
@@ -372,6 +444,12 @@ def bench_ledgers(work: Path, lines: int, line_bytes: int, poll: float, daemon: 
         else:
             print(f"  {label:<26} {n:>10,} {r['jobs']:>5} {r['seconds']:>8.1f} {r['peak']:>13.1f}  "
                   f"{'complete' if r['ok'] else 'INCOMPLETE'}")
+    print(f"\nledger daemon, a {late_lines:,}-request input: rename -> batch.json")
+    print(f"  {'renamed ' + format(late_delay, 'g') + ' s after the ' + format(lines, ',') + '-request input':<48} "
+          f"{'alone in a daemon of its own':<30}")
+    beside = (f"{with_big['late_seconds']:.1f} s ({'before' if with_big['late_before'] else 'after'} the big one, "
+              f"{'complete' if with_big['late_ok'] else 'INCOMPLETE'})" if with_big else "failed")
+    print(f"  {beside:<48} {(format(alone['seconds'], '.1f') + ' s') if alone else 'failed':<30}")
 
 
 # --- 2. drop to results ----------------------------------------------------------------------------
@@ -561,6 +639,13 @@ def main() -> None:
     ap.add_argument("--ledger-daemon", action="store_true",
                     help="with --ledger-lines: also `inboxd run` on the same input and on 50,000 requests")
     ap.add_argument("--ledger-timeout", type=float, default=3600, help="--ledger-daemon: seconds to wait per input")
+    ap.add_argument("--ledger-late-lines", type=int, default=100,
+                    help="--ledger-daemon: requests of the small input renamed in after the big one")
+    ap.add_argument("--ledger-late-delay", type=float, default=5.0,
+                    help="--ledger-daemon: seconds between the big input's rename and the small one's")
+    ap.add_argument("--ledger-log-dir", type=Path, help="--ledger-daemon: keep each daemon's JSON log here")
+    ap.add_argument("--ledger-log-level", choices=("debug", "info"), default="info",
+                    help="--ledger-daemon: the daemons' log_level")
     ap.add_argument("--skip-files", action="store_true")
     ap.add_argument("--keep", action="store_true", help="keep the work folder")
     args = ap.parse_args()
@@ -569,8 +654,11 @@ def main() -> None:
         if not args.skip_join:
             bench_join(work, args.join_lines, args.join_mb)
         if args.ledger_lines:
+            if args.ledger_log_dir is not None:
+                args.ledger_log_dir.mkdir(parents=True, exist_ok=True)
             bench_ledgers(work, args.ledger_lines, args.ledger_line_bytes, args.poll, args.ledger_daemon,
-                          args.ledger_timeout)
+                          args.ledger_timeout, args.ledger_late_lines, args.ledger_late_delay,
+                          args.ledger_log_dir, args.ledger_log_level)
         if not args.skip_files:
             files = make_small(work / "small", args.files, args.lines)
             if args.mode == "library":
