@@ -226,7 +226,7 @@ def test_two_hosts_follow_batch_ledgers_on_sshfs_and_one_dies_for_good(tmp_path,
     inbox.mkdir()
     staging = export.root / "staging"
     staging.mkdir()
-    emu = start_emulator(tmp_path / "emu", no_dedupe=True, batch_seconds=30.0, processing_delay=0.05)
+    emu = start_emulator(tmp_path / "emu", no_dedupe=True, batch_seconds=20.0, processing_delay=0.05)
     daemons: dict[str, DaemonProc] = {}
 
     def start(h: str) -> DaemonProc:
@@ -242,7 +242,7 @@ def test_two_hosts_follow_batch_ledgers_on_sshfs_and_one_dies_for_good(tmp_path,
 
     try:
         start("a")  # a archives every input; b joins while their jobs run
-        inputs = {f"b{i:02d}.jsonl": batch_file(f"ssh-b{i}", 6) for i in range(8)}
+        inputs = {f"b{i:02d}.jsonl": batch_file(f"ssh-b{i}", 6) for i in range(5)}
         for name, data in inputs.items():  # on the server side, the Maildir way
             (staging / name).write_bytes(data)
             os.rename(staging / name, inbox / name)
