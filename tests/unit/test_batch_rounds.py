@@ -11,7 +11,7 @@ from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
-from inboxd.api import TransientError
+from inboxd.api import RejectedError, TransientError
 from inboxd.api._batches import BatchJob, BatchRejected
 from inboxd.batch.answers import ERRORS, OUTPUT
 from inboxd.batch.ledger import Ledger, Limits, ledger_path
@@ -30,15 +30,21 @@ class Server:
         self.creates: list[str] = []
         self.lose_next_answer = False
         self.refuse_next = False
+        self.refuse_upload: int | None = None  # the upload (1, 2, ...) the server answers 400
+        self.processing = "COMPLETED"
         self._ids = itertools.count(1)
+        self._uploads = 0
 
     def upload(self, path: Path, purpose: str, *, sha256: str | None = None, expected_size: int | None = None) -> Any:
+        self._uploads += 1
+        if self._uploads == self.refuse_upload:
+            raise RejectedError("the file is refused", route="upload", status=400)
         fid = f"file-{next(self._ids)}"
         self.files[fid] = path.read_bytes()
         return SimpleNamespace(file=SimpleNamespace(id=fid))
 
     def wait_for_processing(self, file_id: str) -> Any:
-        return SimpleNamespace(id=file_id)
+        return SimpleNamespace(id=file_id, processing_status=self.processing)
 
     def create_batch(self, input_file_id: str, endpoint: str, *, completion_window: str | None = "24h",
                      priority: int | None = None, model_id: str | None = None,
@@ -181,3 +187,20 @@ def test_a_budget_bounds_the_slow_actions_of_one_step(tmp_path):
     assert steps == 5 and len(server.creates) == 5 and not rounds.cut
     rounds.step()  # no budget: everything it can
     assert len(server.creates) == 5
+
+
+def test_a_part_whose_file_the_server_refuses_is_final_and_the_others_go_on(tmp_path):
+    """A 4xx on a part's upload (or its processing ending FAILED) is not retried forever: that
+    job ends FAILED with the reason, its requests are final (missing), the other parts go on."""
+    server, rounds = make_rounds(tmp_path, 15, per_job=5)  # 3 parts
+    server.refuse_upload = 2
+    rounds.step()
+    first, second, third = rounds.ledger.jobs
+    assert second.rejected and second.stage == "settled" and second.create_status == 400
+    assert "refused the job's input file" in (second.error or "") and second.id is None
+    assert first.stage == third.stage == "created" and len(server.creates) == 2
+    server2, rounds2 = make_rounds(tmp_path / "p", 5)
+    server2.processing = "INVALID_FORMAT"
+    assert rounds2.step()
+    [job] = rounds2.ledger.jobs
+    assert job.rejected and "INVALID_FORMAT" in (job.error or "") and not server2.creates

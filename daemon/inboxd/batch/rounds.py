@@ -29,7 +29,8 @@ from pathlib import Path
 
 import structlog
 
-from ..api import ProtocolError, TransientError
+from .._constants import PROCESSING_FAILED
+from ..api import ProtocolError, RejectedError, TransientError
 from ..api._batches import BatchJob, BatchRejected
 from ..config import BatchConfig
 from ..state.fs import move_no_replace
@@ -126,9 +127,18 @@ class Rounds:
         src = self.input if whole else self.work / f"{job.name}.jsonl"
         if not whole:
             copy_ranges(self.input, job.ranges, src)
-        result = self.client.upload(src, "batch-api", sha256=self.ledger.input.sha256 if whole else None,
-                                    expected_size=self.ledger.input.bytes if whole else None)
-        job.input_file_id = self.client.wait_for_processing(result.file.id).id
+        try:
+            result = self.client.upload(src, "batch-api", sha256=self.ledger.input.sha256 if whole else None,
+                                        expected_size=self.ledger.input.bytes if whole else None)
+            obj = self.client.wait_for_processing(result.file.id)
+        except RejectedError as exc:  # a 4xx about this file: sending it again will not help
+            self._refused(job, f"the server refused the job's input file: {exc}", exc.status)
+            return
+        if obj.processing_status in PROCESSING_FAILED:
+            self._refused(job, f"the server's processing of the job's input file {obj.id} ended "
+                               f"{obj.processing_status}", None)
+            return
+        job.input_file_id = obj.id
         job.stage = "uploaded"
         self.ledger.uploaded_at = self.ledger.uploaded_at or time.time()
         self.save()
@@ -162,9 +172,7 @@ class Rounds:
                 job.input_file_id or "", self.cfg.endpoint, completion_window=self.cfg.completion_window,
                 priority=self.cfg.priority, model_id=self.cfg.model_id, cancel=self.cancel)
         except BatchRejected as exc:
-            job.rejected, job.create_status, job.status, job.stage = True, exc.status, "FAILED", "ended"
-            job.error = f"the server refused the job: {exc}"
-            self.save()
+            self._refused(job, f"the server refused the job: {exc}", exc.status)
             return
         except (TransientError, ProtocolError) as exc:  # it may exist: the next step looks first
             log.warning("batch.create_retry", input=self.ledger.input.path, part=job.part, round=job.round,
@@ -172,6 +180,11 @@ class Rounds:
             return
         log.info("batch.created", input=self.ledger.input.path, part=job.part, round=job.round, batch_id=made.id)
         self._record(job, made)
+
+    def _refused(self, job: LedgerJob, why: str, status: int | None) -> None:
+        """Final for the job's requests: ended FAILED with the reason, settled with none resent."""
+        job.rejected, job.create_status, job.status, job.stage, job.error = True, status, "FAILED", "ended", why
+        self.save()
 
     def _record(self, job: LedgerJob, made: BatchJob) -> None:
         job.id, job.stage = made.id, "created"
