@@ -363,6 +363,8 @@ def test_a_ledger_whose_lock_is_held_elsewhere_is_not_stepped_here_until_it_says
     try:
         rec = host.archive(inbox, "x.jsonl", 2)
         manifest, lfile = Path(rec.manifest or ""), Path(rec.ledger or "")
+        announced: list[str] = []  # the batch.delivered event is recorded by this hook, in the commit
+        host.store.on_delivered(lambda conn, r: announced.append(r.claim))
         fd = hold_lock(manifest)
         uploads = file_creates(emulator)
         when = host.step(rec)
@@ -386,6 +388,7 @@ def test_a_ledger_whose_lock_is_held_elsewhere_is_not_stepped_here_until_it_says
         assert row.stem == "x"
         assert lfile.read_bytes() == delivered and batch_creates(emulator, rec.input_file_id) == 0
         assert not [n for n, _ in host.events if n in ("batch.status", "batch.delivered")]
+        assert not announced, "the host that delivered it announces it, not this one"
     finally:
         if fd >= 0:
             os.close(fd)

@@ -179,8 +179,9 @@ class LedgerFollower:
             ledger = Ledger.load(lfile)
         except (OSError, ValueError):
             ledger = None
-        if ledger is not None and ledger.delivered_at is not None:
-            self.store.update(rec.claim, stage="delivered", delivered_at=ledger.delivered_at, stem=ledger.stem)
+        if ledger is not None and ledger.delivered_at is not None:  # the host that delivered it announces it
+            self.store.update(rec.claim, announce=False, stage="delivered", delivered_at=ledger.delivered_at,
+                              stem=ledger.stem)
             return None
         return time.time() + max(rec.poll_seconds, 5.0)
 

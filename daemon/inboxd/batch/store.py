@@ -246,7 +246,9 @@ class BatchStore:
             return str(value)
         return value
 
-    def update(self, claim: str, **values: Any) -> BatchRecord:
+    def update(self, claim: str, *, announce: bool = True, **values: Any) -> BatchRecord:
+        """Write `values`; a `delivered` stage runs the on_delivered hooks in the same commit,
+        unless `announce` is False (another host delivered it, and announces it)."""
         unknown = set(values) - _UPDATABLE
         if unknown:
             raise ValueError(f"batch store: not an updatable field: {sorted(unknown)}")
@@ -260,7 +262,7 @@ class BatchStore:
             if not rows:
                 raise KeyError(claim)
             rec = self._record(rows[0])
-            if values.get("stage") == "delivered":
+            if values.get("stage") == "delivered" and announce:
                 for hook in self._on_delivered:
                     hook(tx, rec)
         return rec
