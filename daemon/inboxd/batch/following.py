@@ -94,6 +94,7 @@ class LedgerFollower:
         self._open: dict[str, tuple[str, int]] = {}  # ledger file -> (inbox, jobs sent and not ended)
         self._counted: set[str] = set()  # inboxes whose followed ledgers are all in _open
         self._deliveries: dict[str, Delivery] = {}  # ledger file -> its merge into the outbox, running
+        self._statuses: dict[str, str | None] = {}  # ledger file#job -> the status last told (batch.status)
 
     # --- one look --------------------------------------------------------------------------
 
@@ -196,6 +197,8 @@ class LedgerFollower:
                                 status=_status(data), outputs=outputs, error=None)
         update_from_ledger(Path(rec.manifest or ""), lfile, ledger, delivered=str(sidecar))
         self._open.pop(str(lfile), None)
+        for key in [k for k in self._statuses if k.startswith(f"{lfile}#")]:
+            del self._statuses[key]
         self.followers.release(rec.claim, lock_path(Path(rec.manifest or "")))
         since = ledger.dropped_at or ledger.uploaded_at
         seconds = round(time.time() - since, 3) if since else None
@@ -231,10 +234,15 @@ class LedgerFollower:
         update_from_ledger(manifest, lfile, ledger)
         ids = ledger.job_ids()
         self.store.update(rec.claim, batch_id=ids[0] if ids else None, status=job.status, progress=job.progress)
+        key = f"{lfile}#{job.name}"
+        previous = self._statuses.get(key)
+        if job.status == previous:
+            return
+        self._statuses[key] = job.status
         self.emit("batch.status", claim=rec.claim, inbox=rec.inbox, batch_id=job.id, status=job.status,
-                  previous=None, progress=job.progress)
+                  previous=previous, progress=job.progress)
         log.info("batch.status", input=ledger.input.path, inbox=rec.inbox, batch_id=job.id, part=job.part,
-                 round=job.round, status=job.status, progress=job.progress)
+                 round=job.round, status=job.status, previous=previous, progress=job.progress)
 
     def _inbox_config(self, inbox: str) -> BatchConfig:
         for cfg in self.inboxes() if self.inboxes is not None else ():
