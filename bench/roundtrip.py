@@ -51,6 +51,7 @@ import tempfile
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -239,6 +240,14 @@ def _vm_kib(pid: int) -> tuple[int, int]:
     return rss, hwm
 
 
+def _logged_at(record: dict[str, Any], default: float) -> float:
+    """The epoch time a daemon's JSON log record says it was logged (`timestamp`, ISO, UTC)."""
+    try:
+        return datetime.fromisoformat(str(record["timestamp"]).replace("Z", "+00:00")).timestamp()
+    except (KeyError, ValueError):
+        return default
+
+
 def _input_events(events: list[tuple[float, dict[str, Any]]], stem: str) -> list[tuple[float, dict[str, Any]]]:
     """The logged events that name the input `stem` (its file, archived name, ledger or part)."""
     out = []
@@ -338,13 +347,13 @@ outbox = "{outbox}"
         deadline = t0 + timeout
         seen: dict[str, float] = {}
         waiting = {sidecar.name: sidecar}
-        t_late = 0.0
+        t_late = t_late_wall = 0.0
         if late is not None:
             late_stem = late[0].name[: -len(".jsonl")]
             waiting[f"{late_stem}.batch.json"] = outbox / f"{late_stem}.batch.json"
         while time.monotonic() < deadline and len(seen) < len(waiting) and d.poll() is None:
             if late is not None and not t_late and time.monotonic() >= t0 + late[2]:
-                t_late = time.monotonic()
+                t_late, t_late_wall = time.monotonic(), time.time()
                 os.rename(late_staged, inbox / late[0].name)
             for name, path in waiting.items():
                 if name not in seen and path.exists():
@@ -396,10 +405,10 @@ outbox = "{outbox}"
         print(f"ledger daemon ({tag}): {late[0].name} ({late[1]:,} requests) renamed {t_late - t0:.1f} s after "
               f"{src.name}: rename -> {late_stem}.batch.json {result['late_seconds']:.1f} s, delivered "
               f"{'before' if result['late_before'] else 'after'} {src.name}; {late_words}", flush=True)
-        print(f"  {late_stem}'s logged events, seconds after its rename (the {src.name} run's batch.* "
-              f"events in between are in the daemon's log):", flush=True)
+        print(f"  {late_stem}'s logged events, seconds after its rename by the daemon's timestamps (the "
+              f"{src.name} run's batch.* events in between are in the daemon's log):", flush=True)
         for t, e in _input_events(events, late_stem):
-            print(f"    {t - t_late:7.2f} s  {e.get('event')}", flush=True)
+            print(f"    {_logged_at(e, t - t_late + t_late_wall) - t_late_wall:7.2f} s  {e.get('event')}", flush=True)
     return result
 
 
