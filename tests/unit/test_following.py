@@ -450,3 +450,46 @@ def test_a_host_with_another_outbox_does_not_deliver_a_delivered_ledger_again(tm
         assert not elsewhere.exists() or not list(elsewhere.iterdir())
     finally:
         second.close()
+
+
+def test_a_small_inputs_merge_runs_beside_big_ones_up_to_a_bound(tmp_path: Path, emulator: Emulator) -> None:
+    """Merges run on threads of their own, up to MERGES at once: an input whose jobs are done is
+    delivered while other merges run, and waits only when MERGES of them do."""
+    from types import SimpleNamespace
+
+    from inboxd.batch import following
+
+    inbox = inbox_config(tmp_path)
+    host = Host(tmp_path, emulator, [inbox])
+    release = threading.Event()
+
+    def big_merge() -> tuple[Path, dict[str, Any]]:
+        release.wait(10)
+        raise following.Cancelled("stopped")  # never looked at again here
+
+    try:
+        running = host.follower._deliveries
+        for i in range(following.MERGES - 1):
+            running[f"big-{i}"] = following.Delivery(SimpleNamespace(), big_merge)  # type: ignore[arg-type]
+        small = host.archive(inbox, "small.jsonl", 2)
+        host.follow(small, seconds=5)  # delivered beside MERGES - 1 running merges
+        running[f"big-{following.MERGES - 1}"] = following.Delivery(SimpleNamespace(), big_merge)  # type: ignore[arg-type]
+        waiting = host.archive(inbox, "waiting.jsonl", 2)
+        deadline = time.monotonic() + 5
+        assert host.step(waiting) is not None  # planned
+        while not Ledger.load(Path(waiting.ledger or "")).done and time.monotonic() < deadline:
+            assert host.step(waiting) is not None
+            time.sleep(0.01)
+        for _ in range(5):  # every job settled, and all merges busy: it waits
+            assert host.step(waiting) is not None
+        ledger = Ledger.load(Path(waiting.ledger or ""))
+        assert ledger.done and ledger.delivered_at is None
+        assert str(waiting.ledger) not in running and len(running) == following.MERGES  # its merge not started
+        release.set()
+        for key in [k for k in running if k.startswith("big-")]:
+            running[key].finished() or time.sleep(0.2)
+            del running[key]
+        host.follow(waiting, seconds=5)
+    finally:
+        release.set()
+        host.close()

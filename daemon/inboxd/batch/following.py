@@ -42,6 +42,7 @@ log = structlog.get_logger("inboxd.batch")
 JITTER = 0.1
 STEP_BUDGET = 2  # uploads, creates and settles per look at one input: then the others' turn
 DELIVERY_LOOK = 0.5  # seconds between looks at a running merge
+MERGES = 4  # merges into outboxes at once: a small input's is not queued behind one big one
 
 
 class Delivery:
@@ -132,10 +133,10 @@ class LedgerFollower:
         return self._deliver(rec, lfile, rounds, outbox)
 
     def _deliver(self, rec: BatchRecord, lfile: Path, rounds: Rounds, outbox: Path) -> float | None:
-        """The merge into the outbox runs on a thread of its own (minutes for a million requests),
-        one at a time, while the poller goes on with the other inputs."""
-        if self._deliveries:
-            return time.time() + DELIVERY_LOOK  # another input's merge runs: after it
+        """The merge into the outbox runs on a thread of its own (about 40 s for a million
+        requests), up to MERGES at once, while the poller goes on with the other inputs."""
+        if len(self._deliveries) >= MERGES:
+            return time.time() + DELIVERY_LOOK  # as many merges run as may: after one of them
         wake = self.wake
         self._deliveries[str(lfile)] = Delivery(
             rounds, lambda: deliver_ledger(rounds, outbox, join=rec.join, cancel=self.stop),
