@@ -493,3 +493,27 @@ def test_a_small_inputs_merge_runs_beside_big_ones_up_to_a_bound(tmp_path: Path,
     finally:
         release.set()
         host.close()
+
+
+def test_max_jobs_in_flight_counts_the_jobs_of_ledgers_other_hosts_follow(tmp_path: Path,
+                                                                           emulator: Emulator) -> None:
+    """max_jobs_in_flight is the inbox's: a job open in a ledger another host follows (in the
+    same done/, counted at the scan) takes the slot; once it ends, the next scan frees it."""
+    inbox = inbox_config(tmp_path, max_jobs_in_flight=1)
+    host = Host(tmp_path, emulator, [inbox])
+    try:
+        inbox.done.mkdir(parents=True, exist_ok=True)
+        other = write_ledger(inbox.done / "theirs.jsonl", ["batch-of-another-host"])  # open there
+        mine = host.archive(inbox, "mine.jsonl", 2)
+        host.follower.count_fleet([inbox])
+        for _ in range(3):
+            assert host.step(mine) is not None
+        [job] = Ledger.load(Path(mine.ledger or "")).jobs
+        assert job.stage == "uploaded" and batch_creates(emulator, mine.input_file_id) == 0  # no slot
+        other.jobs[0].stage, other.jobs[0].status = "settled", "COMPLETED"
+        other.save(ledger_path(inbox.done / "theirs.jsonl"))
+        host.follower.count_fleet([inbox])
+        host.follow(mine)
+        assert batch_creates(emulator, mine.input_file_id) == 1
+    finally:
+        host.close()

@@ -94,6 +94,7 @@ class LedgerFollower:
         self.wake = wake  # (claim) -> look at that input now: its merge is over
         self._open: dict[str, tuple[str, int]] = {}  # ledger file -> (inbox, jobs sent and not ended)
         self._counted: set[str] = set()  # inboxes whose followed ledgers are all in _open
+        self._fleet: dict[str, dict[str, int]] = {}  # inbox -> {ledger file: jobs open}, all hosts', last scan
         self._deliveries: dict[str, Delivery] = {}  # ledger file -> its merge into the outbox, running
         self._statuses: dict[str, str | None] = {}  # ledger file#job -> the status last told (batch.status)
 
@@ -256,9 +257,26 @@ class LedgerFollower:
             "resubmit_rounds": ledger.limits.resubmit_rounds, "resubmit_codes": ledger.limits.resubmit_codes,
             "max_jobs_in_flight": self._inbox_config(rec.inbox).max_jobs_in_flight})
 
+    def count_fleet(self, inboxes: Iterable[InboxConfig]) -> None:
+        """The jobs open in every ledger of the inboxes that limit jobs in flight, whichever host
+        follows it (read from their done/ at each scan: up to one scan interval old)."""
+        for cfg in inboxes:
+            if cfg.batch is None or not cfg.batch.max_jobs_in_flight or not cfg.done.is_dir():
+                continue
+            counts: dict[str, int] = {}
+            for path in cfg.done.glob(f"*{SUFFIX}"):
+                try:
+                    ledger = Ledger.load(path)
+                except (OSError, ValueError):
+                    continue
+                if ledger.delivered_at is None and ledger.in_flight():
+                    counts[str(path)] = ledger.in_flight()
+            self._fleet[str(cfg.path)] = counts
+
     def _admission(self, rec: BatchRecord) -> Callable[[Ledger], bool]:
-        """max_jobs_in_flight of the inbox, counted over every ledger of it this host follows
-        (after a restart, those not looked at yet too)."""
+        """max_jobs_in_flight of the inbox: the jobs open in every ledger of it, live for those
+        this host follows (after a restart, those not looked at yet too), as of the last scan
+        for those other hosts follow."""
         limit = self._inbox_config(rec.inbox).max_jobs_in_flight
         mine = rec.ledger or ""
         if limit and rec.inbox not in self._counted:
@@ -271,8 +289,12 @@ class LedgerFollower:
                         continue
 
         def may_start(ledger: Ledger) -> bool:
-            others = sum(n for path, (inbox, n) in self._open.items() if inbox == rec.inbox and path != mine)
-            return limit == 0 or others + ledger.in_flight() < limit
+            # live counts for the ledgers this host follows; the last scan's for the others
+            # (other hosts' ledgers in the inbox's done/)
+            others = {p: n for p, (inbox, n) in self._open.items() if inbox == rec.inbox and p != mine}
+            others.update({p: n for p, n in self._fleet.get(rec.inbox, {}).items()
+                           if p != mine and p not in self._open})
+            return limit == 0 or sum(others.values()) + ledger.in_flight() < limit
         return may_start
 
     def _work(self, lfile: Path) -> Path:

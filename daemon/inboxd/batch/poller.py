@@ -288,6 +288,7 @@ class Poller:
     def _scan(self) -> float:
         """Follow on every job in done/ whose follower died; the time of the next look."""
         inboxes = list(self.inboxes()) if self.inboxes is not None else []
+        self.ledgers.count_fleet(inboxes)  # max_jobs_in_flight over the ledgers other hosts follow too
         for inbox, manifest, data in orphans(inboxes, self.store):
             if self.followers.take(f"{ADOPTED}{manifest}", lock_path(manifest)):
                 if isinstance(data["batch"].get("ledger"), str):
