@@ -14,7 +14,6 @@ the user money. So:
 
 from __future__ import annotations
 
-import json
 import threading
 import time
 from collections.abc import Callable
@@ -28,7 +27,6 @@ from ..api import ApiError, Cancelled, ProtocolError, TransientError
 from ..api._batches import BatchJob, BatchRejected
 from ..config import BatchConfig
 from ..retry import BATCH_CREATE
-from ..state.sidecars import MANIFEST_SUFFIX
 from .client import BatchClient
 from .store import BatchRecord, BatchStore
 
@@ -83,19 +81,6 @@ class Listing:
         ids = sorted(j.id for j in client.list_batches(cancel=cancel) if j.input_file_id == input_file_id)
         self.on_listed(ids)
         self.before = set(ids)
-
-
-def named_in_manifests(folder: Path) -> set[str]:
-    """The batch ids the manifests in `folder` (an inbox's done/) name."""
-    out: set[str] = set()
-    for path in folder.glob("*" + MANIFEST_SUFFIX) if folder.is_dir() else []:
-        try:
-            section = json.loads(path.read_text(encoding="utf-8")).get("batch")
-        except (OSError, ValueError, AttributeError):
-            continue
-        if isinstance(section, dict) and isinstance(section.get("id"), str):
-            out.add(section["id"])
-    return out
 
 
 def _job_dict(job: BatchJob) -> dict[str, Any]:

@@ -78,7 +78,6 @@ class FileRun:
     f: BinaryIO | None = None
     st: os.stat_result | None = None
     checked: dict[str, Any] = field(default_factory=dict)  # the check's fields, journaled with the upload
-    fresh: bool = False  # uploaded in this run (then handed to the archive lane)
     files: ExitStack = field(default_factory=ExitStack)
 
     @classmethod

@@ -5,8 +5,11 @@ returning the next step (or how the run ends), driven by one table.
              ├─ (journal: uploading, a file id) ─ ADOPT ─┬─ adopted ┤
              │                                           └─ orphan ─┤ OPEN
              └─ OPEN ─┬─ (checked before, unchanged) ─ UPLOAD       │
-                      └─ CHECK ─ UPLOAD ─ CREATE_BATCH ─ HANDOFF    │
-                                          CREATE_BATCH ─ ARCHIVE ◄──┘
+                      └─ CHECK ─ UPLOAD ─ HANDOFF                   │
+                                          ARCHIVE ◄─────────────────┘
+
+A batch input's jobs are not created here: once it is archived, the poller follows its
+ledger from done/ (`_follow_batch`).
 
 An upload worker hands a file it uploaded to the archive lane (HANDOFF: the move to done/
 and the manifest are disk work that would hold an upload slot); an archiver runs ARCHIVE.
@@ -41,7 +44,6 @@ class Step(StrEnum):
     OPEN = "open"
     CHECK = "check"
     UPLOAD = "upload"
-    CREATE_BATCH = "create_batch"
     HANDOFF = "handoff"
     ARCHIVE = "archive"
 
@@ -55,7 +57,7 @@ def inspect(run: FileRun, ctx: Context) -> Step:
                       f"a {kind} matching the inbox patterns is never opened or followed", file_kind=kind)
     run.st = st
     if run.row.stage == Stage.UPLOADED:
-        return Step.CREATE_BATCH
+        return Step.ARCHIVE
     if run.row.stage == Stage.UPLOADING and run.row.file_id:
         return Step.ADOPT
     return Step.OPEN
@@ -63,7 +65,7 @@ def inspect(run: FileRun, ctx: Context) -> Step:
 
 def adopt(run: FileRun, ctx: Context) -> Step:
     assert run.st is not None
-    return Step.CREATE_BATCH if upload.adopt(run, run.st) else Step.OPEN
+    return Step.ARCHIVE if upload.adopt(run, run.st) else Step.OPEN
 
 
 def open_file(run: FileRun, ctx: Context) -> Step:
@@ -89,20 +91,14 @@ def check(run: FileRun, ctx: Context) -> Step:
 
 def send(run: FileRun, ctx: Context) -> Step:
     assert run.f is not None and run.st is not None
-    if upload.split_in_parts(run):
-        upload.record_split(run, run.f, run.st)  # its ledger uploads the parts, after the archive
+    parts = upload.split_in_parts(run)
+    if parts:
+        upload.record_split(run, run.f, run.st, parts)  # its ledger uploads the parts, after the archive
     else:
         upload.upload(run, run.f, run.st)
     run.files.close()
-    run.fresh = True
     _bug_hook(ctx, Step.UPLOAD)
-    return Step.CREATE_BATCH
-
-
-def create_batch(run: FileRun, ctx: Context) -> Step:
-    """Nothing is created before the input is archived: for an inbox with [inboxes.batch], the
-    poller follows the input's ledger from done/ (`_follow_batch`) and creates its jobs."""
-    return Step.HANDOFF if run.fresh and not run.job.archive else Step.ARCHIVE
+    return Step.ARCHIVE if run.job.archive else Step.HANDOFF
 
 
 def handoff(run: FileRun, ctx: Context) -> Outcome:
@@ -157,7 +153,6 @@ STEPS: dict[Step, Callable[[FileRun, Context], Step | Outcome]] = {
     Step.OPEN: open_file,
     Step.CHECK: check,
     Step.UPLOAD: send,
-    Step.CREATE_BATCH: create_batch,
     Step.HANDOFF: handoff,
     Step.ARCHIVE: archive,
 }

@@ -129,17 +129,18 @@ def _check_parts(run: FileRun, parts: list[Span], mode: str) -> CheckReport:
                        lines=parts[-1].line - 1 + parts[-1].requests, records=got.records, errors=list(got.errors))
 
 
-def split_in_parts(run: FileRun) -> bool:
+def split_in_parts(run: FileRun) -> int:
+    """How many parts the check cut the input into, when more than one (else 0)."""
     validation = run.checked.get("validation") or run.row.validation or "{}"
-    return int(json.loads(validation).get("parts") or 1) > 1
+    parts = int(json.loads(validation).get("parts") or 1)
+    return parts if parts > 1 else 0
 
 
-def record_split(run: FileRun, f: BinaryIO, st: os.stat_result) -> None:
+def record_split(run: FileRun, f: BinaryIO, st: os.stat_result, parts: int) -> None:
     """A batch input split in parts is not uploaded whole: its ledger uploads each part once it
     is archived. Journaled `uploaded` with no file id (its manifest's `file` is null)."""
     now = time.time()
     unchanged_since_check(run, f, st, None)
-    parts = int(json.loads(run.checked.get("validation") or run.row.validation or "{}").get("parts") or 1)
     run.update(stage=Stage.UPLOADED, method="split", parts=parts, attempts=max(1, run.row.attempts),
                started_at=run.row.started_at or now, finished_at=now, file_id=None, **run.checked)
     log.debug("file.split", inbox=str(run.job.inbox.path), name=run.job.name, parts=parts)
