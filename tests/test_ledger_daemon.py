@@ -20,7 +20,7 @@ from inboxd.batch.ledger import Ledger
 from inboxd.batch.sidecar import json_schema
 from tests.helpers.daemon import DaemonProc, start_daemon, write_config
 from tests.helpers.emulator import EmulatorProc
-from tests.helpers.files import batch_line, batch_lines
+from tests.helpers.files import batch_line, batch_lines, check_split_results
 
 ENDPOINT = "/v1/chat/completions"
 
@@ -121,16 +121,8 @@ def test_a_split_input_through_expiry_transient_errors_and_two_kill_9_in_the_dae
     # one delivery: one set of files, no x.2.* from a second delivery after a restart
     assert sorted(p.name for p in outbox.iterdir()) == [
         "s.batch.json", "s.errors.jsonl", "s.output.jsonl", "s.results.jsonl"]
-    results = _results(outbox / "s.results.jsonl")
-    assert [x["custom_id"] for x in results] == [f"s-{i}" for i in range(10_000)]
-    refused = {f"s-{i}" for i in range(0, 10_000, 500)}
-    assert {x["custom_id"] for x in results if x["status"] == "failed" and x["error"].get("status_code") == 400} \
-        == refused
+    results, refused = check_split_results(outbox / "s.results.jsonl", answer)
     c = answer["counts"]
-    assert c == {"succeeded": sum(x["status"] == "succeeded" for x in results),
-                 "failed": sum(x["status"] == "failed" for x in results), "missing": 0}
-    # the rest failed only with a 429 in every round they were sent (0.05^4; 0.05^3 for an expired half)
-    assert c["failed"] - len(refused) == answer["errors_by_code"].get("429", 0) <= 10, answer["errors_by_code"]
     assert answer["errors_by_code"]["400"] == len(refused)
     assert {x["round"] for x in results} == set(range(1, answer["rounds"] + 1))
     # output and errors hold final answers only, each request once

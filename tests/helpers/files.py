@@ -150,3 +150,21 @@ def holding_state(folder: Path) -> list[Path]:
     except OSError:
         return []
     return [p for p in entries if not p.name.startswith(".") and read_state(p) is not None]
+
+
+def check_split_results(results_file: Path, answer: dict[str, Any], n: int = 10_000, every: int = 500,
+                        tag: str = "s") -> tuple[list[dict[str, Any]], set[str]]:
+    """The results of the 10,000-request split input (every `every`-th request refused with
+    400, 5 % transient 429s): every request in input order, the refused ones failed with 400,
+    batch.json's counts those of results.jsonl, and no more than a handful failed with a 429
+    in every round (0.05^4; 0.05^3 for an expired half). (The results, the refused ids.)"""
+    results = [json.loads(x) for x in results_file.read_bytes().splitlines()]
+    assert [x["custom_id"] for x in results] == [f"{tag}-{i}" for i in range(n)]
+    refused = {f"{tag}-{i}" for i in range(0, n, every)}
+    assert {x["custom_id"] for x in results if x["status"] == "failed" and x["error"].get("status_code") == 400} \
+        == refused
+    c = answer["counts"]
+    assert c == {"succeeded": sum(x["status"] == "succeeded" for x in results),
+                 "failed": sum(x["status"] == "failed" for x in results), "missing": 0}
+    assert c["failed"] - len(refused) == answer["errors_by_code"].get("429", 0) <= 10, answer["errors_by_code"]
+    return results, refused
